@@ -1,0 +1,60 @@
+"""Run the app: gunicorn with worker processes, or Flask's development server with --dev."""
+
+from __future__ import annotations
+
+import logging
+
+from imagesearch_pg.config import Settings
+from imagesearch_pg.store import schema
+from imagesearch_pg.store.database import Database
+from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, EncoderRegistry
+
+log = logging.getLogger(__name__)
+
+
+def prepare(settings: Settings) -> Database:
+    """Work done once before serving: database up, schema at head, default model built on disk.
+
+    Returns the database handle; with the embedded server it must stay open while serving,
+    since the last process to let go of the server stops it.
+    """
+    database = Database.connect(settings)
+    schema.upgrade(database.engine)
+    EncoderRegistry(settings.model_cache, settings.onnx_threads).get(DEFAULT_ENCODER).model_path()
+    # Forked workers must not inherit pooled connections.
+    database.engine.dispose()
+    return database
+
+
+def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool) -> None:
+    from flask_app import create_app
+
+    database = prepare(settings)
+    try:
+        if dev:
+            create_app({"SETTINGS": settings}).run(host=host, port=port, threaded=True, use_reloader=False)
+        else:
+            _gunicorn(settings, host=host, port=port, workers=workers)
+    finally:
+        database.close()
+
+
+def _gunicorn(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    from flask_app import create_app
+
+    class Application(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 4)
+            self.cfg.set("timeout", 60)
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("preload_app", False)
+
+        def load(self):
+            return create_app({"SETTINGS": settings})
+
+    Application().run()

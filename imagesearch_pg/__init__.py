@@ -1,0 +1,3 @@
+"""imagesearch-pg: search by image inside PostgreSQL."""
+
+__version__ = "0.1.0"

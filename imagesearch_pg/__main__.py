@@ -1,0 +1,3 @@
+from imagesearch_pg.cli import main
+
+main()

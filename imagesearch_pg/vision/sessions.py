@@ -1,0 +1,16 @@
+"""ONNX Runtime sessions, kept apart from the models that use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+
+def cpu_session(model_path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: the service's logs stay quiet
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])

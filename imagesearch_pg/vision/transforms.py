@@ -1,0 +1,31 @@
+"""Pure preprocessing functions (numpy in, numpy out) shared by every encoder."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from imagesearch_pg.vision.intake import Box
+
+
+def crop(image: np.ndarray, box: Box) -> np.ndarray:
+    return image[box.y1 : box.y2, box.x1 : box.x2]
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    # Area averaging when shrinking avoids aliasing; linear when enlarging.
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def to_nchw(images: list[np.ndarray], mean: float | tuple, std: float | tuple) -> np.ndarray:
+    """Stack equally sized H x W x 3 uint8 arrays into a normalised float32 N x 3 x H x W batch."""
+    batch = np.stack(images).astype(np.float32)
+    batch -= np.asarray(mean, dtype=np.float32)
+    batch /= np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

@@ -1,0 +1,75 @@
+"""Shared fixtures: a real PostgreSQL (the one in IMAGESEARCH_DATABASE_URL, else a fresh embedded server
+in a temporary home), migrated to head, and the service layer over it with the real default encoder."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from imagesearch_pg.config import Settings
+from imagesearch_pg.service import ImageSearch
+from imagesearch_pg.store import schema
+from imagesearch_pg.store.database import Database
+from imagesearch_pg.vision.encoders import EncoderRegistry
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory):
+    # The encoder cache is shared across test runs to avoid rebuilding the ONNX model every time.
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def settings(home) -> Settings:
+    return Settings.from_env({
+        "IMAGESEARCH_HOME": str(home),
+        "IMAGESEARCH_DATABASE_URL": os.environ.get("IMAGESEARCH_DATABASE_URL", ""),
+    })
+
+
+@pytest.fixture(scope="session")
+def database(settings):
+    database = Database.connect(settings)
+    schema.upgrade(database.engine)
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="session")
+def engine(database):
+    return database.engine
+
+
+@pytest.fixture(scope="session")
+def encoders(settings) -> EncoderRegistry:
+    return EncoderRegistry(settings.model_cache, settings.onnx_threads)
+
+
+@pytest.fixture(scope="session")
+def service(database, encoders) -> ImageSearch:
+    return ImageSearch(database, encoders)
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def make_instance(service):
+    """Create instances with unique names; they are deleted after the test."""
+    created = []
+
+    def make(service_type: str = "generic", **options):
+        name = f"t{os.getpid()}-{next(_names)}"
+        created.append(name)
+        return service.create_instance(name, service_type, **options)
+
+    yield make
+    for name in created:
+        service.delete_instance(name)
+
+
+@pytest.fixture
+def instance(make_instance):
+    return make_instance("generic")

@@ -1,0 +1,126 @@
+"""The `imagesearch` command, on the test database (and, once, on its own embedded server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from imagesearch_pg.cli import cli
+from tests.pictures import encode, sample_photos
+
+
+@pytest.fixture
+def run(engine, settings):
+    env = {
+        "IMAGESEARCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "IMAGESEARCH_HOME": str(settings.home),
+    }
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    for key, photo in sample_photos().items():
+        (tmp_path / f"{key}.png").write_bytes(encode(photo))
+    (tmp_path / "notes.txt").write_text("not a picture")  # skipped when walking a folder
+    return tmp_path
+
+
+def test_add_search_delete(run, service, photo_dir, tmp_path_factory):
+    name = "cli-" + tmp_path_factory.mktemp("c").name[-8:].replace("_", "-")
+    assert run("instance", "create", name, "--type", "generic", "--capacity", "1000", "--qps", "5").exit_code == 0
+    try:
+        added = run("add", name, str(photo_dir))
+        assert added.exit_code == 0, added.output
+        assert "added 8 of 8 pictures" in added.output
+
+        found = run("search", name, str(photo_dir / "rocket.png"), "--num", "3", "--json")
+        assert found.exit_code == 0, found.output
+        results = json.loads(found.stdout)
+        assert [r["ProductId"] for r in results][0] == "rocket" and len(results) == 3
+        assert results[0]["PicName"] == "rocket.png" and results[0]["Score"] > 0.99
+        assert {"CategoryId", "IntAttr", "StrAttr4", "CustomContent"} <= set(results[0])
+
+        table = run("search", name, str(photo_dir / "coffee.png"), "--num", "2")
+        assert table.stdout.splitlines()[1].startswith("coffee ")
+
+        one = run("add", name, str(photo_dir / "chelsea.png"), "--product-id", "cat-42")
+        assert one.exit_code == 0
+        assert json.loads(run("search", name, str(photo_dir / "chelsea.png"), "--json", "--num", "2").stdout)[0][
+            "ProductId"] in {"chelsea", "cat-42"}
+
+        deleted = run("delete", name, "--product-id", "rocket")
+        assert deleted.exit_code == 0 and "rocket.png" in deleted.output
+        after = json.loads(run("search", name, str(photo_dir / "rocket.png"), "--json").stdout)
+        assert "rocket" not in [r["ProductId"] for r in after]
+
+        shown = json.loads(run("instance", "show", name).stdout)
+        assert shown["TotalCount"] == 8 and shown["ServiceType"] == "generic" and shown["Qps"] == 5
+    finally:
+        service.delete_instance(name)
+
+
+def test_errors_are_one_line_and_non_zero(run, instance, photo_dir, tmp_path):
+    missing = run("search", "no-such-instance", str(photo_dir / "rocket.png"))
+    assert missing.exit_code == 1
+    assert missing.stderr.strip().splitlines() == ["error: InvalidInstance: no instance named 'no-such-instance'"]
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"definitely not a jpeg")
+    refused = run("add", instance.name, str(bad))
+    assert refused.exit_code == 1 and "InvalidImage" in refused.stderr
+
+    too_many = run("search", instance.name, str(photo_dir / "rocket.png"), "--num", "101")
+    assert too_many.exit_code == 1 and "OverflowMaxReturnNum" in too_many.stderr
+
+    usage = run("instance", "create", "x", "--type", "video")
+    assert usage.exit_code == 2 and "video" in usage.stderr
+
+
+def _postgres_processes_for(pgdata: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and str(pgdata) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_embedded_server_is_shared_and_stopped(tmp_path):
+    """No IMAGESEARCH_DATABASE_URL: the CLI starts its own server, a second process adopts it,
+    and when the last one exits no server process is left behind."""
+    env = {k: v for k, v in os.environ.items() if k != "IMAGESEARCH_DATABASE_URL"}
+    env["IMAGESEARCH_HOME"] = str(tmp_path / "home")
+    pgdata = tmp_path / "home" / "pgdata"
+    hold = (
+        "import sys; from pathlib import Path; from imagesearch_pg.store.embedded import start_embedded_server;"
+        f"s = start_embedded_server(Path({str(pgdata)!r})); print(s.get_pid(), flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        pid = int(holder.stdout.readline())
+        upgraded = subprocess.run([sys.executable, "-m", "imagesearch_pg", "db", "upgrade"], env=env,
+                                  capture_output=True, text=True, timeout=120)
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert "schema at 0001" in upgraded.stdout
+        assert psutil.pid_exists(pid), "the second process must not stop the server the first one uses"
+        assert [p.pid for p in _postgres_processes_for(pgdata) if p.ppid() == 1 or p.pid == pid][:1] == [pid]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    deadline = time.monotonic() + 20
+    while _postgres_processes_for(pgdata) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _postgres_processes_for(pgdata) == []

@@ -1,0 +1,106 @@
+"""Migrations: upgrade to head and downgrade to base on a fresh database; tables.py matches the schema."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from imagesearch_pg.store import schema
+from imagesearch_pg.store.database import create_engine
+from imagesearch_pg.store.tables import metadata
+
+
+@pytest.fixture
+def scratch_engine(engine):
+    """A new, empty database on the same server."""
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    admin = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    scratch = create_engine(engine.url.set(database=name).render_as_string(hide_password=False))
+    yield scratch
+    scratch.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def tables_in(engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names(schema="imagesearch"))
+
+
+def test_upgrade_downgrade_upgrade(scratch_engine):
+    assert schema.current_revision(scratch_engine) is None
+    schema.upgrade(scratch_engine)
+    assert schema.current_revision(scratch_engine) == schema.head_revision()
+    assert {"instances", "pictures", "tasks"} <= tables_in(scratch_engine)
+    schema.downgrade(scratch_engine, "base")
+    assert schema.current_revision(scratch_engine) is None
+    assert not sa.inspect(scratch_engine).has_schema("imagesearch")
+    schema.upgrade(scratch_engine)
+    assert schema.current_revision(scratch_engine) == schema.head_revision()
+
+
+def test_upgrade_twice_is_a_no_op(scratch_engine):
+    schema.upgrade(scratch_engine)
+    schema.upgrade(scratch_engine)
+    assert schema.current_revision(scratch_engine) == schema.head_revision()
+
+
+def test_table_descriptions_match_the_migrated_schema(engine):
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        reflected = {c["name"]: c for c in inspector.get_columns(table.name, schema="imagesearch")}
+        assert set(reflected) == {c.name for c in table.columns}, table.name
+        for column in table.columns:
+            assert reflected[column.name]["nullable"] == column.nullable, f"{table.name}.{column.name}"
+
+
+def test_each_instance_gets_its_own_partition_and_index(service, make_instance, engine):
+    a, b = make_instance(), make_instance()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT c.relname, i.indexrelid::regclass::text FROM pg_inherits h"
+                " JOIN pg_class c ON c.oid = h.inhrelid"
+                " JOIN pg_index i ON i.indrelid = c.oid AND i.indexrelid::regclass::text LIKE '%hnsw'"
+                " WHERE h.inhparent = 'imagesearch.pictures'::regclass"
+            )
+        ).all()
+        ids = dict(conn.execute(sa.text("SELECT name, id FROM imagesearch.instances")).all())
+    partitions = {r[0] for r in rows}
+    assert {f"pictures_{ids[a.name]}", f"pictures_{ids[b.name]}"} <= partitions
+    service.delete_instance(a.name)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"imagesearch.pictures_{ids[a.name]}"}).scalar() is None
+    service.create_instance(a.name, "generic")  # recreated so the fixture's cleanup finds it
+
+
+def test_partition_refuses_a_vector_of_another_dimension(make_instance, engine):
+    made = make_instance()
+    with engine.connect() as conn:
+        iid = conn.execute(sa.text("SELECT id FROM imagesearch.instances WHERE name = :n"), {"n": made.name}).scalar()
+        with pytest.raises(sa.exc.IntegrityError, match="_dim"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO imagesearch.pictures (instance_id, product_id, pic_name, category_id, embedding)"
+                    " VALUES (:i, 'p', 'n', 0, '[1,2,3]')"
+                ),
+                {"i": iid},
+            )
+
+
+def test_sql_surface_searches_from_sql(service, instance, engine):
+    from tests.pictures import encode, sample_photos
+
+    photos = sample_photos()
+    for key in ("coffee", "rocket", "chelsea"):
+        service.add_image(instance.name, key, f"{key}.png", encode(photos[key]))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT product_id, score FROM imagesearch.search_by_name(:i, 'rocket', 'rocket.png', 3)"),
+            {"i": instance.name},
+        ).all()
+    assert rows[0][0] == "rocket" and rows[0][1] > 0.999 and len(rows) == 3
+    assert rows[0][1] >= rows[1][1] >= rows[2][1]

@@ -1,0 +1,257 @@
+"""The service layer end to end on the real database and the real default encoder."""
+
+from __future__ import annotations
+
+import base64
+
+import cv2
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from imagesearch_pg.errors import (
+    InvalidCategory,
+    InvalidImage,
+    InvalidImageSize,
+    InvalidInstance,
+    InvalidParameter,
+    InvalidRegion,
+    InvalidStartParameter,
+    MissingParameter,
+    NoSpecifiedSearchPic,
+    OverflowMaxResultNum,
+    OverflowMaxReturnNum,
+)
+from imagesearch_pg.service import Attributes
+from imagesearch_pg.store.tables import pictures
+from tests.pictures import encode, noise, sample_photos
+
+PHOTOS = sample_photos()
+
+
+def count_rows(engine, instance_name: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM imagesearch.pictures p JOIN imagesearch.instances i ON i.id = p.instance_id"
+                " WHERE i.name = :n"
+            ),
+            {"n": instance_name},
+        ).scalar_one()
+
+
+@pytest.fixture(scope="module")
+def gallery(service, tmp_path_factory):
+    """A generic instance holding the sample photos, ProductId = photo name, PicName = '<name>.png'."""
+    name = "gallery-" + tmp_path_factory.mktemp("g").name.replace("_", "-")[-20:]
+    service.create_instance(name, "generic")
+    for key, photo in PHOTOS.items():
+        service.add_image(name, key, f"{key}.png", encode(photo), attributes=Attributes(int_attr=len(key)))
+    yield name
+    service.delete_instance(name)
+
+
+# ---- edits of a photo, as a user's copies would be ----------------------------------------------
+
+def crop_70(image):
+    h, w = image.shape[:2]
+    return image[int(h * 0.15): int(h * 0.85), int(w * 0.15): int(w * 0.85)]
+
+
+def rotate_10(image):
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), 10, 1.0)
+    return cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def recolour(image):
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.int16)
+    hsv[..., 0] = (hsv[..., 0] + 12) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] * 0.7, 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+
+def test_same_picture_is_found_first_with_score_above_099(service, gallery):
+    for key, photo in PHOTOS.items():
+        result = service.search_by_picture(gallery, encode(photo), num=3)
+        assert result.auctions[0].product_id == key
+        assert result.auctions[0].score > 0.99
+        assert result.auctions[0].score >= result.auctions[1].score >= result.auctions[2].score
+
+
+@pytest.mark.parametrize("edit", [crop_70, rotate_10, recolour], ids=lambda f: f.__name__)
+def test_edited_copy_is_found_first(service, gallery, edit):
+    for key, photo in PHOTOS.items():
+        query = encode(edit(photo), "JPEG", quality=85)
+        best = service.search_by_picture(gallery, query, num=1).auctions[0]
+        assert best.product_id == key, f"{edit.__name__} of {key} found {best.product_id}"
+
+
+def test_search_returns_attributes_and_paging(service, gallery):
+    first = service.search_by_picture(gallery, encode(PHOTOS["coffee"]), num=4)
+    assert first.auctions[0].attributes.int_attr == len("coffee")
+    assert first.auctions[0].pic_name == "coffee.png"
+    second_page = service.search_by_picture(gallery, encode(PHOTOS["coffee"]), num=2, start=2)
+    assert [a.pic_name for a in second_page.auctions] == [a.pic_name for a in first.auctions[2:4]]
+    assert first.docs_return == 4 and second_page.docs_return == 2
+
+
+def test_score_threshold(service, gallery):
+    result = service.search_by_picture(gallery, encode(PHOTOS["rocket"]), num=10, score_threshold=0.99)
+    assert [a.product_id for a in result.auctions] == ["rocket"]
+    everything = service.search_by_picture(gallery, encode(PHOTOS["rocket"]), num=10, score_threshold=0.0)
+    assert everything.docs_return == len(PHOTOS)
+
+
+def test_search_by_name_finds_itself_first(service, gallery):
+    result = service.search_by_name(gallery, "chelsea", "chelsea.png", num=len(PHOTOS))
+    assert result.auctions[0].pic_name == "chelsea.png" and result.auctions[0].score > 0.999
+    assert len(result.auctions) == len(PHOTOS)
+    with pytest.raises(NoSpecifiedSearchPic):
+        service.search_by_name(gallery, "chelsea", "missing.png")
+
+
+def test_base64_picture_is_accepted(service, gallery):
+    text = base64.b64encode(encode(PHOTOS["astronaut"])).decode()
+    assert service.search_by_picture(gallery, text, num=1).auctions[0].product_id == "astronaut"
+
+
+def test_region_restricts_the_picture(service, instance):
+    # Two photos side by side; a region around one of them finds that one.
+    left, right = cv2.resize(PHOTOS["coffee"], (300, 300)), cv2.resize(PHOTOS["rocket"], (300, 300))
+    service.add_image(instance.name, "coffee", "c", encode(left))
+    service.add_image(instance.name, "rocket", "r", encode(right))
+    both = encode(np.hstack([left, right]))
+    assert service.search_by_picture(instance.name, both, region="300,600,0,300").auctions[0].product_id == "rocket"
+    assert service.search_by_picture(instance.name, both, region="0,300,0,300").auctions[0].product_id == "coffee"
+    info = service.add_image(instance.name, "both", "b", both, region="0,300,0,300")
+    assert info.region == "0,300,0,300"
+    with pytest.raises(InvalidRegion):
+        service.search_by_picture(instance.name, both, region="0,601,0,300")
+
+
+def test_upsert_replaces_picture_and_attributes(service, instance, engine):
+    service.add_image(instance.name, "p", "a.jpg", encode(PHOTOS["coffee"]),
+                      attributes=Attributes(int_attr=1, str_attr="old", custom_content="x"))
+    service.add_image(instance.name, "p", "a.jpg", encode(PHOTOS["rocket"]), attributes=Attributes(str_attr2="new"))
+    assert count_rows(engine, instance.name) == 1
+    best = service.search_by_picture(instance.name, encode(PHOTOS["rocket"]), num=1).auctions[0]
+    assert best.score > 0.99
+    assert best.attributes == Attributes(str_attr2="new")  # last write wins whole, no merge
+
+
+def test_delete_by_product_and_by_pic_name(service, instance, engine):
+    for i, key in enumerate(["coffee", "rocket", "chelsea"]):
+        service.add_image(instance.name, "prod" if i < 2 else "other", f"{key}.png", encode(PHOTOS[key]))
+    assert service.delete_image(instance.name, "prod", "coffee.png").pic_names == ["coffee.png"]
+    top = service.search_by_picture(instance.name, encode(PHOTOS["coffee"]), num=5)
+    assert "coffee.png" not in [a.pic_name for a in top.auctions]
+    assert sorted(service.delete_image(instance.name, "prod").pic_names) == ["rocket.png"]
+    assert service.delete_image(instance.name, "prod").pic_names == []
+    assert count_rows(engine, instance.name) == 1
+
+
+def test_instances_are_isolated(service, make_instance):
+    a, b = make_instance(), make_instance()
+    service.add_image(a.name, "same", "same.png", encode(PHOTOS["coffee"]))
+    service.add_image(b.name, "same", "same.png", encode(PHOTOS["rocket"]))
+    in_a = service.search_by_picture(a.name, encode(PHOTOS["rocket"]), num=10).auctions
+    assert len(in_a) == 1 and in_a[0].score < 0.9  # only a's coffee, far from the rocket
+    service.delete_image(a.name, "same")
+    assert service.search_by_picture(b.name, encode(PHOTOS["rocket"]), num=1).auctions[0].score > 0.99
+    assert service.describe_instance(a.name).picture_count == 0
+    assert service.describe_instance(b.name).picture_count == 1
+
+
+def test_instance_lifecycle(service, make_instance):
+    made = make_instance("trademark", capacity=500, qps=3)
+    shown = service.describe_instance(made.name)
+    assert (shown.service_type, shown.capacity, shown.qps, shown.picture_count) == ("trademark", 500, 3, 0)
+    assert shown.embedding_dim == 1280 and shown.encoder == "efficientnet-lite0"
+    assert made.name in [i.name for i in service.list_instances()]
+    with pytest.raises(InvalidParameter, match="already exists"):
+        service.create_instance(made.name, "generic")
+    for bad in dict(name="bad name!"), dict(name=""), dict(name="x" * 65):
+        with pytest.raises(InvalidParameter, match="instance name"):
+            service.create_instance(bad["name"], "generic")
+    with pytest.raises(InvalidParameter, match="service type"):
+        service.create_instance("ok-name", "video")
+    with pytest.raises(InvalidParameter, match="capacity"):
+        service.create_instance("ok-name", "generic", capacity=0)
+    with pytest.raises(InvalidInstance):
+        service.describe_instance("ok-name")
+
+
+def test_unknown_instance(service):
+    with pytest.raises(InvalidInstance):
+        service.search_by_picture("no-such-instance", encode(PHOTOS["coffee"]))
+    with pytest.raises(InvalidInstance):
+        service.add_image("no-such-instance", "p", "n", encode(PHOTOS["coffee"]))
+
+
+LONG = "x" * 513
+
+@pytest.mark.parametrize(
+    "kwargs,error,message",
+    [
+        (dict(product_id=""), MissingParameter, "ProductId"),
+        (dict(product_id=LONG), InvalidParameter, "ProductId must be 1-512"),
+        (dict(pic_name=LONG), InvalidParameter, "PicName must be 1-512"),
+        (dict(pic_name="a\x00b"), InvalidParameter, "NUL"),
+        (dict(attributes=Attributes(custom_content="c" * 4097)), InvalidParameter, "CustomContent"),
+        (dict(attributes=Attributes(str_attr3="s" * 129)), InvalidParameter, "StrAttr3"),
+        (dict(attributes=Attributes(int_attr=2**31)), InvalidParameter, "IntAttr"),
+        (dict(attributes=Attributes(int_attr4=-(2**31) - 1)), InvalidParameter, "IntAttr4"),
+        (dict(picture=b""), MissingParameter, "PicContent"),
+        (dict(picture=b"not a picture"), InvalidImage, "not a picture"),
+        (dict(picture=encode(noise(99, 300))), InvalidImageSize, "100-4096"),
+        (dict(region="1,2,3"), InvalidRegion, "four integers"),
+    ],
+)
+def test_bad_add_changes_nothing(service, instance, engine, kwargs, error, message):
+    service.add_image(instance.name, "keep", "keep.png", encode(PHOTOS["coffee"]))
+    args = dict(product_id="p", pic_name="n.png", picture=encode(PHOTOS["rocket"]))
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        service.add_image(instance.name, args.pop("product_id"), args.pop("pic_name"), args.pop("picture"), **args)
+    assert count_rows(engine, instance.name) == 1
+
+
+def test_limits_accept_their_edges(service, instance, engine):
+    service.add_image(
+        instance.name, "p" * 512, "n" * 512, encode(noise(100, 4096 // 8)),
+        attributes=Attributes(custom_content="c" * 4096, str_attr="s" * 128, int_attr=2**31 - 1, int_attr2=-(2**31)),
+    )
+    assert count_rows(engine, instance.name) == 1
+
+
+def test_category_on_product_instances(service, make_instance):
+    product = make_instance("product")
+    assert service.add_image(product.name, "p", "n", encode(PHOTOS["coffee"]), category_id=6).category_id == 6
+    with pytest.raises(InvalidCategory, match="allowed"):
+        service.add_image(product.name, "p", "n", encode(PHOTOS["coffee"]), category_id=10)
+    generic = make_instance("generic")
+    assert service.add_image(generic.name, "p", "n", encode(PHOTOS["coffee"]), category_id=6).category_id == 88888888
+
+
+@pytest.mark.parametrize(
+    "num,start,error",
+    [(0, 0, InvalidParameter), (101, 0, OverflowMaxReturnNum), (10, -1, InvalidStartParameter),
+     (10, 500, InvalidStartParameter), (2, 499, OverflowMaxResultNum)],
+)
+def test_search_window_errors(service, gallery, num, start, error):
+    with pytest.raises(error):
+        service.search_by_picture(gallery, encode(PHOTOS["coffee"]), num=num, start=start)
+
+
+@pytest.mark.parametrize("num,start", [(1, 0), (100, 0), (1, 499), (100, 400)])
+def test_search_window_edges(service, gallery, num, start):
+    result = service.search_by_picture(gallery, encode(PHOTOS["coffee"]), num=num, start=start)
+    assert result.docs_return == max(0, min(num, len(PHOTOS) - start))
+
+
+def test_embeddings_are_unit_length(engine, service, instance):
+    service.add_image(instance.name, "p", "n", encode(PHOTOS["retina"]))
+    with engine.connect() as conn:
+        vector = conn.execute(sa.select(pictures.c.embedding).where(pictures.c.product_id == "p")).scalar_one()
+    assert abs(np.linalg.norm(vector) - 1.0) < 1e-4
