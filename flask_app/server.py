@@ -53,6 +53,7 @@ def _gunicorn(settings: Settings, *, host: str, port: int, workers: int) -> None
             self.cfg.set("timeout", 60)
             self.cfg.set("accesslog", "-")
             self.cfg.set("preload_app", False)
+            self.cfg.set("control_socket_disable", True)  # one shared path would clash between servers
 
         def load(self):
             return create_app({"SETTINGS": settings})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
 import click
 
+from imagesearch_pg import logs
 from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import ImageSearchError
 from imagesearch_pg.service import ImageSearch
@@ -62,10 +62,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
     Uses IMAGESEARCH_DATABASE_URL when set, otherwise an embedded PostgreSQL under IMAGESEARCH_HOME.
     """
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(verbose)
     holder = _Service()
     ctx.obj = holder
     ctx.call_on_close(holder.close)

@@ -25,7 +25,8 @@ In SQL ``!=`` is ``col IS DISTINCT FROM :v`` and ``not in`` is ``col IS NULL OR 
 The language has no NOT, so the remaining NULLs (from ``=`` etc.) act as false under AND / OR.
 
 Limits: at most ``MAX_FILTER_LENGTH`` characters (checked before parsing), parentheses nested at most
-``MAX_NESTING`` deep (so the recursive-descent parser cannot exhaust the stack), no NUL characters (PostgreSQL
+``MAX_NESTING`` deep (the parser recurses ~3 frames and SQLAlchemy's compiler ~8 frames per level, so 64 levels
+stay near 500 frames, well inside Python's default 1000), no NUL characters (PostgreSQL
 text cannot hold them) and no lone surrogates (they cannot be encoded for the database).
 
 Every problem raises ``InvalidFilter`` whose message names the 1-based character position, e.g.
@@ -52,6 +53,7 @@ INT_OPS = (">", ">=", "<", "<=", "=", "!=")
 STR_OPS = ("=", "!=")
 FIELDS = INT_ATTRS + STR_ATTRS
 _WHITESPACE = " \t\r\n\v\f"
+_KEYWORDS = ("and", "or", "not", "in")
 
 
 # ---- AST ------------------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ class Token:
     kind: str
     text: str  # as written in the filter
     position: int  # 1-based character position of the first character
-    value: int | str | None = None  # the integer or the unescaped string
+    value: int | str | None = None  # the unescaped string; the integer (None when it has over 10 digits)
 
 
 def _fail(position: int, detail: str) -> InvalidFilter:
@@ -117,6 +119,10 @@ def _show(token: Token) -> str:
         return "the end of the filter"
     text = token.text if len(token.text) <= 40 else token.text[:40] + "..."
     return repr(text)
+
+
+def _is_digit(ch: str) -> bool:
+    return len(ch) == 1 and "0" <= ch <= "9"  # ASCII only: str.isdigit() also accepts '١' and '²'
 
 
 def _is_word_char(ch: str) -> bool:
@@ -142,8 +148,7 @@ class Lexer:
         ch = text[start]
         if ch == '"':
             return self._string(start)
-        if ch.isascii() and (ch.isdigit() or (ch in "+-" and start + 1 < n and text[start + 1].isascii()
-                                              and text[start + 1].isdigit())):
+        if _is_digit(ch) or (ch in "+-" and _is_digit(text[start + 1 : start + 2])):
             return self._integer(start)
         if _is_word_char(ch):
             end = start
@@ -163,7 +168,7 @@ class Lexer:
     def _integer(self, start: int) -> Token:
         text, n = self.text, len(self.text)
         end = start + 1
-        while end < n and text[end].isascii() and text[end].isdigit():
+        while end < n and _is_digit(text[end]):
             end += 1
         if end < n and (_is_word_char(text[end]) or text[end] == "."):
             # "1.5", "1e3", "1AND": not an integer; keep it whole so the message shows what was written.
@@ -173,9 +178,8 @@ class Lexer:
             return Token(OTHER, text[start:end], start + 1)
         self.i = end
         written = text[start:end]
-        digits = written.lstrip("+-").lstrip("0") or "0"
-        # More than 10 significant digits is out of range anyway; not converting avoids huge-int work.
-        value = int(written) if len(digits) <= 10 else (INT_MAX + 1 if written[0] != "-" else INT_MIN - 1)
+        # More than 10 significant digits is out of range anyway (None); not converting avoids huge-int work.
+        value = int(written) if len(written.lstrip("+-").lstrip("0")) <= 10 else None
         return Token(INT, written, start + 1, value)
 
     def _string(self, start: int) -> Token:
@@ -290,9 +294,9 @@ class Parser:
         return node
 
     def compare(self) -> Node:
-        if self.token.kind != WORD:
-            raise self.expected(f"a field name ({', '.join(FIELDS)}) or '('")
         field = self.keyword()
+        if self.token.kind != WORD or field in _KEYWORDS:
+            raise self.expected(f"a field name ({', '.join(FIELDS)}) or '('")
         if field not in FIELDS:
             raise _fail(self.token.position, f"unknown field {_show(self.token)}; the fields are {', '.join(FIELDS)}")
         self.advance()
@@ -319,7 +323,7 @@ class Parser:
             raise self.expected(f"'(' to open the list after '{field} {keyword}'")
         self.advance()
         if self.token.kind == RPAREN:
-            raise _fail(self.token.position, f"the list after '{field} {keyword}' is empty; it needs at least one value")
+            raise _fail(self.token.position, f"the list after '{field} {keyword}' is empty; it needs a value")
         values = [self.literal(field, f"in the list after '{field} {keyword}'")]
         while self.token.kind == COMMA:
             self.advance()
@@ -334,7 +338,7 @@ class Parser:
         if field in INT_ATTRS:
             if token.kind != INT:
                 raise self.expected(f"an integer {where} ({field} is an integer field)")
-            if not INT_MIN <= token.value <= INT_MAX:
+            if token.value is None or not INT_MIN <= token.value <= INT_MAX:
                 raise _fail(
                     token.position,
                     f"integer {_show(token)} is out of the 32-bit range {INT_MIN}..{INT_MAX}",

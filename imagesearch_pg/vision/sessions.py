@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnxruntime as ort
 
+def cpu_session(model_path: Path, threads: int):
+    # Imported here, not at module level: a process that has imported onnxruntime and then forks
+    # (gunicorn's master) leaves children that hang or abort on exit. Only workers import it.
+    import onnxruntime as ort
 
-def cpu_session(model_path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

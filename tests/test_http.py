@@ -1,0 +1,68 @@
+"""The HTTP app: the health endpoint in-process, and `imagesearch serve` as a real gunicorn server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from flask_app import create_app
+
+
+@pytest.fixture
+def client(settings, service):
+    return create_app({"SETTINGS": settings, "SERVICE": service, "TESTING": True}).test_client()
+
+
+def test_health(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok" and body["schema"] == "0001"
+    assert body["database"] in ("embedded", "external")
+
+
+def test_the_serving_process_never_imports_onnxruntime():
+    # gunicorn forks workers from it; onnxruntime imported before a fork makes the children hang on exit.
+    code = "import sys, imagesearch_pg.cli, flask_app.server; print('onnxruntime' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_gunicorn_workers(engine, settings):
+    port = _free_port()
+    env = dict(os.environ,
+               IMAGESEARCH_DATABASE_URL=engine.url.render_as_string(hide_password=False),
+               IMAGESEARCH_HOME=str(settings.home))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "imagesearch_pg", "serve", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    body = json.loads(response.read())
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"server did not come up: {server.communicate()[1][-2000:]}")
+                time.sleep(0.3)
+        assert body == {"status": "ok", "database": "external", "schema": "0001"}
+    finally:
+        server.terminate()
+        stdout, stderr = server.communicate(timeout=30)
+    assert server.returncode == 0, stderr[-2000:]
+    assert '"GET /health HTTP/1.1" 200' in stdout  # gunicorn's access log
