@@ -255,3 +255,26 @@ def test_embeddings_are_unit_length(engine, service, instance):
     with engine.connect() as conn:
         vector = conn.execute(sa.select(pictures.c.embedding).where(pictures.c.product_id == "p")).scalar_one()
     assert abs(np.linalg.norm(vector) - 1.0) < 1e-4
+
+
+def test_other_process_deleting_or_recreating_an_instance(service, database, encoders, make_instance):
+    """Reads cache an instance's facts; another process deleting or re-creating it must not confuse them."""
+    from imagesearch_pg.service import ImageSearch
+
+    other = ImageSearch(database, encoders)  # a second process's service, same database
+    made = make_instance()
+    service.add_image(made.name, "old", "old.png", encode(PHOTOS["coffee"]))
+    assert service.search_by_picture(made.name, encode(PHOTOS["coffee"])).auctions[0].product_id == "old"
+
+    other.delete_instance(made.name)
+    other.create_instance(made.name, "generic")
+    other.add_image(made.name, "new", "new.png", encode(PHOTOS["coffee"]))
+    assert service.search_by_picture(made.name, encode(PHOTOS["coffee"])).auctions[0].product_id == "new"
+    assert service.search_by_name(made.name, "new", "new.png").auctions[0].product_id == "new"
+
+    other.delete_instance(made.name)
+    with pytest.raises(InvalidInstance):
+        service.search_by_picture(made.name, encode(PHOTOS["coffee"]))
+    with pytest.raises(InvalidInstance):
+        service.search_by_name(made.name, "new", "new.png")
+    other.create_instance(made.name, "generic")  # for the fixture's cleanup

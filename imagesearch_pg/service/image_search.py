@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import numpy as np
+import psycopg
 import sqlalchemy as sa
 
 from imagesearch_pg import categories
@@ -35,13 +37,14 @@ from imagesearch_pg.service.models import (
 )
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store import schema
-from imagesearch_pg.store.filters import compile_filter
+from imagesearch_pg.store.filters import parse_filter
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, instances, pictures
 from imagesearch_pg.vision import intake, transforms
 from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, ENCODERS, EncoderRegistry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_CAPACITY = 1_000_000
 DEFAULT_QPS = 10
@@ -71,6 +74,7 @@ class ImageSearch:
         self.database = database
         self.engine = database.engine
         self.encoders = encoders
+        self._instances: dict[str, _InstanceRow] = {}
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> "ImageSearch":
@@ -123,7 +127,7 @@ class ImageSearch:
             ).scalar()
             if created is None:
                 raise InvalidParameter(f"an instance named {name!r} already exists")
-            conn.execute(sa.select(sa.func.imagesearch.create_picture_partition(created, dim)))
+            conn.execute(sa.select(sa.func.imagesearch.create_picture_partition(created)))
         log.info("instance created", extra={"instance": name, "service_type": service_type})
         return self.describe_instance(name)
 
@@ -144,6 +148,7 @@ class ImageSearch:
             instance = self._instance_row(conn, name, lock=True)
             conn.execute(sa.select(sa.func.imagesearch.drop_picture_partition(instance.id)))
             conn.execute(sa.delete(instances).where(instances.c.id == instance.id))
+        self._instances.pop(name, None)
         log.info("instance deleted", extra={"instance": name})
 
     @staticmethod
@@ -162,6 +167,8 @@ class ImageSearch:
 
     @staticmethod
     def _instance_row(conn: sa.Connection, name: str, *, lock: bool = False) -> _InstanceRow:
+        if not isinstance(name, str) or not name:
+            raise MissingParameter("InstanceName is required")
         query = sa.select(
             instances.c.id, instances.c.name, instances.c.service_type, instances.c.encoder, instances.c.embedding_dim
         ).where(instances.c.name == name)
@@ -172,8 +179,6 @@ class ImageSearch:
         return _InstanceRow(*row)
 
     def _instance_by_name(self, name: str) -> _InstanceRow:
-        if not isinstance(name, str) or not name:
-            raise MissingParameter("InstanceName is required")
         with self.engine.connect() as conn:
             return self._instance_row(conn, name)
 
@@ -241,16 +246,16 @@ class ImageSearch:
         score_threshold: float | None = None,
     ) -> SearchResult:
         began = time.perf_counter()
-        instance = self._instance_by_name(instance_name)
         validation.window(num, start)
         threshold = validation.score_threshold(score_threshold)
-        where = None if filter is None else compile_filter(filter)
-        query = self._prepare(instance, picture, crop=crop, region=region, category_id=None)
-        with self.engine.begin() as conn:
-            rows = picture_store.nearest(
-                conn, instance.id, instance.embedding_dim, query.embedding, start + num, where
-            )
-        return _result(rows, start, threshold, began, query.pic_info)
+        parsed = None if filter is None else parse_filter(filter)
+        query = self._prepare(self._cached_instance(instance_name), picture, crop=crop, region=region,
+                              category_id=None)
+
+        def search(conn, instance):
+            return picture_store.nearest(conn, instance.id, instance.embedding_dim, query.embedding, start + num, parsed)
+
+        return _result(self._read(instance_name, search), start, threshold, began, query.pic_info)
 
     def search_by_name(
         self,
@@ -265,18 +270,49 @@ class ImageSearch:
     ) -> SearchResult:
         """Search with the vector of a stored picture (which finds itself first, unless filtered out)."""
         began = time.perf_counter()
-        instance = self._instance_by_name(instance_name)
         validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
         validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
         validation.window(num, start)
         threshold = validation.score_threshold(score_threshold)
-        where = None if filter is None else compile_filter(filter)
-        stored = picture_store.stored_embedding(instance.id, instance.embedding_dim, product_id, pic_name)
-        with self.engine.begin() as conn:
-            if not picture_store.exists(conn, instance.id, product_id, pic_name):
+        parsed = None if filter is None else parse_filter(filter)
+
+        def search(conn, instance):
+            stored = picture_store.stored_embedding(instance.id, instance.embedding_dim, product_id, pic_name)
+            rows = picture_store.nearest(conn, instance.id, instance.embedding_dim, stored, start + num, parsed)
+            # A missing picture gives no query vector, hence rows without a score (or none at all).
+            if (rows and rows[0].score is None) or (
+                not rows and not picture_store.exists(conn, instance.id, product_id, pic_name)
+            ):
                 raise NoSpecifiedSearchPic(f"no picture with ProductId {product_id!r} and PicName {pic_name!r}")
-            rows = picture_store.nearest(conn, instance.id, instance.embedding_dim, stored, start + num, where)
-        return _result(rows, start, threshold, began)
+            return rows
+
+        return _result(self._read(instance_name, search), start, threshold, began)
+
+    def _cached_instance(self, name: str) -> _InstanceRow:
+        """The instance's immutable facts (id, type, encoder, dimension), cached for reads.
+
+        A cached entry can only be stale if the instance was deleted (and perhaps re-created under a new
+        id, ids are never reused); reads then find its partition gone and come back through _read.
+        """
+        cached = self._instances.get(name)
+        if cached is None:
+            with self.engine.connect() as conn:
+                cached = self._instance_row(conn, name)
+            self._instances[name] = cached
+        return cached
+
+    def _read(self, instance_name: str, work: Callable[[sa.Connection, _InstanceRow], T]) -> T:
+        """Run a read on its own autocommit connection: no BEGIN/COMMIT round trips, no locks."""
+        for attempt in (1, 2):
+            instance = self._cached_instance(instance_name)
+            try:
+                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    return work(conn, instance)
+            except sa.exc.ProgrammingError as exc:
+                if not isinstance(exc.orig, psycopg.errors.UndefinedTable) or attempt == 2:
+                    raise
+                self._instances.pop(instance_name, None)  # deleted meanwhile: look it up again
+        raise AssertionError("unreachable")
 
     # ---- the picture path shared by add and search -----------------------------------------------
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.store.embedded import start_embedded_server
+from imagesearch_pg.store.pictures import HNSW_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,5 @@ def create_engine(url: str) -> sa.Engine:
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=10,
-        # psycopg prepares a statement after 5 uses; a generic plan would hide each instance's own
-        # partition (and its HNSW index) behind run-time pruning, so keep plans custom.
-        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+        connect_args={"options": " ".join(f"-c {name}={value}" for name, value in HNSW_SETTINGS.items())},
     )
