@@ -52,6 +52,7 @@ def _gunicorn(settings: Settings, *, host: str, port: int, workers: int) -> None
             self.cfg.set("threads", 4)
             self.cfg.set("timeout", 60)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("loglevel", "warning")  # quiet by default: start-up chatter only with -v
             self.cfg.set("preload_app", False)
             self.cfg.set("control_socket_disable", True)  # one shared path would clash between servers
 

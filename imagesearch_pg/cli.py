@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 
 from imagesearch_pg import logs
 from imagesearch_pg.config import Settings
@@ -14,6 +15,7 @@ from imagesearch_pg.errors import ImageSearchError
 from imagesearch_pg.service import ImageSearch
 from imagesearch_pg.service.models import protocol_name
 from imagesearch_pg.service.validation import SERVICE_TYPES
+from imagesearch_pg.store.database import InvalidDatabaseUrl
 
 PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -52,6 +54,13 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ImageSearchError as exc:
             _fail(exc)
+        except sa.exc.OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            click.echo(f"error: the database is unavailable: {reason}", err=True)
+            sys.exit(1)
+        except InvalidDatabaseUrl as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group)

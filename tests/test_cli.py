@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -105,17 +106,24 @@ def test_embedded_server_is_shared_and_stopped(tmp_path):
     pgdata = tmp_path / "home" / "pgdata"
     hold = (
         "import sys; from pathlib import Path; from imagesearch_pg.store.embedded import start_embedded_server;"
-        f"s = start_embedded_server(Path({str(pgdata)!r})); print(s.get_pid(), flush=True); sys.stdin.read()"
+        f"s = start_embedded_server(Path({str(pgdata)!r})); print(s.get_pid(), s.get_uri(), flush=True);"
+        "sys.stdin.read()"
     )
     holder = subprocess.Popen([sys.executable, "-c", hold], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
     try:
-        pid = int(holder.stdout.readline())
+        pid_text, uri = holder.stdout.readline().split()
+        pid = int(pid_text)
         upgraded = subprocess.run([sys.executable, "-m", "imagesearch_pg", "db", "upgrade"], env=env,
                                   capture_output=True, text=True, timeout=120)
         assert upgraded.returncode == 0, upgraded.stderr
         assert "schema at 0001" in upgraded.stdout
         assert psutil.pid_exists(pid), "the second process must not stop the server the first one uses"
+        with psycopg.connect(uri) as conn:
+            tuned = dict(conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('maintenance_work_mem', 'max_parallel_maintenance_workers')").fetchall())
+        assert tuned == {"maintenance_work_mem": str(1024 * 1024), "max_parallel_maintenance_workers": "2"}
         assert [p.pid for p in _postgres_processes_for(pgdata) if p.ppid() == 1 or p.pid == pid][:1] == [pid]
     finally:
         holder.stdin.close()
@@ -124,3 +132,15 @@ def test_embedded_server_is_shared_and_stopped(tmp_path):
     while _postgres_processes_for(pgdata) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _postgres_processes_for(pgdata) == []
+
+
+@pytest.mark.parametrize(
+    "url,message",
+    [("mysql://x@localhost/db", "must look like postgresql://"),
+     ("postgresql://nobody@127.0.0.1:1/none", "the database is unavailable")],
+)
+def test_database_problems_are_one_line(url, message, tmp_path):
+    result = CliRunner().invoke(cli, ["instance", "list"],
+                                env={"IMAGESEARCH_DATABASE_URL": url, "IMAGESEARCH_HOME": str(tmp_path)})
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr

@@ -104,3 +104,19 @@ def test_sql_surface_searches_from_sql(service, instance, engine):
         ).all()
     assert rows[0][0] == "rocket" and rows[0][1] > 0.999 and len(rows) == 3
     assert rows[0][1] >= rows[1][1] >= rows[2][1]
+
+
+def test_plain_alembic_command_upgrades_and_downgrades(scratch_engine):
+    """`alembic upgrade head` / `alembic downgrade base` from a source checkout, on IMAGESEARCH_DATABASE_URL."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, IMAGESEARCH_DATABASE_URL=scratch_engine.url.render_as_string(hide_password=False))
+    for step, expected in (("upgrade head", schema.head_revision()), ("downgrade base", None)):
+        done = subprocess.run([sys.executable, "-m", "alembic", "-c", str(root / "alembic.ini"), *step.split()],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert schema.current_revision(scratch_engine) == expected

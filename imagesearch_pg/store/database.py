@@ -16,11 +16,20 @@ from imagesearch_pg.store.pictures import HNSW_SETTINGS
 log = logging.getLogger(__name__)
 
 
+class InvalidDatabaseUrl(ValueError):
+    """IMAGESEARCH_DATABASE_URL is not a PostgreSQL URL."""
+
+
 def sqlalchemy_url(url: str) -> str:
     """Accept the usual libpq spellings and select the psycopg 3 driver."""
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
-    if parsed.get_backend_name() != "postgresql":
-        raise ValueError(f"IMAGESEARCH_DATABASE_URL must be a postgresql:// URL, got {parsed.get_backend_name()}://")
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    except sa.exc.ArgumentError:
+        parsed = None
+    if parsed is None or parsed.get_backend_name() != "postgresql":
+        raise InvalidDatabaseUrl(
+            "IMAGESEARCH_DATABASE_URL must look like postgresql://user:password@host:5432/dbname"
+        )
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
