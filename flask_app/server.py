@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from imagesearch_pg.config import Settings
-from imagesearch_pg.store import schema
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, EncoderRegistry
 
@@ -13,13 +12,13 @@ log = logging.getLogger(__name__)
 
 
 def prepare(settings: Settings) -> Database:
-    """Work done once before serving: database up, schema at head, default model built on disk.
+    """Work done once before serving: database up, schema checked, default model built on disk.
 
     Returns the database handle; with the embedded server it must stay open while serving,
     since the last process to let go of the server stops it.
     """
     database = Database.connect(settings)
-    schema.upgrade(database.engine)
+    database.ensure_schema()
     EncoderRegistry(settings.model_cache, settings.onnx_threads).get(DEFAULT_ENCODER).model_path()
     # Forked workers must not inherit pooled connections.
     database.engine.dispose()

@@ -69,3 +69,9 @@ class InstanceStatusError(ImageSearchError):
 
 class NoSpecifiedSearchPic(ImageSearchError):
     code, http_status = "NoSpecifiedSearchPic", 404
+
+
+class SchemaOutOfDate(ImageSearchError):
+    """The configured database's schema is not the one this version needs (an operator's task)."""
+
+    code, http_status = "ServiceUnavailable", 503

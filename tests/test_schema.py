@@ -120,3 +120,19 @@ def test_plain_alembic_command_upgrades_and_downgrades(scratch_engine):
                               env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert schema.current_revision(scratch_engine) == expected
+
+
+def test_a_given_database_is_not_upgraded_behind_its_owners_back(scratch_engine, settings):
+    from imagesearch_pg.errors import SchemaOutOfDate
+    from imagesearch_pg.config import Settings
+    from imagesearch_pg.service import ImageSearch
+
+    given = Settings.from_env({
+        "IMAGESEARCH_HOME": str(settings.home),
+        "IMAGESEARCH_DATABASE_URL": scratch_engine.url.render_as_string(hide_password=False),
+    })
+    with pytest.raises(SchemaOutOfDate, match="imagesearch db upgrade"):
+        ImageSearch.open(given)
+    assert schema.current_revision(scratch_engine) is None
+    schema.upgrade(scratch_engine)
+    ImageSearch.open(given).close()

@@ -36,7 +36,6 @@ from imagesearch_pg.service.models import (
     protocol_name,
 )
 from imagesearch_pg.store import pictures as picture_store
-from imagesearch_pg.store import schema
 from imagesearch_pg.store.filters import parse_filter
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, instances, pictures
@@ -78,10 +77,14 @@ class ImageSearch:
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> "ImageSearch":
-        """Connect as configured and bring the schema to head (the service cannot run on an older one)."""
+        """Connect as configured, with the schema at head (see Database.ensure_schema)."""
         settings = settings or Settings.from_env()
         database = Database.connect(settings)
-        schema.upgrade(database.engine)
+        try:
+            database.ensure_schema()
+        except Exception:
+            database.close()
+            raise
         return cls(database, EncoderRegistry(settings.model_cache, settings.onnx_threads))
 
     def close(self) -> None:

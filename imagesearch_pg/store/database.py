@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from imagesearch_pg.config import Settings
+from imagesearch_pg.store import schema
 from imagesearch_pg.store.embedded import start_embedded_server
 from imagesearch_pg.store.pictures import HNSW_SETTINGS
 
@@ -49,6 +50,14 @@ class Database:
             return cls(engine=create_engine(settings.database_url))
         server = start_embedded_server(settings.pgdata)
         return cls(engine=create_engine(server.get_uri()), embedded_server=server)
+
+    def ensure_schema(self) -> None:
+        """The embedded database is ours: upgrade it. A given server is upgraded only on request
+        (`imagesearch db upgrade`), since its owner decides when its schema changes; until then, refuse."""
+        if self.is_embedded:
+            schema.upgrade(self.engine)
+        else:
+            schema.require_head(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

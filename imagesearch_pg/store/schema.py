@@ -10,6 +10,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from imagesearch_pg.errors import SchemaOutOfDate
+
 
 def schema_dir(name: str) -> Path:
     """``migrations`` or ``sql``: inside an installed wheel, or at the top of a source checkout."""
@@ -54,3 +56,12 @@ def current_revision(engine: sa.Engine) -> str | None:
 
 def head_revision() -> str:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def require_head(engine: sa.Engine) -> None:
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"the database schema is at {current or 'nothing (empty database)'}, this version needs {head}: "
+            "run `imagesearch db upgrade`"
+        )
