@@ -278,3 +278,15 @@ def test_other_process_deleting_or_recreating_an_instance(service, database, enc
     with pytest.raises(InvalidInstance):
         service.search_by_name(made.name, "new", "new.png")
     other.create_instance(made.name, "generic")  # for the fixture's cleanup
+
+
+@pytest.mark.parametrize("name,error", [("", MissingParameter), (None, MissingParameter),
+                                        ("a\x00b", InvalidParameter), ("x" * 65, InvalidParameter)])
+def test_bad_instance_names_are_client_errors(service, name, error):
+    for call in (lambda: service.describe_instance(name),
+                 lambda: service.search_by_picture(name, encode(PHOTOS["coffee"])),
+                 lambda: service.search_by_name(name, "p", "n"),
+                 lambda: service.delete_image(name, "p"),
+                 lambda: service.add_image(name, "p", "n", encode(PHOTOS["coffee"]))):
+        with pytest.raises(error):
+            call()

@@ -140,6 +140,7 @@ class ImageSearch:
         return [self._instance(row) for row in rows]
 
     def describe_instance(self, name: str) -> Instance:
+        validation.text("InstanceName", name, min_len=1, max_len=64, required=True)
         with self.engine.connect() as conn:
             row = conn.execute(self._instance_query().where(instances.c.name == name)).first()
         if row is None:
@@ -170,8 +171,7 @@ class ImageSearch:
 
     @staticmethod
     def _instance_row(conn: sa.Connection, name: str, *, lock: bool = False) -> _InstanceRow:
-        if not isinstance(name, str) or not name:
-            raise MissingParameter("InstanceName is required")
+        validation.text("InstanceName", name, min_len=1, max_len=64, required=True)
         query = sa.select(
             instances.c.id, instances.c.name, instances.c.service_type, instances.c.encoder, instances.c.embedding_dim
         ).where(instances.c.name == name)
