@@ -79,11 +79,15 @@ class EfficientNetLite0(Encoder):
             _write_atomically(path, model.SerializeToString())
         return path
 
-    def predict(self, images: list[np.ndarray]) -> np.ndarray:
-        size = self.input_size
+    def run(self, images: list[np.ndarray], outputs: tuple[str, ...] = ("features",), size: int | None = None):
+        """Raw network outputs for RGB uint8 pictures resized to ``size`` (default 224):
+        ``features`` N x 1280 (average-pooled), ``logits`` N x 1000 (ImageNet), ``feature_map`` N x 1280 x h x w."""
+        size = size or self.input_size
         batch = transforms.to_nchw([transforms.resize(im, size, size) for im in images], self.mean, self.std)
-        (features,) = self.session.run(["features"], {"image": batch})
-        return transforms.l2_normalize(features.astype(np.float32))
+        return dict(zip(outputs, self.session.run(list(outputs), {"image": batch})))
+
+    def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        return transforms.l2_normalize(self.run(images)["features"].astype(np.float32))
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
