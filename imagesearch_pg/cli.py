@@ -16,6 +16,7 @@ from imagesearch_pg.service import ImageSearch
 from imagesearch_pg.service.models import protocol_name
 from imagesearch_pg.service.validation import SERVICE_TYPES
 from imagesearch_pg.store.database import InvalidDatabaseUrl
+from imagesearch_pg.vision.encoders import DEFAULT_ENCODER
 
 PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -130,11 +131,13 @@ def instance() -> None:
 @click.option("--capacity", type=int, default=None, help="Most pictures the instance may hold.")
 @click.option("--qps", type=int, default=None, help="Queries per second of the instance's plan.")
 @click.option("--region", default="local", show_default=True)
+@click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
+              help="A built-in encoder or one registered with `imagesearch encoder register`.")
 @pass_service
-def instance_create(holder: _Service, name, service_type, capacity, qps, region) -> None:
+def instance_create(holder: _Service, name, service_type, capacity, qps, region, encoder) -> None:
     """Create an instance NAME."""
     options = {k: v for k, v in {"capacity": capacity, "qps": qps}.items() if v is not None}
-    created = holder.get().create_instance(name, service_type, region=region, **options)
+    created = holder.get().create_instance(name, service_type, region=region, encoder=encoder, **options)
     click.echo(f"created {created.service_type} instance {created.name} (capacity {created.capacity}, qps {created.qps})")
 
 
@@ -168,6 +171,34 @@ def instance_delete(holder: _Service, name: str, yes: bool) -> None:
         click.confirm(f"Delete instance {name} and all its pictures?", abort=True)
     holder.get().delete_instance(name)
     click.echo(f"deleted instance {name}")
+
+
+# ---- encoders ---------------------------------------------------------------------------------------
+
+
+@cli.group()
+def encoder() -> None:
+    """Register and list encoders (bring your own ONNX model)."""
+
+
+@encoder.command("register")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_service
+def encoder_register(holder: _Service, spec: Path) -> None:
+    """Register the ONNX encoder described by SPEC (TOML or JSON; see the README)."""
+    registered = holder.get().register_encoder(spec)
+    click.echo(f"registered encoder {registered.name} ({registered.dim}-d, {registered.onnx})")
+
+
+@encoder.command("list")
+@pass_service
+def encoder_list(holder: _Service) -> None:
+    """List the encoders instances can use."""
+    rows = [
+        {"Name": e["name"], "Dim": e["dim"], "Model": e["spec"]["onnx"] if e["spec"] else "built-in"}
+        for e in holder.get().list_encoders()
+    ]
+    _table(rows, ["Name", "Dim", "Model"])
 
 
 def _instance_dict(i) -> dict:

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from imagesearch_pg.cli import cli
+from imagesearch_pg.store import schema
 from tests.pictures import encode, sample_photos
 
 
@@ -117,7 +118,7 @@ def test_embedded_server_is_shared_and_stopped(tmp_path):
         upgraded = subprocess.run([sys.executable, "-m", "imagesearch_pg", "db", "upgrade"], env=env,
                                   capture_output=True, text=True, timeout=120)
         assert upgraded.returncode == 0, upgraded.stderr
-        assert "schema at 0001" in upgraded.stdout
+        assert f"schema at {schema.head_revision()}" in upgraded.stdout
         assert psutil.pid_exists(pid), "the second process must not stop the server the first one uses"
         with psycopg.connect(uri) as conn:
             tuned = dict(conn.execute(

@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 
 from flask_app import create_app
+from imagesearch_pg.store import schema
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def test_health(client):
     response = client.get("/health")
     assert response.status_code == 200
     body = response.get_json()
-    assert body["status"] == "ok" and body["schema"] == "0001"
+    assert body["status"] == "ok" and body["schema"] == schema.head_revision()
     assert body["database"] in ("embedded", "external")
 
 
@@ -60,7 +61,7 @@ def test_serve_runs_gunicorn_workers(engine, settings):
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"server did not come up: {server.communicate()[1][-2000:]}")
                 time.sleep(0.3)
-        assert body == {"status": "ok", "database": "external", "schema": "0001"}
+        assert body == {"status": "ok", "database": "external", "schema": schema.head_revision()}
     finally:
         server.terminate()
         stdout, stderr = server.communicate(timeout=30)

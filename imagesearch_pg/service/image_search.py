@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import numpy as np
@@ -38,9 +39,10 @@ from imagesearch_pg.service.models import (
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.filters import parse_filter
 from imagesearch_pg.store.database import Database
-from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, instances, pictures
+from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, encoders, instances, pictures
 from imagesearch_pg.vision import intake, transforms
-from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, ENCODERS, EncoderRegistry
+from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
+from imagesearch_pg.vision.encoders import BUILTIN_ENCODERS, DEFAULT_ENCODER, Encoder, EncoderRegistry, OnnxEncoder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,8 +74,9 @@ class ImageSearch:
     def __init__(self, database: Database, encoders: EncoderRegistry):
         self.database = database
         self.engine = database.engine
-        self.encoders = encoders
+        self.encoder_registry = encoders
         self._instances: dict[str, _InstanceRow] = {}
+        self._encoder_specs: dict[str, EncoderSpec] = {}
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> "ImageSearch":
@@ -108,10 +111,12 @@ class ImageSearch:
         validation.positive("capacity", capacity, MAX_CAPACITY)
         validation.positive("qps", qps, MAX_QPS)
         validation.text("region", region, max_len=64, required=True)
-        if encoder not in ENCODERS:
-            raise InvalidParameter(f"encoder {encoder!r} is not known; known: {', '.join(ENCODERS)}")
-        dim = ENCODERS[encoder].dim
+        validation.text("encoder", encoder, min_len=1, max_len=64, required=True)
         with self.engine.begin() as conn:
+            dim = conn.execute(sa.select(encoders.c.dim).where(encoders.c.name == encoder)).scalar()
+            if dim is None:
+                known = conn.execute(sa.select(encoders.c.name).order_by(encoders.c.name)).scalars().all()
+                raise InvalidParameter(f"encoder {encoder!r} is not registered; registered: {', '.join(known)}")
             created = conn.execute(
                 sa.dialects.postgresql.insert(instances)
                 .values(
@@ -154,6 +159,43 @@ class ImageSearch:
             conn.execute(sa.delete(instances).where(instances.c.id == instance.id))
         self._instances.pop(name, None)
         log.info("instance deleted", extra={"instance": name})
+
+    # ---- encoders --------------------------------------------------------------------------------
+
+    def register_encoder(self, spec_path: Path) -> EncoderSpec:
+        """Register a user's ONNX encoder from its spec file, after running it once to check the spec."""
+        try:
+            spec = EncoderSpec.from_file(spec_path)
+            OnnxEncoder(spec, self.encoder_registry.cache_dir, 1).check()
+        except EncoderSpecError as exc:
+            raise InvalidParameter(str(exc)) from None
+        with self.engine.begin() as conn:
+            added = conn.execute(
+                sa.dialects.postgresql.insert(encoders)
+                .values(name=spec.name, dim=spec.dim, spec=spec.to_dict())
+                .on_conflict_do_nothing(index_elements=["name"])
+                .returning(encoders.c.name)
+            ).scalar()
+        if added is None:
+            raise InvalidParameter(f"an encoder named {spec.name!r} is already registered")
+        log.info("encoder registered", extra={"encoder": spec.name, "dim": spec.dim})
+        return spec
+
+    def list_encoders(self) -> list[dict]:
+        """Every encoder an instance can use: name, dim, and the spec (None for built-in ones)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(encoders.c.name, encoders.c.dim, encoders.c.spec).order_by(encoders.c.name))
+            return [dict(row._mapping) for row in rows]
+
+    def _encoder(self, name: str) -> Encoder:
+        if name in BUILTIN_ENCODERS:
+            return self.encoder_registry.get(name)
+        spec = self._encoder_specs.get(name)
+        if spec is None:  # registered specs never change, so one read per process is enough
+            with self.engine.connect() as conn:
+                raw = conn.execute(sa.select(encoders.c.spec).where(encoders.c.name == name)).scalar_one()
+            spec = self._encoder_specs.setdefault(name, EncoderSpec.from_dict(raw))
+        return self.encoder_registry.get(name, spec)
 
     @staticmethod
     def _instance_query() -> sa.Select:
@@ -335,7 +377,7 @@ class ImageSearch:
         height, width = image.shape[:2]
         # Subject detection (Crop=true) comes with the vision pipeline; until then the whole picture is used.
         box = intake.parse_region(region, width, height) if region else intake.whole_picture(image)
-        embedding = self.encoders.get(instance.encoder).predict([transforms.crop(image, box)])[0]
+        embedding = self._encoder(instance.encoder).predict([transforms.crop(image, box)])[0]
         category = categories.OTHER if category_id is None else category_id
         return _Query(embedding, PicInfo(category_id=category, region=box.to_region(), multi_region=[box.to_region()]))
 

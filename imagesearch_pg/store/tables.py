@@ -16,6 +16,15 @@ metadata = sa.MetaData(schema="imagesearch")
 INT_ATTRS = ("int_attr", "int_attr2", "int_attr3", "int_attr4")
 STR_ATTRS = ("str_attr", "str_attr2", "str_attr3", "str_attr4")
 
+encoders = sa.Table(
+    "encoders",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("spec", pg.JSONB),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
 instances = sa.Table(
     "instances",
     metadata,
@@ -27,7 +36,7 @@ instances = sa.Table(
     sa.Column("region", sa.Text, nullable=False),
     sa.Column("tags", pg.JSONB, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
-    sa.Column("encoder", sa.Text, nullable=False),
+    sa.Column("encoder", sa.Text, sa.ForeignKey("encoders.name"), nullable=False),
     sa.Column("embedding_dim", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("expires_at", sa.DateTime(timezone=True)),

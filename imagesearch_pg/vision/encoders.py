@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from imagesearch_pg.vision import transforms
+from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
 from imagesearch_pg.vision.sessions import cpu_session
 
 DEFAULT_ENCODER = "efficientnet-lite0"
@@ -99,11 +100,50 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-ENCODERS: dict[str, type[Encoder]] = {EfficientNetLite0.name: EfficientNetLite0}
+class OnnxEncoder(Encoder):
+    """A user's ONNX model, fed and read as its EncoderSpec says."""
+
+    def __init__(self, spec: EncoderSpec, cache_dir: Path, threads: int = 2):
+        super().__init__(cache_dir, threads)
+        self.spec = spec
+        self.name, self.dim = spec.name, spec.dim
+
+    def model_path(self) -> Path:
+        return self.spec.onnx
+
+    def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        spec = self.spec
+        width, height = spec.input_size
+        resized = [transforms.resize(im, width, height) for im in images]
+        if spec.channel_order == "BGR":
+            resized = [im[..., ::-1] for im in resized]
+        mean = np.asarray(spec.mean, np.float32) / spec.scale
+        std = np.asarray(spec.std, np.float32) / spec.scale
+        batch = transforms.to_nchw(resized, mean, std)  # (x*scale - mean) / std == (x - mean/scale) / (std/scale)
+        if spec.layout == "NHWC":
+            batch = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        input_name = spec.input_name or self.session.get_inputs()[0].name
+        (output,) = self.session.run([spec.output], {input_name: batch})
+        output = np.asarray(output, np.float32).reshape(len(images), -1)
+        if output.shape[1] != spec.dim:
+            raise EncoderSpecError(f"encoder {spec.name}: output {spec.output} has {output.shape[1]} values, spec says {spec.dim}")
+        return transforms.l2_normalize(output)
+
+    def check(self) -> None:
+        """Run the model once on a grey picture: the spec must match what the model takes and gives."""
+        try:
+            self.predict([np.full((64, 64, 3), 128, np.uint8)])
+        except EncoderSpecError:
+            raise
+        except Exception as exc:  # onnxruntime reports wrong names, shapes and types in its own exceptions
+            raise EncoderSpecError(f"encoder {self.spec.name} could not run {self.spec.onnx}: {exc}") from None
+
+
+BUILTIN_ENCODERS: dict[str, type[Encoder]] = {EfficientNetLite0.name: EfficientNetLite0}
 
 
 class EncoderRegistry:
-    """One loaded encoder per name per process."""
+    """One loaded encoder per name per process: built-in ones by name, users' ones from their spec."""
 
     def __init__(self, cache_dir: Path, threads: int = 2):
         self.cache_dir = cache_dir
@@ -111,8 +151,11 @@ class EncoderRegistry:
         self._loaded: dict[str, Encoder] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> Encoder:
+    def get(self, name: str, spec: EncoderSpec | None = None) -> Encoder:
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = ENCODERS[name](self.cache_dir, self.threads)
+                if spec is not None:
+                    self._loaded[name] = OnnxEncoder(spec, self.cache_dir, self.threads)
+                else:
+                    self._loaded[name] = BUILTIN_ENCODERS[name](self.cache_dir, self.threads)
             return self._loaded[name]

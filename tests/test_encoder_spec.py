@@ -1,0 +1,129 @@
+"""Bring your own encoder: spec files, checks at registration, and instances that use them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from imagesearch_pg.errors import InvalidParameter
+from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
+from imagesearch_pg.vision.encoders import OnnxEncoder
+from tests.pictures import encode, sample_photos
+
+
+def mean_colour_model(path):
+    """A tiny NHWC model: the mean of each channel, as a 3-d embedding."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["pixels", "axes"], ["colour"], keepdims=0)],
+        "mean-colour",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 32, 32, 3])],
+        [helper.make_tensor_value_info("colour", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def write_spec(tmp_path, name="mean-colour", **overrides):
+    spec = {"name": name, "onnx": "model.onnx", "dim": 3, "output": "colour", "input_size": 32,
+            "layout": "NHWC", "channel_order": "BGR", "scale": 1.0, "mean": 0.0, "std": 1.0}
+    spec.update(overrides)
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_layout_channel_order_and_normalisation_follow_the_spec(tmp_path):
+    mean_colour_model(tmp_path / "model.onnx")
+    spec = EncoderSpec.from_file(write_spec(tmp_path))
+    assert spec.onnx == (tmp_path / "model.onnx").resolve()
+    red = np.zeros((100, 100, 3), np.uint8)
+    red[..., 0] = 200
+    vector = OnnxEncoder(spec, tmp_path).predict([red])[0]
+    np.testing.assert_allclose(vector, [0.0, 0.0, 1.0], atol=1e-6)  # BGR: red comes last
+
+    shifted = EncoderSpec.from_file(write_spec(tmp_path, channel_order="RGB", mean=[100, 0, 0], scale=1.0))
+    np.testing.assert_allclose(OnnxEncoder(shifted, tmp_path).predict([red])[0], [1.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_toml_spec(tmp_path):
+    mean_colour_model(tmp_path / "model.onnx")
+    (tmp_path / "spec.toml").write_text(
+        'name = "toml-enc"\nonnx = "model.onnx"\ndim = 3\noutput = "colour"\ninput_size = [32, 32]\n'
+        'layout = "NHWC"\nmean = [0.5, 0.5, 0.5]\nstd = [0.25, 0.25, 0.25]\n'
+    )
+    spec = EncoderSpec.from_file(tmp_path / "spec.toml")
+    assert spec.input_size == (32, 32) and spec.scale == pytest.approx(1 / 255) and spec.std == (0.25,) * 3
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"dim": 0}, "dim must be"),
+        ({"dim": 2001}, "dim must be"),
+        ({"layout": "CHW"}, "layout must be"),
+        ({"channel_order": "RGBA"}, "channel_order"),
+        ({"std": [1, 0, 1]}, "std must not contain 0"),
+        ({"input_size": 8}, "input_size"),
+        ({"onnx": "missing.onnx"}, "does not exist"),
+        ({"colour": 1}, "unknown spec keys"),
+        ({"name": "bad name"}, "name must be"),
+    ],
+)
+def test_bad_specs_are_refused_clearly(tmp_path, overrides, message):
+    mean_colour_model(tmp_path / "model.onnx")
+    with pytest.raises(EncoderSpecError, match=message):
+        EncoderSpec.from_file(write_spec(tmp_path, **overrides))
+
+
+def test_missing_and_unreadable_spec_files(tmp_path):
+    with pytest.raises(EncoderSpecError, match="no encoder spec file"):
+        EncoderSpec.from_file(tmp_path / "nope.toml")
+    (tmp_path / "broken.toml").write_text("name = ")
+    with pytest.raises(EncoderSpecError, match="not a readable"):
+        EncoderSpec.from_file(tmp_path / "broken.toml")
+
+
+@pytest.mark.parametrize("overrides,message", [({"dim": 4}, "has 3 values, spec says 4"),
+                                               ({"output": "nope"}, "could not run")])
+def test_registration_runs_the_model_and_refuses_a_wrong_spec(service, tmp_path, overrides, message):
+    mean_colour_model(tmp_path / "model.onnx")
+    with pytest.raises(InvalidParameter, match=message):
+        service.register_encoder(write_spec(tmp_path, name="wrong-x", **overrides))
+    assert "wrong-x" not in [e["name"] for e in service.list_encoders()]
+
+
+def test_a_registered_onnx_file_serves_an_instance_like_the_builtin_one(service, make_instance, tmp_path):
+    """The default encoder's own ONNX file, described by a spec, must give the same search results."""
+    builtin = service.encoder_registry.get("efficientnet-lite0")
+    spec = {"name": f"lite0-copy-{tmp_path.name[-6:]}", "onnx": str(builtin.model_path()), "dim": 1280,
+            "output": "features", "input_size": 224, "scale": 1.0, "mean": 127.0, "std": 128.0}
+    (tmp_path / "lite0.json").write_text(json.dumps(spec))
+    registered = service.register_encoder(tmp_path / "lite0.json")
+    assert {"name": registered.name, "dim": 1280} .items() <= next(
+        e for e in service.list_encoders() if e["name"] == registered.name).items()
+    with pytest.raises(InvalidParameter, match="already registered"):
+        service.register_encoder(tmp_path / "lite0.json")
+
+    photos = sample_photos()
+    mine, default = make_instance(encoder=registered.name), make_instance()
+    for key in ("coffee", "rocket", "chelsea"):
+        for inst in (mine, default):
+            service.add_image(inst.name, key, "p", encode(photos[key]))
+    query = encode(photos["rocket"])
+    ours = service.search_by_picture(mine.name, query).auctions
+    theirs = service.search_by_picture(default.name, query).auctions
+    assert [a.product_id for a in ours] == [a.product_id for a in theirs]
+    np.testing.assert_allclose([a.score for a in ours], [a.score for a in theirs], atol=1e-5)
+    assert service.describe_instance(mine.name).encoder == registered.name
+
+
+def test_unknown_encoder_for_an_instance(service):
+    with pytest.raises(InvalidParameter, match="not registered; registered: .*efficientnet-lite0"):
+        service.create_instance("enc-test", "generic", encoder="no-such-encoder")
