@@ -15,7 +15,9 @@ from imagesearch_pg.store.tables import partition, pictures
 # distance order, so a window of up to 500 results needs no per-query setting.
 HNSW_SETTINGS = {"hnsw.ef_search": "100", "hnsw.iterative_scan": "strict_order"}
 
-RESULT_COLUMNS = [c for c in pictures.c if c.name not in ("instance_id", "embedding", "created_at", "updated_at")]
+RESULT_COLUMNS = [
+    c for c in pictures.c if c.name not in ("instance_id", "embedding", "category_given", "created_at", "updated_at")
+]
 
 
 def upsert(conn: sa.Connection, instance_id: int, values: dict, embedding: np.ndarray) -> None:

@@ -49,6 +49,7 @@ pictures = sa.Table(
     sa.Column("product_id", sa.Text, primary_key=True),
     sa.Column("pic_name", sa.Text, primary_key=True),
     sa.Column("category_id", sa.Integer, nullable=False),
+    sa.Column("category_given", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("custom_content", sa.Text),
     *(sa.Column(name, sa.Integer) for name in INT_ATTRS),
     *(sa.Column(name, sa.Text) for name in STR_ATTRS),
