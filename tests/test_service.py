@@ -290,3 +290,32 @@ def test_bad_instance_names_are_client_errors(service, name, error):
                  lambda: service.add_image(name, "p", "n", encode(PHOTOS["coffee"]))):
         with pytest.raises(error):
             call()
+
+
+def test_product_category_is_predicted_and_restricts_searches(service, make_instance):
+    product = make_instance("product")
+    # Coffee is a drink in a cup: the ImageNet mapping says Bottle (drinks) with no labelled neighbours.
+    predicted = service.add_image(product.name, "cup", "cup.png", encode(PHOTOS["coffee"]))
+    assert predicted.category_id == 8
+    # The user's own labels outvote the mapping: a labelled near-copy pulls the prediction to its category.
+    service.add_image(product.name, "snack", "s.png", encode(crop_70(PHOTOS["coffee"])), category_id=6)
+    again = service.add_image(product.name, "cup2", "cup2.png", encode(rotate_10(PHOTOS["coffee"])))
+    assert again.category_id == 6
+    # A search with a CategoryId stays within it; without one it spans every category.
+    within = service.search_by_picture(product.name, encode(PHOTOS["coffee"]), category_id=8, num=10)
+    assert [a.product_id for a in within.auctions] == ["cup"]
+    everything = service.search_by_picture(product.name, encode(PHOTOS["coffee"]), num=10)
+    assert {a.product_id for a in everything.auctions} == {"cup", "snack", "cup2"}
+    assert everything.pic_info.category_id in (6, 8)
+    by_name = service.search_by_name(product.name, "cup", "cup.png", category_id=6)
+    assert {a.product_id for a in by_name.auctions} == {"snack", "cup2"}
+    with pytest.raises(InvalidCategory):
+        service.search_by_picture(product.name, encode(PHOTOS["coffee"]), category_id=12345)
+
+
+def test_other_service_types_are_always_other(service, make_instance):
+    generic = make_instance("generic")
+    info = service.add_image(generic.name, "cup", "cup.png", encode(PHOTOS["coffee"]), category_id=3)
+    assert info.category_id == 88888888
+    result = service.search_by_picture(generic.name, encode(PHOTOS["coffee"]), category_id=3)
+    assert [a.category_id for a in result.auctions] == [88888888]

@@ -40,7 +40,7 @@ from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.filters import parse_filter
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, encoders, instances, pictures
-from imagesearch_pg.vision import intake, transforms
+from imagesearch_pg.vision import category_prediction, intake, transforms
 from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
 from imagesearch_pg.vision.encoders import BUILTIN_ENCODERS, DEFAULT_ENCODER, Encoder, EncoderRegistry, OnnxEncoder
 
@@ -260,6 +260,7 @@ class ImageSearch:
                     "product_id": product_id,
                     "pic_name": pic_name,
                     "category_id": query.pic_info.category_id,
+                    "category_given": category is not None and instance.service_type == "product",
                     "region": query.pic_info.region,
                     **values,
                 },
@@ -285,20 +286,26 @@ class ImageSearch:
         *,
         num: int = 10,
         start: int = 0,
+        category_id: int | None = None,
         crop: bool = True,
         region: str | None = None,
         filter: str | None = None,
         score_threshold: float | None = None,
     ) -> SearchResult:
+        """Search with a picture. A CategoryId (product instances) searches within that category; without
+        one the category is predicted and reported in PicInfo, and every category is searched."""
         began = time.perf_counter()
         validation.window(num, start)
         threshold = validation.score_threshold(score_threshold)
         parsed = None if filter is None else parse_filter(filter)
-        query = self._prepare(self._cached_instance(instance_name), picture, crop=crop, region=region,
-                              category_id=None)
+        instance = self._cached_instance(instance_name)
+        within = _search_category(instance.service_type, category_id)
+        query = self._prepare(instance, picture, crop=crop, region=region, category_id=within)
 
         def search(conn, instance):
-            return picture_store.nearest(conn, instance.id, instance.embedding_dim, query.embedding, start + num, parsed)
+            return picture_store.nearest(
+                conn, instance.id, instance.embedding_dim, query.embedding, start + num, parsed, within
+            )
 
         return _result(self._read(instance_name, search), start, threshold, began, query.pic_info)
 
@@ -310,11 +317,13 @@ class ImageSearch:
         *,
         num: int = 10,
         start: int = 0,
+        category_id: int | None = None,
         filter: str | None = None,
         score_threshold: float | None = None,
     ) -> SearchResult:
         """Search with the vector of a stored picture (which finds itself first, unless filtered out)."""
         began = time.perf_counter()
+        within = _search_category(self._cached_instance(instance_name).service_type, category_id)
         validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
         validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
         validation.window(num, start)
@@ -323,7 +332,7 @@ class ImageSearch:
 
         def search(conn, instance):
             stored = picture_store.stored_embedding(instance.id, instance.embedding_dim, product_id, pic_name)
-            rows = picture_store.nearest(conn, instance.id, instance.embedding_dim, stored, start + num, parsed)
+            rows = picture_store.nearest(conn, instance.id, instance.embedding_dim, stored, start + num, parsed, within)
             # A missing picture gives no query vector, hence rows without a score (or none at all).
             if (rows and rows[0].score is None) or (
                 not rows and not picture_store.exists(conn, instance.id, product_id, pic_name)
@@ -377,9 +386,23 @@ class ImageSearch:
         height, width = image.shape[:2]
         # Subject detection (Crop=true) comes with the vision pipeline; until then the whole picture is used.
         box = intake.parse_region(region, width, height) if region else intake.whole_picture(image)
-        embedding = self._encoder(instance.encoder).predict([transforms.crop(image, box)])[0]
+        encoded = self._encoder(instance.encoder).encode([transforms.crop(image, box)])
+        embedding = encoded.embeddings[0]
+        if category_id is None and instance.service_type == "product":
+            logits = None if encoded.logits is None else encoded.logits[0]
+            category_id = self._predict_category(instance.name, embedding, logits)
         category = categories.OTHER if category_id is None else category_id
         return _Query(embedding, PicInfo(category_id=category, region=box.to_region(), multi_region=[box.to_region()]))
+
+    def _predict_category(self, instance_name: str, embedding: np.ndarray, logits: np.ndarray | None) -> int:
+        """The encoder's ImageNet logits fused with a vote of the instance's nearest user-labelled pictures."""
+        neighbours = self._read(
+            instance_name,
+            lambda conn, instance: picture_store.labelled_neighbours(
+                conn, instance.id, instance.embedding_dim, embedding, category_prediction.NEIGHBOURS
+            ),
+        )
+        return category_prediction.predict_category(logits, neighbours)
 
 
 def _checked_attributes(attributes: Attributes) -> dict:
@@ -402,6 +425,13 @@ def _checked_category(service_type: str, category_id: int | None) -> int | None:
             f"CategoryId {category_id!r} is not a category; allowed: {', '.join(map(str, categories.CATEGORIES))}"
         )
     return category_id
+
+
+def _search_category(service_type: str, category_id: int | None) -> int | None:
+    """The category a search is restricted to: a product instance's given CategoryId, else none (every
+    picture of the other service types is in Other)."""
+    checked = _checked_category(service_type, category_id)
+    return checked if service_type == "product" else None
 
 
 def _result(rows, start: int, threshold: float | None, began: float, pic_info: PicInfo | None = None) -> SearchResult:

@@ -69,9 +69,10 @@ def nearest(
     query: np.ndarray | sa.ScalarSelect,
     limit: int,
     filter: Node | None = None,
+    category_id: int | None = None,
 ) -> list[sa.Row]:
     """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column."""
-    return list(conn.execute(nearest_statement(instance_id, dim, query, limit, filter)))
+    return list(conn.execute(nearest_statement(instance_id, dim, query, limit, filter, category_id)))
 
 
 def nearest_statement(
@@ -80,21 +81,46 @@ def nearest_statement(
     query: np.ndarray | sa.ScalarSelect,
     limit: int,
     filter: Node | None = None,
+    category_id: int | None = None,
 ) -> sa.Select:
-    """Unfiltered, the instance's HNSW index answers. With a ``filter`` (a parsed filter), the matching rows
-    are scanned exactly: HNSW post-filtering would silently return too few rows."""
+    """Unfiltered, the instance's HNSW index answers. With a ``filter`` (a parsed filter) or a category, the
+    matching rows are scanned exactly: HNSW post-filtering would silently return too few rows."""
     part = partition(instance_id)
     if not isinstance(query, sa.ScalarSelect):
         query = sa.cast(sa.bindparam("q", query, Vector(dim)), Vector(dim))
     statement = sa.select(*(part.c[c.name] for c in RESULT_COLUMNS))
-    if filter is None:
+    conditions = ([] if filter is None else [to_sql(filter, part)]) + (
+        [] if category_id is None else [part.c.category_id == category_id]
+    )
+    if not conditions:
         # The cast matches the partition's expression index; without it the index is not used.
         distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
     else:
         distance = part.c.embedding.cosine_distance(query)
-        statement = statement.where(to_sql(filter, part))
+        statement = statement.where(*conditions)
     statement = statement.add_columns(sa.func.imagesearch.cosine_score(distance).label("score"))
     return statement.order_by(distance).limit(limit)
+
+
+def labelled_neighbours(
+    conn: sa.Connection, instance_id: int, dim: int, query: np.ndarray, k: int
+) -> list[tuple[int, float]]:
+    """(category, score) of the ``k`` nearest pictures whose category a user gave.
+
+    Approximate on purpose (it feeds a vote): the HNSW index with the connection's iterative scan keeps
+    looking past unlabelled pictures until it has ``k`` labelled ones or hits hnsw.max_scan_tuples.
+    """
+    part = partition(instance_id)
+    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(
+        sa.cast(sa.bindparam("q", query, Vector(dim)), Vector(dim))
+    )
+    rows = conn.execute(
+        sa.select(part.c.category_id, sa.func.imagesearch.cosine_score(distance))
+        .where(part.c.category_given)
+        .order_by(distance)
+        .limit(k)
+    )
+    return [(int(category), float(score)) for category, score in rows]
 
 
 def delete(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str | None) -> list[str]:

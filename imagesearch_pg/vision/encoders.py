@@ -7,6 +7,7 @@ import os
 import tempfile
 import threading
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,12 @@ class InferenceModel(ABC):
         """The ONNX file, made ready on disk if needed."""
 
 
+@dataclass(frozen=True)
+class Encoded:
+    embeddings: np.ndarray  # N x dim, L2-normalised
+    logits: np.ndarray | None  # N x 1000 ImageNet logits, where the model has them (for category prediction)
+
+
 class Encoder(InferenceModel):
     name: str
     dim: int
@@ -50,6 +57,9 @@ class Encoder(InferenceModel):
     @abstractmethod
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
         """RGB uint8 pictures (any sizes) -> float32 N x dim, each row L2-normalised."""
+
+    def encode(self, images: list[np.ndarray]) -> Encoded:
+        return Encoded(self.predict(images), None)
 
 
 class EfficientNetLite0(Encoder):
@@ -88,7 +98,11 @@ class EfficientNetLite0(Encoder):
         return dict(zip(outputs, self.session.run(list(outputs), {"image": batch})))
 
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
-        return transforms.l2_normalize(self.run(images)["features"].astype(np.float32))
+        return self.encode(images).embeddings
+
+    def encode(self, images: list[np.ndarray]) -> Encoded:
+        outputs = self.run(images, ("features", "logits"))
+        return Encoded(transforms.l2_normalize(outputs["features"].astype(np.float32)), outputs["logits"])
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
