@@ -363,3 +363,17 @@ def test_matches_pytorch_reference(weights_path, session, sample_batch):
     # Odd, non-square sizes pad symmetrically in strided layers: checked against the package's
     # dynamic-padding variant (image_size=None).
     compare(reference(image_size=None), np.random.RandomState(0).randn(2, 3, 225, 301).astype(np.float32))
+
+
+def test_gem_encoder_pools_the_feature_map(tmp_path):
+    """The default encoder GeM-pools (p=3) the same network's last feature map; average pooling differs."""
+    from imagesearch_pg.vision.descriptors import gem
+    from imagesearch_pg.vision.encoders import EfficientNetLite0, EfficientNetLite0Gem
+
+    photos = [skimage.data.chelsea(), skimage.data.coffee()]
+    plain, pooled = EfficientNetLite0(tmp_path), EfficientNetLite0Gem(tmp_path)
+    assert plain.model_path() == pooled.model_path()  # one ONNX file serves both
+    feature_map = plain.run(photos, ("feature_map",))["feature_map"]
+    expected = gem(feature_map) / np.linalg.norm(gem(feature_map), axis=1, keepdims=True)
+    np.testing.assert_allclose(pooled.predict(photos), expected, atol=1e-6)
+    assert np.abs(pooled.predict(photos) - plain.predict(photos)).max() > 0.01

@@ -112,7 +112,7 @@ def test_a_registered_onnx_file_serves_an_instance_like_the_builtin_one(service,
         service.register_encoder(tmp_path / "lite0.json")
 
     photos = sample_photos()
-    mine, default = make_instance(encoder=registered.name), make_instance()
+    mine, default = make_instance(encoder=registered.name), make_instance(encoder="efficientnet-lite0")
     for key in ("coffee", "rocket", "chelsea"):
         for inst in (mine, default):
             service.add_image(inst.name, key, "p", encode(photos[key]))

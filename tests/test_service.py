@@ -167,7 +167,7 @@ def test_instance_lifecycle(service, make_instance):
     made = make_instance("trademark", capacity=500, qps=3)
     shown = service.describe_instance(made.name)
     assert (shown.service_type, shown.capacity, shown.qps, shown.picture_count) == ("trademark", 500, 3, 0)
-    assert shown.embedding_dim == 1280 and shown.encoder == "efficientnet-lite0"
+    assert shown.embedding_dim == 1280 and shown.encoder == "efficientnet-lite0-gem"
     assert made.name in [i.name for i in service.list_instances()]
     with pytest.raises(InvalidParameter, match="already exists"):
         service.create_instance(made.name, "generic")

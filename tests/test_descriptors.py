@@ -1,0 +1,224 @@
+"""Unit tests of the pure descriptor helpers on synthetic pictures (no benchmark data, no model)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from imagesearch_pg.vision import descriptors as D
+
+
+def _logo(colour=(200, 30, 30), background=(255, 255, 255), size=224) -> np.ndarray:
+    """A synthetic mark: a ring, a bar and a triangle on a plain background."""
+    im = np.zeros((size, size, 3), np.uint8)
+    im[:] = background
+    cv2.circle(im, (80, 90), 40, colour, 12)
+    cv2.rectangle(im, (130, 50), (175, 170), colour, -1)
+    cv2.fillPoly(im, [np.array([[40, 190], [110, 150], [120, 200]], np.int32)], colour)
+    return im
+
+
+def _pattern(seed: int, size: int = 240) -> np.ndarray:
+    """A textured picture with many corners (random rectangles and ellipses)."""
+    rng = np.random.default_rng(seed)
+    im = np.full((size, size, 3), 255, np.uint8)
+    for _ in range(40):
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        x, y = (int(v) for v in rng.integers(10, size - 40, 2))
+        if rng.random() < 0.5:
+            cv2.rectangle(im, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), colour, -1)
+        else:
+            axes = (int(rng.integers(5, 25)), int(rng.integers(5, 25)))
+            cv2.ellipse(im, (x, y), axes, float(rng.integers(0, 180)), 0, 360, colour, -1)
+    return im
+
+
+def _rotate_scale(im: np.ndarray, angle: float, scale: float) -> np.ndarray:
+    h, w = im.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    return cv2.warpAffine(im, m, (w, h), borderValue=(255, 255, 255))
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+
+
+def test_gem_p1_is_average():
+    fm = np.random.default_rng(0).uniform(0, 6, (3, 16, 5, 7)).astype(np.float32)
+    np.testing.assert_allclose(D.gem(fm, p=1.0), D.average(fm), rtol=1e-5)
+    assert D.gem(fm).shape == (3, 16)
+
+
+def test_gem_between_mean_and_max():
+    fm = np.random.default_rng(1).uniform(0, 6, (2, 8, 7, 7)).astype(np.float32)
+    g = D.gem(fm, p=3.0)
+    assert np.all(g >= D.average(fm) - 1e-5)
+    assert np.all(g <= fm.reshape(2, 8, -1).max(axis=2) + 1e-5)
+    # Large p approaches max pooling.
+    np.testing.assert_allclose(D.gem(fm, p=60.0), fm.reshape(2, 8, -1).max(axis=2), rtol=0.1)
+
+
+def test_region_windows_cover_grid():
+    wins = D.region_windows(7, 7, levels=3)
+    assert wins[0] == (0, 7, 0, 7)
+    assert len(wins) == 1 + 4 + 9
+    for y0, y1, x0, x1 in wins:
+        assert 0 <= y0 < y1 <= 7 and 0 <= x0 < x1 <= 7
+
+
+def test_regional_gem_matches_gem_on_windows():
+    fm = np.random.default_rng(2).uniform(0, 6, (2, 4, 7, 7)).astype(np.float32)
+    reg = D.regional_gem(fm, p=3.0, levels=3)
+    wins = D.region_windows(7, 7, 3)
+    assert reg.shape == (2, len(wins), 4)
+    for r, (y0, y1, x0, x1) in enumerate(wins):
+        np.testing.assert_allclose(reg[:, r], D.gem(fm[:, :, y0:y1, x0:x1], p=3.0), rtol=1e-3)
+
+
+def test_regional_gem_finite_on_sparse_maps():
+    # ReLU6 maps are mostly zeros with a few large values: no NaN from integral-image cancellation.
+    rng = np.random.default_rng(5)
+    fm = np.where(rng.random((2, 64, 10, 10)) < 0.05, 6.0, 0.0).astype(np.float32)
+    reg = D.regional_gem(fm, p=3.0, levels=4)
+    assert np.all(np.isfinite(reg)) and np.all(reg >= 0)
+
+
+# ---------------------------------------------------------------------------------------------- whitening
+
+
+def test_whitening_decorrelates_and_normalises():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 32)) @ rng.normal(size=(32, 32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    mean, proj = D.learn_whitening(x, dim=16, shrinkage=1.0)
+    assert proj.shape == (32, 16)
+    z = (x - mean) @ proj
+    cov = np.cov(z.T)
+    np.testing.assert_allclose(cov, np.eye(16), atol=0.05)
+    w = D.apply_whitening(x, mean, proj)
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), 1.0, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- colour invariance
+
+
+def _dist(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        _logo(colour=(30, 60, 220)),  # recoloured
+        _logo(colour=(240, 220, 40)),  # recoloured to a light colour
+        _logo(colour=(255, 255, 255), background=(20, 20, 20)),  # inverted: light mark on dark
+        _logo(colour=(250, 120, 0), background=(10, 30, 90)),  # recoloured on a dark background
+    ],
+)
+def test_shape_image_is_colour_and_polarity_invariant(variant):
+    original = D.to_shape_image(_logo())
+    other = D.to_shape_image(_logo(colour=(10, 10, 10), background=(255, 255, 255)).copy())
+    unrelated = D.to_shape_image(_pattern(7, 224))
+    v = D.to_shape_image(variant)
+    assert v.shape == (224, 224, 3) and v.dtype == np.uint8
+    assert _dist(v, original) < 10
+    assert _dist(v, other) < 10
+    assert _dist(v, original) < _dist(unrelated, original) / 3
+    # Raw pixels are far apart for the same variants.
+    assert _dist(variant, _logo()) > 2 * _dist(v, original)
+
+
+def test_edge_image_is_polarity_invariant():
+    a = D.to_edge_image(_logo(colour=(10, 10, 10)))
+    b = D.to_edge_image(_logo(colour=(255, 255, 255), background=(0, 0, 0)))
+    assert _dist(a, b) < 5
+    assert a.shape == (224, 224, 3) and a.dtype == np.uint8
+
+
+def test_to_grey_and_invert():
+    im = _logo()
+    g = D.to_grey(im)
+    assert g.shape == im.shape and np.all(g[..., 0] == g[..., 1])
+    np.testing.assert_array_equal(D.invert(D.invert(im)), im)
+
+
+# ---------------------------------------------------------------------------------------------- local features
+
+
+def test_local_features_are_plain_arrays_and_pack():
+    kp, desc = D.local_features(_pattern(1), max_keypoints=200)
+    assert kp.dtype == np.float32 and kp.shape[1] == 4
+    assert desc.dtype == np.uint8 and desc.shape == (len(kp), 128)
+    assert len(kp) > 20
+    kp2, desc2 = D.unpack_local(D.pack_local((kp, desc)))
+    np.testing.assert_array_equal(kp, kp2)
+    np.testing.assert_array_equal(desc, desc2)
+
+
+def test_local_features_empty_picture():
+    kp, desc = D.local_features(np.full((120, 120, 3), 255, np.uint8))
+    assert kp.shape == (0, 4) and desc.shape == (0, 128)
+    assert D.verify((kp, desc), D.local_features(_pattern(1))) == 0
+
+
+def test_verify_rotated_scaled_copy_beats_unrelated():
+    original = D.local_features(_pattern(1), both_polarities=False)
+    copy = D.local_features(_rotate_scale(_pattern(1), 15, 0.7))
+    recoloured_negative = D.local_features(255 - _rotate_scale(_pattern(1), -10, 1.2))
+    unrelated = [D.local_features(_pattern(s)) for s in (2, 3, 4)]
+    same = D.verify(copy, original)
+    negative = D.verify(recoloured_negative, original)
+    others = max(D.verify(u, original) for u in unrelated)
+    assert same >= 15, same
+    assert negative >= 10, negative  # the query's negative descriptors match
+    assert others <= 6, others
+    assert same > 3 * max(others, 1)
+
+
+# ---------------------------------------------------------------------------------------------- colour layers
+
+
+def _busy_background(size: int = 224) -> np.ndarray:
+    """A photo-like background: smooth colour gradients plus a few soft blobs."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    im = np.stack([60 + 120 * x, 90 + 100 * y, 140 + 60 * (1 - x * y)], axis=2)
+    for cx, cy, r, c in ((40, 200, 50, (30, 120, 40)), (200, 30, 40, (200, 180, 160))):
+        cv2.circle(im, (cx, cy), r, c, -1)
+    return cv2.GaussianBlur(im, (0, 0), 3).astype(np.uint8)
+
+
+def _paste(mark_colour, size: int = 224) -> np.ndarray:
+    im = _busy_background(size)
+    mask = _logo(colour=(0, 0, 0), background=(255, 255, 255), size=size)[:, :, 0] < 128
+    im[mask] = mark_colour
+    return im
+
+
+def _iou_black(a: np.ndarray, b: np.ndarray) -> float:
+    ma, mb = a[:, :, 0] < 128, b[:, :, 0] < 128
+    return float((ma & mb).sum() / max(1, (ma | mb).sum()))
+
+
+def test_ink_mask_is_the_same_silhouette_whatever_the_colours():
+    reference = D.ink_mask(_logo())
+    assert reference.dtype == np.uint8 and reference.shape == (224, 224, 3)
+    for variant in (_logo(colour=(240, 220, 40)), _logo(colour=(255, 255, 255), background=(0, 0, 40))):
+        assert _iou_black(D.ink_mask(variant), reference) > 0.9
+
+
+@pytest.mark.parametrize("colour", [(200, 30, 30), (250, 0, 250), (20, 20, 20)])
+def test_colour_layers_find_a_recoloured_mark_on_a_busy_background(colour):
+    reference = D.ink_mask(_logo())
+    query = _paste(colour)
+    layers = D.colour_layers(query, k=5)
+    assert all(layer.shape == (224, 224, 3) and layer.dtype == np.uint8 for layer in layers)
+    best = max(_iou_black(layer, reference) for layer in layers)
+    assert best > 0.8, best
+    # Without the layers, the whole picture's ink mask is mostly background.
+    assert _iou_black(D.ink_mask(query), reference) < best
+
+
+def test_colour_layers_deterministic():
+    a = D.colour_layers(_paste((200, 30, 30)), k=5)
+    b = D.colour_layers(_paste((200, 30, 30)), k=5)
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
