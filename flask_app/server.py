@@ -7,12 +7,13 @@ import logging
 from imagesearch_pg.config import Settings
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, EncoderRegistry
+from imagesearch_pg.vision.subject import SubjectDetector
 
 log = logging.getLogger(__name__)
 
 
 def prepare(settings: Settings) -> Database:
-    """Work done once before serving: database up, schema checked, default model built on disk.
+    """Work done once before serving: database up, schema checked, default models built on disk.
 
     Returns the database handle; with the embedded server it must stay open while serving,
     since the last process to let go of the server stops it.
@@ -20,6 +21,7 @@ def prepare(settings: Settings) -> Database:
     database = Database.connect(settings)
     database.ensure_schema()
     EncoderRegistry(settings.model_cache, settings.onnx_threads).get(DEFAULT_ENCODER).model_path()
+    SubjectDetector(settings.model_cache).model_path()  # fails here, clearly, if its package is missing
     # Forked workers must not inherit pooled connections.
     database.engine.dispose()
     return database

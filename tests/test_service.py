@@ -319,3 +319,39 @@ def test_other_service_types_are_always_other(service, make_instance):
     assert info.category_id == 88888888
     result = service.search_by_picture(generic.name, encode(PHOTOS["coffee"]), category_id=3)
     assert [a.category_id for a in result.auctions] == [88888888]
+
+
+def _on_canvas(photo, canvas=(600, 800), at=(150, 200), size=(240, 320), colour=235):
+    """``photo`` resized to ``size`` (h, w) and placed at ``at`` (y, x) on a plain canvas."""
+    page = np.full((*canvas, 3), colour, np.uint8)
+    page[at[0]: at[0] + size[0], at[1]: at[1] + size[1]] = cv2.resize(photo, (size[1], size[0]))
+    return page
+
+
+def test_crop_detects_the_subject_and_both_sides_see_it(service, instance):
+    page = _on_canvas(PHOTOS["coffee"])
+    info = service.add_image(instance.name, "coffee", "on-page.png", encode(page))
+    x1, x2, y1, y2 = map(int, info.region.split(","))
+    assert abs(x1 - 200) <= 8 and abs(x2 - 520) <= 8 and abs(y1 - 150) <= 8 and abs(y2 - 390) <= 8
+    # The bare photo matches the stored page closely because both were cut to the subject.
+    bare = service.search_by_picture(instance.name, encode(PHOTOS["coffee"])).auctions[0]
+    assert bare.product_id == "coffee" and bare.score > 0.9
+    whole = service.add_image(instance.name, "coffee", "whole.png", encode(page), crop=False)
+    assert whole.region == "0,800,0,600" and whole.multi_region == ["0,800,0,600"]
+
+
+def test_two_subjects_give_two_regions(service, instance):
+    page = np.full((500, 1000, 3), 240, np.uint8)
+    page[100:350, 50:350] = cv2.resize(PHOTOS["rocket"], (300, 250))
+    page[150:400, 650:950] = cv2.resize(PHOTOS["chelsea"], (300, 250))
+    info = service.add_image(instance.name, "two", "two.png", encode(page))
+    assert len(info.multi_region) == 2 and info.region == info.multi_region[0]
+    lefts = sorted(int(r.split(",")[0]) for r in info.multi_region)
+    assert abs(lefts[0] - 50) <= 8 and abs(lefts[1] - 650) <= 8
+
+
+def test_fabric_always_uses_the_whole_picture(service, make_instance):
+    fabric = make_instance("fabric")
+    page = _on_canvas(PHOTOS["coffee"], canvas=(600, 800))
+    assert service.add_image(fabric.name, "f", "f.png", encode(page)).region == "0,800,0,600"
+    assert service.add_image(fabric.name, "f", "f.png", encode(page), region="10,20,10,20").region == "10,20,10,20"

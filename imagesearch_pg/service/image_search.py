@@ -41,6 +41,7 @@ from imagesearch_pg.store.filters import parse_filter
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, encoders, instances, pictures
 from imagesearch_pg.vision import category_prediction, intake, transforms
+from imagesearch_pg.vision.subject import SubjectDetector
 from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
 from imagesearch_pg.vision.encoders import BUILTIN_ENCODERS, DEFAULT_ENCODER, Encoder, EncoderRegistry, OnnxEncoder
 
@@ -75,6 +76,7 @@ class ImageSearch:
         self.database = database
         self.engine = database.engine
         self.encoder_registry = encoders
+        self.subject_detector = SubjectDetector(encoders.cache_dir, encoders.threads)
         self._instances: dict[str, _InstanceRow] = {}
         self._encoder_specs: dict[str, EncoderSpec] = {}
 
@@ -384,15 +386,23 @@ class ImageSearch:
         data = intake.decode_base64(picture) if isinstance(picture, str) else bytes(picture)
         image = intake.read_picture(data, instance.service_type)
         height, width = image.shape[:2]
-        # Subject detection (Crop=true) comes with the vision pipeline; until then the whole picture is used.
-        box = intake.parse_region(region, width, height) if region else intake.whole_picture(image)
+        if region:  # a given Region wins
+            boxes = [intake.parse_region(region, width, height)]
+        elif crop and instance.service_type != "fabric":  # fabric is texture: always the whole picture
+            boxes = self.subject_detector.detect(image)
+        else:
+            boxes = [intake.whole_picture(image)]
+        box = boxes[0]
         encoded = self._encoder(instance.encoder).encode([transforms.crop(image, box)])
         embedding = encoded.embeddings[0]
         if category_id is None and instance.service_type == "product":
             logits = None if encoded.logits is None else encoded.logits[0]
             category_id = self._predict_category(instance.name, embedding, logits)
         category = categories.OTHER if category_id is None else category_id
-        return _Query(embedding, PicInfo(category_id=category, region=box.to_region(), multi_region=[box.to_region()]))
+        return _Query(
+            embedding,
+            PicInfo(category_id=category, region=box.to_region(), multi_region=[b.to_region() for b in boxes]),
+        )
 
     def _predict_category(self, instance_name: str, embedding: np.ndarray, logits: np.ndarray | None) -> int:
         """The encoder's ImageNet logits fused with a vote of the instance's nearest user-labelled pictures."""

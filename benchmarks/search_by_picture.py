@@ -1,0 +1,111 @@
+"""SearchImageByPic end to end on a 1000x1000 JPEG, and the cost of each stage.
+
+    python benchmarks/search_by_picture.py [--service-type generic] [--rows 10000] [--queries 100] [--json]
+
+A temporary instance holds --rows pictures (synthetic vectors bulk-loaded, as in benchmarks/search.py,
+plus the query photos themselves added with AddImage). Each query is a different 1000x1000 JPEG (q90)
+made from scikit-image's photos; the end-to-end time is `search_by_picture` with default parameters.
+The stages are then timed one by one on the same pictures through the same library functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import summary_ms  # noqa: E402
+from benchmarks.search import clustered_vectors  # noqa: E402
+from imagesearch_pg.service import ImageSearch  # noqa: E402
+from imagesearch_pg.store import pictures as picture_store  # noqa: E402
+from imagesearch_pg.store.tables import instances  # noqa: E402
+from imagesearch_pg.vision import intake, transforms  # noqa: E402
+
+
+def query_pictures(count: int) -> list[bytes]:
+    from skimage import data
+
+    photos = [data.chelsea(), data.coffee(), data.rocket(), data.astronaut(), data.immunohistochemistry()]
+    rng = np.random.default_rng(3)
+    out = []
+    for i in range(count):
+        photo = Image.fromarray(photos[i % len(photos)]).resize((1000, 1000), Image.BICUBIC)
+        shifted = np.roll(np.asarray(photo), int(rng.integers(0, 200)), axis=1)  # each query differs
+        buffer = io.BytesIO()
+        Image.fromarray(shifted).save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def timed(function, items) -> list[float]:
+    times = []
+    for item in items:
+        began = time.perf_counter()
+        function(item)
+        times.append(time.perf_counter() - began)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--service-type", default="generic", choices=["product", "generic", "fabric", "trademark"])
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    service = ImageSearch.open()
+    name = f"bench-bypic-{int(time.time())}"
+    service.create_instance(name, args.service_type, capacity=args.rows + 100)
+    try:
+        with service.engine.begin() as conn:
+            instance_id = conn.execute(
+                instances.select().with_only_columns(instances.c.id).where(instances.c.name == name)
+            ).scalar_one()
+            vectors = clustered_vectors(args.rows)
+            picture_store.bulk_load(conn, instance_id, ((f"s{i}", "0", 88888888, v) for i, v in enumerate(vectors)))
+        queries = query_pictures(args.queries)
+        for i, picture in enumerate(queries[:5]):
+            service.add_image(name, f"q{i}", "0", picture)
+        service.search_by_picture(name, queries[0])  # warm-up: model load, caches
+
+        end_to_end = timed(lambda picture: service.search_by_picture(name, picture), queries)
+
+        described = service.describe_instance(name)
+        encoder = service.encoder_registry.get(described.encoder)
+        decoded = [intake.read_picture(q, args.service_type) for q in queries]
+        boxes = [intake.whole_picture(image) for image in decoded]
+        embeddings = [encoder.encode([transforms.crop(im, box)]).embeddings[0] for im, box in zip(decoded, boxes)]
+
+        def search_only(embedding):
+            with service.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                picture_store.nearest(conn, instance_id, described.embedding_dim, embedding, 10)
+
+        stages = {
+            "decode": summary_ms(timed(lambda q: intake.read_picture(q, args.service_type), queries)),
+            "encode": summary_ms(timed(lambda im: encoder.encode([im]), decoded)),
+            "search": summary_ms(timed(search_only, embeddings)),
+        }
+        report = {
+            "service_type": args.service_type,
+            "rows": args.rows,
+            "picture": "1000x1000 JPEG q90",
+            "end_to_end": summary_ms(end_to_end),
+            "stages": stages,
+        }
+        print(json.dumps(report) if args.json else json.dumps(report, indent=2))
+    finally:
+        service.delete_instance(name)
+        service.close()
+
+
+if __name__ == "__main__":
+    main()
