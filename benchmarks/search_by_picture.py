@@ -82,7 +82,7 @@ def main() -> None:
         described = service.describe_instance(name)
         encoder = service.encoder_registry.get(described.encoder)
         decoded = [intake.read_picture(q, args.service_type) for q in queries]
-        boxes = [intake.whole_picture(image) for image in decoded]
+        boxes = [service.subject_detector.detect(image)[0] for image in decoded]
         embeddings = [encoder.encode([transforms.crop(im, box)]).embeddings[0] for im, box in zip(decoded, boxes)]
 
         def search_only(embedding):
@@ -91,6 +91,7 @@ def main() -> None:
 
         stages = {
             "decode": summary_ms(timed(lambda q: intake.read_picture(q, args.service_type), queries)),
+            "detect": summary_ms(timed(service.subject_detector.detect, decoded)),
             "encode": summary_ms(timed(lambda im: encoder.encode([im]), decoded)),
             "search": summary_ms(timed(search_only, embeddings)),
         }
