@@ -1,7 +1,7 @@
 """Retrieval quality through the service layer, exactly as a user's pictures go.
 
     python benchmarks/quality.py MANIFEST [--max-queries N] [--service-type product|generic|fabric|trademark]
-                                 [--unlabelled] [--json]
+                                 [--unlabelled] [--encoder NAME] [--json]
 
 A temporary instance of the service type is created (and deleted afterwards) in the configured database;
 every gallery picture is added with AddImage semantics (`add_image`, default parameters, the file's own
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--max-queries", type=int, default=None, help="queries per split")
     parser.add_argument("--service-type", default="generic", choices=["product", "generic", "fabric", "trademark"])
     parser.add_argument("--unlabelled", action="store_true", help="product: add the gallery without CategoryIds")
+    parser.add_argument("--encoder", default=None, help="an encoder other than the service type's default")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
@@ -87,7 +88,8 @@ def main() -> None:
 
     service = ImageSearch.open()
     name = f"bench-quality-{os.getpid()}"
-    service.create_instance(name, args.service_type, capacity=max(1, len(gallery)))
+    options = {"encoder": args.encoder} if args.encoder else {}
+    service.create_instance(name, args.service_type, capacity=max(1, len(gallery)), **options)
     try:
         path_to_id = {g["path"]: g["id"] for g in gallery}
         category_of = {g["id"]: g.get("category") for g in gallery}
@@ -142,6 +144,7 @@ def main() -> None:
         report = {
             "manifest": str(args.manifest),
             "service_type": args.service_type,
+            "encoder": service.describe_instance(name).encoder,
             "gallery": len(gallery),
             "splits": splits,
             "encode_img_per_s": round(add_rate, 1),

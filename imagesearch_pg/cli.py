@@ -16,7 +16,6 @@ from imagesearch_pg.service import ImageSearch
 from imagesearch_pg.service.models import protocol_name
 from imagesearch_pg.service.validation import SERVICE_TYPES
 from imagesearch_pg.store.database import InvalidDatabaseUrl
-from imagesearch_pg.vision.encoders import DEFAULT_ENCODER
 
 PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -131,8 +130,9 @@ def instance() -> None:
 @click.option("--capacity", type=int, default=None, help="Most pictures the instance may hold.")
 @click.option("--qps", type=int, default=None, help="Queries per second of the instance's plan.")
 @click.option("--region", default="local", show_default=True)
-@click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
-              help="A built-in encoder or one registered with `imagesearch encoder register`.")
+@click.option("--encoder", default=None,
+              help="A built-in encoder or one registered with `imagesearch encoder register` "
+                   "(default: the service type's).")
 @pass_service
 def instance_create(holder: _Service, name, service_type, capacity, qps, region, encoder) -> None:
     """Create an instance NAME."""

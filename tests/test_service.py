@@ -167,7 +167,7 @@ def test_instance_lifecycle(service, make_instance):
     made = make_instance("trademark", capacity=500, qps=3)
     shown = service.describe_instance(made.name)
     assert (shown.service_type, shown.capacity, shown.qps, shown.picture_count) == ("trademark", 500, 3, 0)
-    assert shown.embedding_dim == 1280 and shown.encoder == "efficientnet-lite0-gem"
+    assert shown.embedding_dim == 1280 and shown.encoder == "efficientnet-lite0-gem-shape"
     assert made.name in [i.name for i in service.list_instances()]
     with pytest.raises(InvalidParameter, match="already exists"):
         service.create_instance(made.name, "generic")
@@ -355,3 +355,28 @@ def test_fabric_always_uses_the_whole_picture(service, make_instance):
     page = _on_canvas(PHOTOS["coffee"], canvas=(600, 800))
     assert service.add_image(fabric.name, "f", "f.png", encode(page)).region == "0,800,0,600"
     assert service.add_image(fabric.name, "f", "f.png", encode(page), region="10,20,10,20").region == "10,20,10,20"
+
+
+def test_each_service_type_gets_its_default_encoder(make_instance):
+    from imagesearch_pg.vision.encoders import DEFAULT_ENCODERS
+
+    for service_type, encoder in DEFAULT_ENCODERS.items():
+        assert make_instance(service_type).encoder == encoder
+    assert DEFAULT_ENCODERS["trademark"] == "efficientnet-lite0-gem-shape"
+
+
+def test_trademark_encoder_ignores_colour_and_polarity(service, make_instance):
+    """A logo recoloured, or inverted onto a dark ground, is still found first on a trademark instance."""
+    trademark = make_instance("trademark")
+    logo = np.full((300, 300, 3), 255, np.uint8)
+    cv2.circle(logo, (150, 150), 90, (200, 30, 30), thickness=25)
+    cv2.rectangle(logo, (120, 60), (180, 240), (200, 30, 30), thickness=-1)
+    other = np.full((300, 300, 3), 255, np.uint8)
+    cv2.putText(other, "AZ", (40, 200), cv2.FONT_HERSHEY_SIMPLEX, 5, (200, 30, 30), 20)
+    service.add_image(trademark.name, "ring", "r.png", encode(logo))
+    service.add_image(trademark.name, "az", "a.png", encode(other))
+    recoloured = logo.copy()
+    recoloured[(logo == [200, 30, 30]).all(axis=2)] = [20, 90, 220]
+    inverted = 255 - logo
+    for query in (recoloured, inverted):
+        assert service.search_by_picture(trademark.name, encode(query)).auctions[0].product_id == "ring"

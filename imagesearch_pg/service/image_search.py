@@ -43,7 +43,13 @@ from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, encoders, instance
 from imagesearch_pg.vision import category_prediction, intake, transforms
 from imagesearch_pg.vision.subject import SubjectDetector
 from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
-from imagesearch_pg.vision.encoders import BUILTIN_ENCODERS, DEFAULT_ENCODER, Encoder, EncoderRegistry, OnnxEncoder
+from imagesearch_pg.vision.encoders import (
+    BUILTIN_ENCODERS,
+    DEFAULT_ENCODERS,
+    Encoder,
+    EncoderRegistry,
+    OnnxEncoder,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,10 +112,12 @@ class ImageSearch:
         qps: int = DEFAULT_QPS,
         region: str = "local",
         tags: dict | None = None,
-        encoder: str = DEFAULT_ENCODER,
+        encoder: str | None = None,
     ) -> Instance:
+        """Create an instance; ``encoder`` defaults to the service type's (DEFAULT_ENCODERS)."""
         validation.instance_name(name)
         validation.service_type(service_type)
+        encoder = DEFAULT_ENCODERS[service_type] if encoder is None else encoder
         validation.positive("capacity", capacity, MAX_CAPACITY)
         validation.positive("qps", qps, MAX_QPS)
         validation.text("region", region, max_len=64, required=True)
