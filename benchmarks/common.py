@@ -1,10 +1,8 @@
-"""Shared bits of the benchmarks: timing summaries and the service opened as configured."""
+"""Shared bits of the benchmarks: timing summaries."""
 
 from __future__ import annotations
 
 import statistics
-import time
-from contextlib import contextmanager
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -16,11 +14,3 @@ def percentile(values: list[float], q: float) -> float:
 def summary_ms(seconds: list[float]) -> dict:
     ms = [s * 1000 for s in seconds]
     return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(percentile(ms, 99), 3), "n": len(ms)}
-
-
-@contextmanager
-def stopwatch():
-    timing = {}
-    began = time.perf_counter()
-    yield timing
-    timing["seconds"] = time.perf_counter() - began

@@ -46,12 +46,6 @@ def exists(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str
     )
 
 
-def count(conn: sa.Connection, instance_id: int) -> int:
-    return conn.execute(
-        sa.select(sa.func.count()).select_from(pictures).where(pictures.c.instance_id == instance_id)
-    ).scalar_one()
-
-
 def stored_embedding(instance_id: int, dim: int, product_id: str, pic_name: str) -> sa.ScalarSelect:
     """The stored vector of one picture as a scalar subquery, so a search by name is one round trip."""
     part = partition(instance_id)
