@@ -167,7 +167,7 @@ def test_instance_lifecycle(service, make_instance):
     made = make_instance("trademark", capacity=500, qps=3)
     shown = service.describe_instance(made.name)
     assert (shown.service_type, shown.capacity, shown.qps, shown.picture_count) == ("trademark", 500, 3, 0)
-    assert shown.embedding_dim == 1280 and shown.encoder == "efficientnet-lite0-gem-shape"
+    assert shown.embedding_dim == 1280 and shown.encoder == "efficientnet-lite0-gem"
     assert made.name in [i.name for i in service.list_instances()]
     with pytest.raises(InvalidParameter, match="already exists"):
         service.create_instance(made.name, "generic")
@@ -362,12 +362,11 @@ def test_each_service_type_gets_its_default_encoder(make_instance):
 
     for service_type, encoder in DEFAULT_ENCODERS.items():
         assert make_instance(service_type).encoder == encoder
-    assert DEFAULT_ENCODERS["trademark"] == "efficientnet-lite0-gem-shape"
 
 
-def test_trademark_encoder_ignores_colour_and_polarity(service, make_instance):
-    """A logo recoloured, or inverted onto a dark ground, is still found first on a trademark instance."""
-    trademark = make_instance("trademark")
+def test_shape_encoder_ignores_colour_and_polarity(service, make_instance):
+    """With the shape encoder, a logo recoloured or inverted onto a dark ground is still found first."""
+    trademark = make_instance("trademark", encoder="efficientnet-lite0-gem-shape")
     logo = np.full((300, 300, 3), 255, np.uint8)
     cv2.circle(logo, (150, 150), 90, (200, 30, 30), thickness=25)
     cv2.rectangle(logo, (120, 60), (180, 240), (200, 30, 30), thickness=-1)

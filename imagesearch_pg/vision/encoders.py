@@ -17,15 +17,11 @@ from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
 from imagesearch_pg.vision.sessions import cpu_session
 
 # Chosen by benchmark (docs/benchmarks.md): GeM pooling of the last feature map beat average pooling at no
-# cost (logo easy R@1 0.74 -> 0.83, furniture-type P@1 0.65 -> 0.67); for logos the grey, polarity-normalised
-# view of it adds more (through the service, with subject detection: easy 0.937 -> 0.948, hard 0.24 -> 0.26).
+# cost (logo easy R@1 0.74 -> 0.83, furniture-type P@1 0.65 -> 0.67). The grey, polarity-normalised shape
+# view did not beat it on the full logo sets through the service (easy 0.928 vs 0.937, hard 0.241 vs 0.239),
+# so trademark instances use GeM too until a recipe measurably wins; the shape encoder stays selectable.
 DEFAULT_ENCODER = "efficientnet-lite0-gem"
-DEFAULT_ENCODERS = {
-    "product": DEFAULT_ENCODER,
-    "generic": DEFAULT_ENCODER,
-    "fabric": DEFAULT_ENCODER,
-    "trademark": "efficientnet-lite0-gem-shape",
-}
+DEFAULT_ENCODERS = {service_type: DEFAULT_ENCODER for service_type in ("product", "generic", "fabric", "trademark")}
 
 
 class InferenceModel(ABC):
