@@ -75,7 +75,9 @@ def matching(conn: sa.Connection, instance_id: int, text: str) -> set[str]:
 
 def db_state(conn: sa.Connection, instance_id: int) -> tuple:
     return (
-        picture_store.count(conn, instance_id),
+        conn.execute(
+            sa.select(sa.func.count()).select_from(pictures).where(pictures.c.instance_id == instance_id)
+        ).scalar_one(),
         conn.execute(sa.text("SELECT to_regclass('imagesearch.pictures') IS NOT NULL")).scalar_one(),
         conn.execute(sa.text("SELECT to_regclass('imagesearch.instances') IS NOT NULL")).scalar_one(),
     )
