@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +22,9 @@ PICTURE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 def main() -> None:
+    # SIGTERM ends the command like Ctrl-C would, so exit handlers run and an embedded server this
+    # process started is stopped when it was the last user (gunicorn's master installs its own handler).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         cli(standalone_mode=True)
     except ImageSearchError as exc:  # pragma: no cover - click re-raises only outside standalone mode
