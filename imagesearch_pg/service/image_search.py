@@ -262,10 +262,11 @@ class ImageSearch:
         category = _checked_category(instance.service_type, category_id)
         query = self._prepare(instance, picture, crop=crop, region=region, category_id=category)
         with self.engine.begin() as conn:
-            self._instance_row(conn, instance_name, lock=True)
+            # The locked row, not the one read before decoding: it is the instance that exists now.
+            locked = self._instance_row(conn, instance_name, lock=True)
             picture_store.upsert(
                 conn,
-                instance.id,
+                locked.id,
                 {
                     "product_id": product_id,
                     "pic_name": pic_name,
@@ -280,11 +281,10 @@ class ImageSearch:
 
     def delete_image(self, instance_name: str, product_id: str, pic_name: str | None = None) -> DeleteResult:
         """Delete every picture of ``product_id``, or only ``pic_name`` of it; returns the deleted PicNames."""
-        instance = self._instance_by_name(instance_name)
         validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
         validation.text("PicName", pic_name, min_len=1, max_len=512)
         with self.engine.begin() as conn:
-            self._instance_row(conn, instance_name, lock=True)
+            instance = self._instance_row(conn, instance_name, lock=True)
             return DeleteResult(picture_store.delete(conn, instance.id, product_id, pic_name))
 
     # ---- search ----------------------------------------------------------------------------------
