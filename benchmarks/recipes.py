@@ -104,7 +104,7 @@ VIEWS = {
     "shape": D.to_shape_image,
     "invshape": lambda im: D.invert(D.to_shape_image(im)),
     "edge": D.to_edge_image,
-    "ink": D.ink_mask,
+    "ink": D.silhouette,  # the trademark encoder's stored view: the ink, framed
 }
 
 
@@ -137,7 +137,7 @@ def _key(*parts) -> str:
 def encode(items: list[Item], view: str, size: int, flip: bool = False, crop: bool = False, regions: int = 0):
     """{'avg': N x C, 'gem': N x C, 'reg': N x R x C (float16, GeM per region, if regions)} for the items."""
     paths = [str(i.path) for i in items]
-    path = CACHE / f"{_key(paths, view, size, flip, crop, regions, 'v2' if regions else 'v1')}.npz"
+    path = CACHE / f"{_key(paths, view, size, flip, crop, regions, 'v2' if regions else 'v1', 'framed-ink')}.npz"
     if path.exists():
         return dict(np.load(path))
     out = {"avg": [], "gem": [], "reg": []}
@@ -205,7 +205,7 @@ def descriptor(items, view, r: Recipe, crop=False, regions=0):
 
 def encode_layers(items: list[Item], k: int, size: int, crop: bool = False):
     """Colour-layer silhouettes of each query, encoded: (N_total x C GeM, owner index per row)."""
-    path = CACHE / f"layers-{_key([str(i.path) for i in items], k, size, crop, 'v1')}.npz"
+    path = CACHE / f"layers-{_key([str(i.path) for i in items], k, size, crop, 'v2')}.npz"
     if path.exists():
         z = np.load(path)
         return z["gem"], z["owner"]

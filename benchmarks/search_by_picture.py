@@ -3,7 +3,8 @@
     python benchmarks/search_by_picture.py [--service-type generic] [--rows 10000] [--queries 100] [--json]
 
 A temporary instance holds --rows pictures (synthetic vectors bulk-loaded, as in benchmarks/search.py,
-plus the query photos themselves added with AddImage). Each query is a different 1000x1000 JPEG (q90)
+plus the query photos themselves added with AddImage; on trademark instances each synthetic row also gets a
+synthetic silhouette and the SIFT keypoints of a sample photo, so that the re-ranking reads real data). Each query is a different 1000x1000 JPEG (q90)
 made from scikit-image's photos; the end-to-end time is `search_by_picture` with default parameters.
 The stages are then timed one by one on the same pictures through the same library functions.
 """
@@ -24,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import summary_ms  # noqa: E402
 from benchmarks.search import clustered_vectors  # noqa: E402
-from imagesearch_pg.service import ImageSearch  # noqa: E402
+from imagesearch_pg.service import ImageSearch, reranking  # noqa: E402
 from imagesearch_pg.store import pictures as picture_store  # noqa: E402
 from imagesearch_pg.store.tables import instances  # noqa: E402
-from imagesearch_pg.vision import intake, transforms  # noqa: E402
+from imagesearch_pg.vision import descriptors, intake  # noqa: E402
 
 
 def query_pictures(count: int) -> list[bytes]:
@@ -71,7 +72,18 @@ def main() -> None:
                 instances.select().with_only_columns(instances.c.id).where(instances.c.name == name)
             ).scalar_one()
             vectors = clustered_vectors(args.rows)
-            picture_store.bulk_load(conn, instance_id, ((f"s{i}", "0", 88888888, v) for i, v in enumerate(vectors)))
+            rows = ((f"s{i}", "0", 88888888, v) for i, v in enumerate(vectors))
+            columns = picture_store.BULK_COLUMNS
+            encoder = service.encoder_registry.get(service.describe_instance(name).encoder)
+            if encoder.silhouettes:
+                silhouettes = clustered_vectors(args.rows, seed=1)
+                stored_keypoints = [
+                    descriptors.pack_local(descriptors.local_features(intake.read_picture(q, "generic"), both_polarities=False))
+                    for q in query_pictures(5)
+                ]
+                rows = (row + (silhouettes[i], stored_keypoints[i % 5]) for i, row in enumerate(rows))
+                columns += ("silhouette", "keypoints")
+            picture_store.bulk_load(conn, instance_id, rows, columns=columns)
         queries = query_pictures(args.queries)
         for i, picture in enumerate(queries[:5]):
             service.add_image(name, f"q{i}", "0", picture)
@@ -79,22 +91,32 @@ def main() -> None:
 
         end_to_end = timed(lambda picture: service.search_by_picture(name, picture), queries)
 
-        described = service.describe_instance(name)
-        encoder = service.encoder_registry.get(described.encoder)
+        dim = service.describe_instance(name).embedding_dim
         decoded = [intake.read_picture(q, args.service_type) for q in queries]
         boxes = [service.subject_detector.detect(image)[0] for image in decoded]
-        embeddings = [encoder.encode([transforms.crop(im, box)]).embeddings[0] for im, box in zip(decoded, boxes)]
+        described = [encoder.describe(im, box, query=True) for im, box in zip(decoded, boxes)]
+        limit = reranking.CANDIDATES if encoder.silhouettes else 10
 
-        def search_only(embedding):
+        def search_only(description):
+            silhouettes = None if description.silhouettes is None else list(description.silhouettes)
             with service.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                picture_store.nearest(conn, instance_id, described.embedding_dim, embedding, 10)
+                return picture_store.nearest(conn, instance_id, dim, description.embedding, limit, None, None, silhouettes)
+
+        def rerank_only(pair):
+            description, rows = pair
+            with service.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                stored = picture_store.keypoints(conn, instance_id, [(r.product_id, r.pic_name) for r in rows])
+            reranking.rerank(rows, description.keypoints, stored)
 
         stages = {
             "decode": summary_ms(timed(lambda q: intake.read_picture(q, args.service_type), queries)),
             "detect": summary_ms(timed(service.subject_detector.detect, decoded)),
-            "encode": summary_ms(timed(lambda im: encoder.encode([im]), decoded)),
-            "search": summary_ms(timed(search_only, embeddings)),
+            "describe": summary_ms(timed(lambda pair: encoder.describe(*pair, query=True), list(zip(decoded, boxes)))),
+            "search": summary_ms(timed(search_only, described)),
         }
+        if encoder.silhouettes:
+            found = [(d, search_only(d)) for d in described]
+            stages["rerank"] = summary_ms(timed(rerank_only, found))
         report = {
             "service_type": args.service_type,
             "rows": args.rows,

@@ -210,12 +210,26 @@ def test_ink_mask_is_the_same_silhouette_whatever_the_colours():
 def test_colour_layers_find_a_recoloured_mark_on_a_busy_background(colour):
     reference = D.ink_mask(_logo())
     query = _paste(colour)
-    layers = D.colour_layers(query, k=5)
+    framed, *layers = D.colour_layers(query, k=5)
+    assert framed.dtype == np.uint8 and framed.ndim == 3
     assert all(layer.shape == (224, 224, 3) and layer.dtype == np.uint8 for layer in layers)
     best = max(_iou_black(layer, reference) for layer in layers)
     assert best > 0.8, best
     # Without the layers, the whole picture's ink mask is mostly background.
     assert _iou_black(D.ink_mask(query), reference) < best
+
+
+def test_silhouette_is_framed_so_size_and_place_do_not_matter():
+    logo = _logo()
+    canvas = np.full((600, 900, 3), 255, np.uint8)
+    canvas[350:462, 500:612] = cv2.resize(logo, (112, 112), interpolation=cv2.INTER_AREA)
+    small, alone = D.silhouette(canvas), D.silhouette(logo)
+    assert small.shape[0] < 200 and alone.shape[0] < 224  # cut to the ink (plus a margin)
+    size = (128, 128)
+    assert _iou_black(cv2.resize(small, size), cv2.resize(alone, size)) > 0.8
+    assert D.framed(np.zeros((10, 10), bool)) is None
+    blank = np.full((300, 300, 3), 255, np.uint8)
+    assert D.silhouette(blank).shape == (300, 300, 3)  # nothing to frame: the whole (empty) picture
 
 
 def test_colour_layers_deterministic():

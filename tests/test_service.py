@@ -167,7 +167,7 @@ def test_instance_lifecycle(service, make_instance):
     made = make_instance("trademark", capacity=500, qps=3)
     shown = service.describe_instance(made.name)
     assert (shown.service_type, shown.capacity, shown.qps, shown.picture_count) == ("trademark", 500, 3, 0)
-    assert shown.embedding_dim == 1280 and shown.encoder == "efficientnet-lite0-gem"
+    assert shown.embedding_dim == 1280 and shown.encoder == "efficientnet-lite0-trademark"
     assert made.name in [i.name for i in service.list_instances()]
     with pytest.raises(InvalidParameter, match="already exists"):
         service.create_instance(made.name, "generic")
@@ -379,3 +379,13 @@ def test_shape_encoder_ignores_colour_and_polarity(service, make_instance):
     inverted = 255 - logo
     for query in (recoloured, inverted):
         assert service.search_by_picture(trademark.name, encode(query)).auctions[0].product_id == "ring"
+
+
+def test_texture_encoder_sees_a_quarter_turned_picture_as_the_same(encoders):
+    """Fabric's encoder averages the picture and its quarter turn: a turned photo of the same cloth stays close."""
+    plain, texture = encoders.get("efficientnet-lite0-gem"), encoders.get("efficientnet-lite0-gem-texture")
+    for key in ("immunohistochemistry", "coffee"):
+        picture = PHOTOS[key]
+        turned = np.ascontiguousarray(np.rot90(picture))
+        similarity = {e.name: float(e.predict([picture])[0] @ e.predict([turned])[0]) for e in (plain, texture)}
+        assert similarity[texture.name] > 0.93 and similarity[texture.name] > similarity[plain.name] + 0.1

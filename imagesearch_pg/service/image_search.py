@@ -25,7 +25,7 @@ from imagesearch_pg.errors import (
     MissingParameter,
     NoSpecifiedSearchPic,
 )
-from imagesearch_pg.service import validation
+from imagesearch_pg.service import reranking, validation
 from imagesearch_pg.service.models import (
     ATTRIBUTE_NAMES,
     Attributes,
@@ -40,12 +40,13 @@ from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.filters import parse_filter
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, encoders, instances, pictures
-from imagesearch_pg.vision import category_prediction, intake, transforms
+from imagesearch_pg.vision import category_prediction, descriptors, intake
 from imagesearch_pg.vision.subject import SubjectDetector
 from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
 from imagesearch_pg.vision.encoders import (
     BUILTIN_ENCODERS,
     DEFAULT_ENCODERS,
+    Description,
     Encoder,
     EncoderRegistry,
     OnnxEncoder,
@@ -73,7 +74,7 @@ class _InstanceRow:
 class _Query:
     """A picture made ready to search with or to store."""
 
-    embedding: np.ndarray
+    description: Description
     pic_info: PicInfo
 
 
@@ -146,6 +147,8 @@ class ImageSearch:
             if created is None:
                 raise InvalidParameter(f"an instance named {name!r} already exists")
             conn.execute(sa.select(sa.func.imagesearch.create_picture_partition(created)))
+            if encoder in BUILTIN_ENCODERS and BUILTIN_ENCODERS[encoder].silhouettes:
+                conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(created)))
         log.info("instance created", extra={"instance": name, "service_type": service_type})
         return self.describe_instance(name)
 
@@ -260,7 +263,8 @@ class ImageSearch:
         validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
         values = _checked_attributes(attributes or Attributes())
         category = _checked_category(instance.service_type, category_id)
-        query = self._prepare(instance, picture, crop=crop, region=region, category_id=category)
+        query = self._prepare(instance, picture, crop=crop, region=region, category_id=category, for_query=False)
+        description = query.description
         with self.engine.begin() as conn:
             # The locked row, not the one read before decoding: it is the instance that exists now.
             locked = self._instance_row(conn, instance_name, lock=True)
@@ -275,7 +279,9 @@ class ImageSearch:
                     "region": query.pic_info.region,
                     **values,
                 },
-                query.embedding,
+                description.embedding,
+                None if description.silhouettes is None else description.silhouettes[0],
+                None if description.keypoints is None else descriptors.pack_local(description.keypoints),
             )
         return query.pic_info
 
@@ -310,12 +316,22 @@ class ImageSearch:
         parsed = None if filter is None else parse_filter(filter)
         instance = self._cached_instance(instance_name)
         within = _search_category(instance.service_type, category_id)
-        query = self._prepare(instance, picture, crop=crop, region=region, category_id=within)
+        query = self._prepare(instance, picture, crop=crop, region=region, category_id=within, for_query=True)
+        description = query.description
+        wanted = start + num
 
         def search(conn, instance):
-            return picture_store.nearest(
-                conn, instance.id, instance.embedding_dim, query.embedding, start + num, parsed, within
+            if description.keypoints is None:
+                return picture_store.nearest(
+                    conn, instance.id, instance.embedding_dim, description.embedding, wanted, parsed, within
+                )
+            rows = picture_store.nearest(
+                conn, instance.id, instance.embedding_dim, description.embedding,
+                max(wanted, reranking.CANDIDATES), parsed, within, list(description.silhouettes),
             )
+            keys = [(row.product_id, row.pic_name) for row in rows[: reranking.CANDIDATES]]
+            stored = picture_store.keypoints(conn, instance.id, keys)
+            return reranking.rerank(rows, description.keypoints, stored)[:wanted]
 
         return _result(self._read(instance_name, search), start, threshold, began, query.pic_info)
 
@@ -333,7 +349,9 @@ class ImageSearch:
     ) -> SearchResult:
         """Search with the vector of a stored picture (which finds itself first, unless filtered out)."""
         began = time.perf_counter()
-        within = _search_category(self._cached_instance(instance_name).service_type, category_id)
+        cached = self._cached_instance(instance_name)
+        within = _search_category(cached.service_type, category_id)
+        silhouettes = cached.encoder in BUILTIN_ENCODERS and BUILTIN_ENCODERS[cached.encoder].silhouettes
         validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
         validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
         validation.window(num, start)
@@ -341,8 +359,14 @@ class ImageSearch:
         parsed = None if filter is None else parse_filter(filter)
 
         def search(conn, instance):
-            stored = picture_store.stored_embedding(instance.id, instance.embedding_dim, product_id, pic_name)
-            rows = picture_store.nearest(conn, instance.id, instance.embedding_dim, stored, start + num, parsed, within)
+            dim = instance.embedding_dim
+            stored = picture_store.stored_embedding(instance.id, dim, product_id, pic_name)
+            # The stored picture's own silhouette searches the others' (no re-ranking: its keypoints are
+            # kept in one polarity only, and its own vectors already find copies of it).
+            stored_silhouettes = (
+                [picture_store.stored_silhouette(instance.id, dim, product_id, pic_name)] if silhouettes else None
+            )
+            rows = picture_store.nearest(conn, instance.id, dim, stored, start + num, parsed, within, stored_silhouettes)
             # A missing picture gives no query vector, hence rows without a score (or none at all).
             if (rows and rows[0].score is None) or (
                 not rows and not picture_store.exists(conn, instance.id, product_id, pic_name)
@@ -388,6 +412,7 @@ class ImageSearch:
         crop: bool,
         region: str | None,
         category_id: int | None,
+        for_query: bool,
     ) -> _Query:
         if picture is None or len(picture) == 0:
             raise MissingParameter("PicContent is required")
@@ -397,18 +422,18 @@ class ImageSearch:
         if region:  # a given Region wins
             boxes = [intake.parse_region(region, width, height)]
         elif crop and instance.service_type != "fabric":  # fabric is texture: always the whole picture
-            boxes = self.subject_detector.detect(image)
+            # On trademark instances the query's colour layers find a mark on a busy picture; salient-object
+            # detection, which finds the photo's subject rather than the mark, would only add its cost.
+            boxes = self.subject_detector.detect(image, saliency=instance.service_type != "trademark")
         else:
             boxes = [intake.whole_picture(image)]
         box = boxes[0]
-        encoded = self._encoder(instance.encoder).encode([transforms.crop(image, box)])
-        embedding = encoded.embeddings[0]
+        description = self._encoder(instance.encoder).describe(image, box, query=for_query)
         if category_id is None and instance.service_type == "product":
-            logits = None if encoded.logits is None else encoded.logits[0]
-            category_id = self._predict_category(instance.name, embedding, logits)
+            category_id = self._predict_category(instance.name, description.embedding, description.logits)
         category = categories.OTHER if category_id is None else category_id
         return _Query(
-            embedding,
+            description,
             PicInfo(category_id=category, region=box.to_region(), multi_region=[b.to_region() for b in boxes]),
         )
 

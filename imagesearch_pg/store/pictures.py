@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import sqlalchemy as sa
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects.postgresql import insert
 
 from imagesearch_pg.store.filters import Node, to_sql
@@ -16,13 +16,23 @@ from imagesearch_pg.store.tables import partition, pictures
 HNSW_SETTINGS = {"hnsw.ef_search": "100", "hnsw.iterative_scan": "strict_order"}
 
 RESULT_COLUMNS = [
-    c for c in pictures.c if c.name not in ("instance_id", "embedding", "category_given", "created_at", "updated_at")
+    c
+    for c in pictures.c
+    if c.name
+    not in ("instance_id", "embedding", "silhouette", "keypoints", "category_given", "created_at", "updated_at")
 ]
 
 
-def upsert(conn: sa.Connection, instance_id: int, values: dict, embedding: np.ndarray) -> None:
+def upsert(
+    conn: sa.Connection,
+    instance_id: int,
+    values: dict,
+    embedding: np.ndarray,
+    silhouette: np.ndarray | None = None,
+    keypoints: bytes | None = None,
+) -> None:
     """Insert or replace the picture (instance, product_id, pic_name): the last write wins whole."""
-    row = {**values, "instance_id": instance_id, "embedding": embedding}
+    row = {**values, "instance_id": instance_id, "embedding": embedding, "silhouette": silhouette, "keypoints": keypoints}
     statement = insert(pictures).values(row)
     replaced = {k: statement.excluded[k] for k in row if k not in ("instance_id", "product_id", "pic_name")}
     conn.execute(
@@ -56,6 +66,15 @@ def stored_embedding(instance_id: int, dim: int, product_id: str, pic_name: str)
     )
 
 
+def stored_silhouette(instance_id: int, dim: int, product_id: str, pic_name: str) -> sa.ScalarSelect:
+    part = partition(instance_id)
+    return (
+        sa.select(sa.cast(part.c.silhouette, HALFVEC(dim)))
+        .where(part.c.product_id == product_id, part.c.pic_name == pic_name)
+        .scalar_subquery()
+    )
+
+
 def nearest(
     conn: sa.Connection,
     instance_id: int,
@@ -64,9 +83,10 @@ def nearest(
     limit: int,
     filter: Node | None = None,
     category_id: int | None = None,
+    silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
 ) -> list[sa.Row]:
     """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column."""
-    return list(conn.execute(nearest_statement(instance_id, dim, query, limit, filter, category_id)))
+    return list(conn.execute(nearest_statement(instance_id, dim, query, limit, filter, category_id, silhouettes)))
 
 
 def nearest_statement(
@@ -76,24 +96,69 @@ def nearest_statement(
     limit: int,
     filter: Node | None = None,
     category_id: int | None = None,
+    silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
 ) -> sa.Select:
     """Unfiltered, the instance's HNSW index answers. With a ``filter`` (a parsed filter) or a category, the
-    matching rows are scanned exactly: HNSW post-filtering would silently return too few rows."""
+    matching rows are scanned exactly: HNSW post-filtering would silently return too few rows.
+
+    With ``silhouettes`` (vectors or stored_silhouette subqueries, trademark encoder) a picture's distance is the least of its embedding's
+    to ``query`` and its silhouette's to each of them.
+    """
     part = partition(instance_id)
     if not isinstance(query, sa.ScalarSelect):
         query = sa.cast(sa.bindparam("q", query, Vector(dim)), Vector(dim))
-    statement = sa.select(*(part.c[c.name] for c in RESULT_COLUMNS))
+    silhouette_queries = [
+        vector if isinstance(vector, sa.ScalarSelect) else sa.cast(sa.bindparam(f"s{i}", vector, HALFVEC(dim)), HALFVEC(dim))
+        for i, vector in enumerate(silhouettes or ())
+    ]
     conditions = ([] if filter is None else [to_sql(filter, part)]) + (
         [] if category_id is None else [part.c.category_id == category_id]
     )
-    if not conditions:
-        # The cast matches the partition's expression index; without it the index is not used.
-        distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
-    else:
+    columns = [part.c[c.name] for c in RESULT_COLUMNS]
+    if conditions:
         distance = part.c.embedding.cosine_distance(query)
-        statement = statement.where(*conditions)
-    statement = statement.add_columns(sa.func.imagesearch.cosine_score(distance).label("score"))
-    return statement.order_by(distance).limit(limit)
+        if silhouette_queries:
+            # least() skips NULLs: a picture stored without a silhouette ranks by its embedding.
+            distance = sa.func.least(distance, *(part.c.silhouette.cosine_distance(s) for s in silhouette_queries))
+        score = sa.func.imagesearch.cosine_score(distance).label("score")
+        return sa.select(*columns, score).where(*conditions).order_by(distance).limit(limit)
+    # The casts match the partition's expression indexes; without them the indexes are not used.
+    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
+    if not silhouette_queries:
+        score = sa.func.imagesearch.cosine_score(distance).label("score")
+        return sa.select(*columns, score).order_by(distance).limit(limit)
+    # Each query vector walks its own index for its ``limit`` nearest; a picture in the fused top ``limit``
+    # is in the top ``limit`` of the vector that gives its least distance, so the union holds them all.
+    branches = [sa.select(part.c.product_id, part.c.pic_name, distance.label("distance")).order_by(distance).limit(limit)]
+    for s in silhouette_queries:
+        d = sa.cast(part.c.silhouette, HALFVEC(dim)).cosine_distance(s)
+        branches.append(sa.select(part.c.product_id, part.c.pic_name, d.label("distance")).order_by(d).limit(limit))
+    hits = sa.union_all(*branches).subquery("hits")
+    best = (
+        sa.select(hits.c.product_id, hits.c.pic_name, sa.func.min(hits.c.distance).label("distance"))
+        .group_by(hits.c.product_id, hits.c.pic_name)
+        .subquery("best")
+    )
+    score = sa.func.imagesearch.cosine_score(best.c.distance).label("score")
+    return (
+        sa.select(*columns, score)
+        .join_from(part, best, sa.and_(part.c.product_id == best.c.product_id, part.c.pic_name == best.c.pic_name))
+        .order_by(best.c.distance)
+        .limit(limit)
+    )
+
+
+def keypoints(conn: sa.Connection, instance_id: int, keys: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+    """The stored keypoints of the pictures ``keys`` (product_id, pic_name) that have them."""
+    if not keys:
+        return {}
+    part = partition(instance_id)
+    rows = conn.execute(
+        sa.select(part.c.product_id, part.c.pic_name, part.c.keypoints).where(
+            sa.tuple_(part.c.product_id, part.c.pic_name).in_(keys), part.c.keypoints.is_not(None)
+        )
+    )
+    return {(product_id, pic_name): data for product_id, pic_name, data in rows}
 
 
 def labelled_neighbours(
@@ -125,31 +190,45 @@ def delete(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str
     return list(conn.execute(sa.delete(pictures).where(*condition).returning(pictures.c.pic_name)).scalars())
 
 
-BULK_COLUMNS = ("instance_id", "product_id", "pic_name", "category_id", "embedding")
+BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
+BULK_TYPES = {
+    "product_id": "text", "pic_name": "text", "category_id": "int4", "embedding": "vector",
+    "silhouette": "halfvec", "keypoints": "bytea",
+}
 
 
-def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None) -> int:
-    """Load many new pictures at once: ``rows`` yields (product_id, pic_name, category_id, embedding).
+def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, columns: tuple = BULK_COLUMNS) -> int:
+    """Load many new pictures at once: ``rows`` yields tuples of ``columns`` (by default product_id,
+    pic_name, category_id, embedding; silhouette and keypoints may follow).
 
-    The instance's HNSW index is dropped, the rows are streamed with binary COPY, and the index is
+    The instance's HNSW indexes are dropped, the rows are streamed with binary COPY, and the indexes are
     built once afterwards (parallel). Runs in the caller's transaction; existing keys make it fail whole.
     """
+    from pgvector import HalfVector
     from pgvector.psycopg import register_vector
 
     raw = conn.connection.driver_connection
     register_vector(raw)
+    silhouettes = "silhouette" in columns
     conn.execute(sa.select(sa.func.imagesearch.drop_picture_index(instance_id)))
+    if silhouettes:
+        conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
     loaded = 0
     with raw.cursor().copy(
-        f"COPY imagesearch.pictures ({', '.join(BULK_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)"
+        f"COPY imagesearch.pictures (instance_id, {', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int4", "text", "text", "int4", "vector"])
-        for product_id, pic_name, category_id, embedding in rows:
-            copy.write_row((instance_id, product_id, pic_name, category_id, embedding))
+        copy.set_types(["int4", *(BULK_TYPES[c] for c in columns)])
+        at = columns.index("silhouette") if silhouettes else -1
+        for row in rows:
+            if silhouettes:  # numpy arrays go out as vector unless told they are halfvec
+                row = (*row[:at], HalfVector(row[at]), *row[at + 1 :])
+            copy.write_row((instance_id, *row))
             loaded += 1
             if progress is not None:
                 progress(loaded)
     conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
+    if silhouettes:
+        conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
     # Fresh statistics, so the planner sees the loaded rows at once rather than after autovacuum.
     conn.execute(sa.text(f"ANALYZE imagesearch.pictures_{int(instance_id)}"))
     return loaded

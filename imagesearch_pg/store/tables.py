@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 
 import sqlalchemy as sa
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects import postgresql as pg
 
 metadata = sa.MetaData(schema="imagesearch")
@@ -55,6 +55,8 @@ pictures = sa.Table(
     *(sa.Column(name, sa.Text) for name in STR_ATTRS),
     sa.Column("region", sa.Text),
     sa.Column("embedding", Vector(), nullable=False),
+    sa.Column("silhouette", HALFVEC()),  # trademark encoder only, see migration 0006
+    sa.Column("keypoints", sa.LargeBinary),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )

@@ -14,14 +14,20 @@ import numpy as np
 
 from imagesearch_pg.vision import descriptors, transforms
 from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
+from imagesearch_pg.vision.intake import Box
 from imagesearch_pg.vision.sessions import cpu_session
 
 # Chosen by benchmark (docs/benchmarks.md): GeM pooling of the last feature map beat average pooling at no
-# cost (logo easy R@1 0.74 -> 0.83, furniture-type P@1 0.65 -> 0.67). The grey, polarity-normalised shape
-# view did not beat it on the full logo sets through the service (easy 0.928 vs 0.937, hard 0.241 vs 0.239),
-# so trademark instances use GeM too until a recipe measurably wins; the shape encoder stays selectable.
+# cost (logo easy R@1 0.74 -> 0.83, furniture-type P@1 0.65 -> 0.67). Trademark instances add silhouettes
+# and keypoints (EfficientNetLite0Trademark): logo easy R@1 0.937 -> 0.993; fabric instances add a quarter
+# turn (EfficientNetLite0Texture): texture R@1 0.886 -> 0.912.
 DEFAULT_ENCODER = "efficientnet-lite0-gem"
-DEFAULT_ENCODERS = {service_type: DEFAULT_ENCODER for service_type in ("product", "generic", "fabric", "trademark")}
+DEFAULT_ENCODERS = {
+    "product": DEFAULT_ENCODER,
+    "generic": DEFAULT_ENCODER,
+    "fabric": "efficientnet-lite0-gem-texture",
+    "trademark": "efficientnet-lite0-trademark",
+}
 
 
 class InferenceModel(ABC):
@@ -55,9 +61,24 @@ class Encoded:
     logits: np.ndarray | None  # N x 1000 ImageNet logits, where the model has them (for category prediction)
 
 
+@dataclass(frozen=True)
+class Description:
+    """Everything an encoder makes of one picture, for storing it or for searching with it.
+
+    Most encoders give one embedding. The trademark encoder also gives silhouettes (a stored picture has one,
+    a query one per colour layer, searched against the stored ones) and SIFT keypoints for re-ranking.
+    """
+
+    embedding: np.ndarray  # dim, L2-normalised
+    logits: np.ndarray | None = None  # 1000 ImageNet logits, where the model has them
+    silhouettes: np.ndarray | None = None  # k x dim, L2-normalised
+    keypoints: tuple[np.ndarray, np.ndarray] | None = None  # descriptors.local_features
+
+
 class Encoder(InferenceModel):
     name: str
     dim: int
+    silhouettes = False  # whether describe() gives silhouettes and keypoints (stored in their own columns)
 
     @abstractmethod
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
@@ -65,6 +86,11 @@ class Encoder(InferenceModel):
 
     def encode(self, images: list[np.ndarray]) -> Encoded:
         return Encoded(self.predict(images), None)
+
+    def describe(self, image: np.ndarray, box: Box, *, query: bool) -> Description:
+        """The picture's subject ``box`` encoded; ``query`` says whether it is searched with or stored."""
+        encoded = self.encode([transforms.crop(image, box)])
+        return Description(encoded.embeddings[0], None if encoded.logits is None else encoded.logits[0])
 
 
 class EfficientNetLite0(Encoder):
@@ -130,6 +156,53 @@ class EfficientNetLite0GemShape(EfficientNetLite0Gem):
         return super().encode([descriptors.to_shape_image(image) for image in images])
 
 
+class EfficientNetLite0Texture(EfficientNetLite0Gem):
+    """GeM Lite0 of the picture and of the picture turned a quarter, averaged: cloth is photographed at any
+    angle. Measured on the texture benchmark (benchmarks/texture_recipes.py): R@1 0.886 -> 0.912 for a
+    second pass; adding five crops (0.933) would cost five more."""
+
+    name = "efficientnet-lite0-gem-texture"
+
+    def encode(self, images: list[np.ndarray]) -> Encoded:
+        turned = [np.ascontiguousarray(np.rot90(image)) for image in images]
+        outputs = self.run(images + turned, ("feature_map", "logits"))
+        pooled = transforms.l2_normalize(descriptors.gem(outputs["feature_map"]))
+        count = len(images)
+        return Encoded(transforms.l2_normalize(pooled[:count] + pooled[count:]), outputs["logits"][:count])
+
+
+class EfficientNetLite0Trademark(EfficientNetLite0Gem):
+    """Marks whatever their colours, on busy backgrounds: GeM Lite0 of the subject, plus silhouettes and SIFT.
+
+    A stored mark gives one silhouette (its ink on its plain background, descriptors.ink_mask); a query gives
+    one per colour layer (descriptors.colour_layers), so a recoloured mark pasted on a photo still yields its
+    own silhouette. Searches take the best of picture-vs-picture and layer-vs-silhouette scores, then move
+    geometrically verified matches (descriptors.verify) to the front. Chosen in benchmarks/recipes.py.
+    """
+
+    name = "efficientnet-lite0-trademark"
+    silhouettes = True
+    # Colour layers and keypoints on at most this longest side; silhouettes are encoded at this size (the
+    # picture itself at the usual 224). Chosen to fit the search budget (docs/benchmarks.md).
+    work_side = 320
+    silhouette_size = 160
+
+    def describe(self, image: np.ndarray, box: Box, *, query: bool) -> Description:
+        subject = transforms.bounded(transforms.crop(image, box), self.work_side)
+        if query:
+            # Layers of the whole picture: a mark on a busy picture is one of them.
+            views = descriptors.colour_layers(transforms.bounded(image, self.work_side))
+        else:
+            # Widened: the border tells ink from background, and a tight subject box may cut into the ink.
+            around = transforms.widened(box, 0.1, image.shape[1], image.shape[0])
+            views = [descriptors.silhouette(transforms.bounded(transforms.crop(image, around), self.work_side))]
+        outputs = self.run([subject], ("feature_map", "logits"))
+        embedding = transforms.l2_normalize(descriptors.gem(outputs["feature_map"]))[0]
+        shapes = self.run(views, ("feature_map",), size=self.silhouette_size)["feature_map"]
+        keypoints = descriptors.local_features(subject, both_polarities=query)
+        return Description(embedding, outputs["logits"][0], transforms.l2_normalize(descriptors.gem(shapes)), keypoints)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     # Several processes may build the same model at once: each writes its own file, the last rename wins.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +255,8 @@ BUILTIN_ENCODERS: dict[str, type[Encoder]] = {
     EfficientNetLite0.name: EfficientNetLite0,
     EfficientNetLite0Gem.name: EfficientNetLite0Gem,
     EfficientNetLite0GemShape.name: EfficientNetLite0GemShape,
+    EfficientNetLite0Texture.name: EfficientNetLite0Texture,
+    EfficientNetLite0Trademark.name: EfficientNetLite0Trademark,
 }
 
 

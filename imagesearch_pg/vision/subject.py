@@ -311,9 +311,10 @@ class SubjectDetector(InferenceModel):
         (out,) = session.run(None, {session.get_inputs()[0].name: batch})
         return np.clip(out[0, 0], 0.0, 1.0)
 
-    def detect(self, image: np.ndarray) -> list[Box]:
+    def detect(self, image: np.ndarray, *, saliency: bool = True) -> list[Box]:
         """Boxes of the subjects of an H x W x 3 RGB uint8 picture: main first, at most ``max_subjects``,
-        never empty (the whole picture when nothing stands out)."""
+        never empty (the whole picture when nothing stands out). With ``saliency=False`` only a plain
+        background is cut away; any other picture is its own subject."""
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"expected an H x W x 3 RGB picture, got shape {image.shape}")
         # One reduced copy serves both paths (a 1000x1000 picture is shrunk once, ~1 ms).
@@ -321,5 +322,6 @@ class SubjectDetector(InferenceModel):
         plain = plain_subjects(small, self.settings, image.shape[:2])
         if plain is not None:
             return plain
+        if not saliency:
+            return [whole(*image.shape[:2])]
         return saliency_subjects(self.saliency(small), image.shape[:2], self.settings)
-

@@ -12,10 +12,25 @@ def crop(image: np.ndarray, box: Box) -> np.ndarray:
     return image[box.y1 : box.y2, box.x1 : box.x2]
 
 
+def widened(box: Box, fraction: float, width: int, height: int) -> Box:
+    """The box grown by ``fraction`` of its longest side on every side, kept inside the picture."""
+    pad = int(round(fraction * max(box.x2 - box.x1, box.y2 - box.y1)))
+    return Box(max(0, box.x1 - pad), min(width, box.x2 + pad), max(0, box.y1 - pad), min(height, box.y2 + pad))
+
+
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     # Area averaging when shrinking avoids aliasing; linear when enlarging.
     shrinking = image.shape[0] > height or image.shape[1] > width
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def bounded(image: np.ndarray, longest_side: int) -> np.ndarray:
+    """The picture shrunk so that its longest side is at most ``longest_side`` (unchanged if it already is)."""
+    height, width = image.shape[:2]
+    scale = longest_side / max(height, width)
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
 
 
 def to_nchw(images: list[np.ndarray], mean: float | tuple, std: float | tuple) -> np.ndarray:
