@@ -236,3 +236,18 @@ def test_colour_layers_deterministic():
     a = D.colour_layers(_paste((200, 30, 30)), k=5)
     b = D.colour_layers(_paste((200, 30, 30)), k=5)
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_negative_polarity_descriptors_equal_sift_on_the_negative():
+    """The cells-reversed descriptors are what SIFT itself computes on the negative with turned frames."""
+    from skimage import data
+
+    grey = cv2.cvtColor(cv2.resize(data.coffee(), (320, 320)), cv2.COLOR_RGB2GRAY)
+    points, desc = D.local_features(np.repeat(grey[:, :, None], 3, axis=2))
+    half = len(points) // 2
+    sift = cv2.SIFT_create(nfeatures=300)  # as local_features finds them (with their octaves)
+    found, _ = sift.detectAndCompute(grey, None)
+    turned = [cv2.KeyPoint(k.pt[0], k.pt[1], k.size, (k.angle + 180.0) % 360.0, k.response, k.octave) for k in found]
+    _, expected = sift.compute(255 - grey, turned)
+    assert expected.shape == desc[half:].shape
+    assert np.abs(expected.astype(int) - desc[half:].astype(int)).max() <= 2

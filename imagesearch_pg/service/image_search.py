@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -76,6 +77,7 @@ class _Query:
 
     description: Description
     pic_info: PicInfo
+    keypoints: Future | None  # of Encoder.keypoints(), computed meanwhile on another thread
 
 
 class ImageSearch:
@@ -86,6 +88,8 @@ class ImageSearch:
         self.subject_detector = SubjectDetector(encoders.cache_dir, encoders.threads)
         self._instances: dict[str, _InstanceRow] = {}
         self._encoder_specs: dict[str, EncoderSpec] = {}
+        # Keypoints (OpenCV, which releases the GIL) are found while the database searches.
+        self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keypoints")
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> "ImageSearch":
@@ -100,6 +104,7 @@ class ImageSearch:
         return cls(database, EncoderRegistry(settings.model_cache, settings.onnx_threads))
 
     def close(self) -> None:
+        self._background.shutdown()
         self.database.close()
 
     # ---- instances -------------------------------------------------------------------------------
@@ -265,6 +270,7 @@ class ImageSearch:
         category = _checked_category(instance.service_type, category_id)
         query = self._prepare(instance, picture, crop=crop, region=region, category_id=category, for_query=False)
         description = query.description
+        keypoints = None if query.keypoints is None else query.keypoints.result()
         with self.engine.begin() as conn:
             # The locked row, not the one read before decoding: it is the instance that exists now.
             locked = self._instance_row(conn, instance_name, lock=True)
@@ -281,7 +287,7 @@ class ImageSearch:
                 },
                 description.embedding,
                 None if description.silhouettes is None else description.silhouettes[0],
-                None if description.keypoints is None else descriptors.pack_local(description.keypoints),
+                None if keypoints is None else descriptors.pack_local(keypoints),
             )
         return query.pic_info
 
@@ -321,7 +327,7 @@ class ImageSearch:
         wanted = start + num
 
         def search(conn, instance):
-            if description.keypoints is None:
+            if query.keypoints is None:
                 return picture_store.nearest(
                     conn, instance.id, instance.embedding_dim, description.embedding, wanted, parsed, within
                 )
@@ -331,7 +337,7 @@ class ImageSearch:
             )
             keys = [(row.product_id, row.pic_name) for row in rows[: reranking.CANDIDATES]]
             stored = picture_store.keypoints(conn, instance.id, keys)
-            return reranking.rerank(rows, description.keypoints, stored)[:wanted]
+            return reranking.rerank(rows, query.keypoints.result(), stored)[:wanted]
 
         return _result(self._read(instance_name, search), start, threshold, began, query.pic_info)
 
@@ -428,13 +434,17 @@ class ImageSearch:
         else:
             boxes = [intake.whole_picture(image)]
         box = boxes[0]
-        description = self._encoder(instance.encoder).describe(image, box, query=for_query)
+        encoder = self._encoder(instance.encoder)
+        description = encoder.describe(image, box, query=for_query)
+        # Started after the network (which keeps both cores busy), so it overlaps the database's work.
+        keypoints = self._background.submit(encoder.keypoints, image, box, query=for_query) if encoder.silhouettes else None
         if category_id is None and instance.service_type == "product":
             category_id = self._predict_category(instance.name, description.embedding, description.logits)
         category = categories.OTHER if category_id is None else category_id
         return _Query(
             description,
             PicInfo(category_id=category, region=box.to_region(), multi_region=[b.to_region() for b in boxes]),
+            keypoints,
         )
 
     def _predict_category(self, instance_name: str, embedding: np.ndarray, logits: np.ndarray | None) -> int:

@@ -220,24 +220,21 @@ def local_features(rgb: np.ndarray, max_keypoints: int = 300, both_polarities: b
     """SIFT keypoints of a picture's greyscale: (keypoints N x 4 float32 [x, y, size, angle],
     descriptors N x 128 uint8). Plain numpy arrays, storable with :func:`pack_local`.
 
-    With ``both_polarities`` the descriptors of the negative are added too (same detector
-    response, descriptors of the inverted gradients), so a light-on-dark mark matches a
-    dark-on-light one.
+    With ``both_polarities`` the descriptors of the negative are added too, so a light-on-dark mark
+    matches a dark-on-light one. They cost nothing: on the negative every gradient turns by 180
+    degrees, and so does the keypoint's frame, so the gradients keep their orientation relative to the
+    frame while the 4 x 4 grid of cells is turned by 180 degrees: the same histograms, cells reversed.
     """
-    grey = _grey(rgb)
     sift = cv2.SIFT_create(nfeatures=max_keypoints)
-    kps, desc = sift.detectAndCompute(grey, None)
-    pts = [np.array([[k.pt[0], k.pt[1], k.size, k.angle] for k in kps], np.float32).reshape(-1, 4)]
-    descs = [np.zeros((0, 128), np.float32) if desc is None else desc]
-    if both_polarities and len(kps):
-        # On the negative every gradient turns by 180 degrees: turning the keypoints' frames by 180
-        # too gives the descriptors the same mark would have in the other polarity.
-        turned = [cv2.KeyPoint(k.pt[0], k.pt[1], k.size, (k.angle + 180.0) % 360.0, k.response, k.octave) for k in kps]
-        kps_inv, desc_inv = sift.compute(255 - grey, turned)
-        if desc_inv is not None:
-            pts.append(np.array([[k.pt[0], k.pt[1], k.size, k.angle] for k in kps_inv], np.float32).reshape(-1, 4))
-            descs.append(desc_inv)
-    return np.concatenate(pts), np.clip(np.concatenate(descs), 0, 255).astype(np.uint8)
+    kps, desc = sift.detectAndCompute(_grey(rgb), None)
+    points = np.array([[k.pt[0], k.pt[1], k.size, k.angle] for k in kps], np.float32).reshape(-1, KEYPOINT_FIELDS)
+    desc = np.zeros((0, 128), np.uint8) if desc is None else np.clip(desc, 0, 255).astype(np.uint8)
+    if both_polarities and len(points):
+        turned = points.copy()
+        turned[:, 3] = (turned[:, 3] + 180.0) % 360.0
+        negative = desc.reshape(-1, 4, 4, 8)[:, ::-1, ::-1, :].reshape(-1, 128)
+        points, desc = np.concatenate([points, turned]), np.concatenate([desc, negative])
+    return points, desc
 
 
 def pack_local(features) -> bytes:

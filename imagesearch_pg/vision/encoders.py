@@ -66,19 +66,18 @@ class Description:
     """Everything an encoder makes of one picture, for storing it or for searching with it.
 
     Most encoders give one embedding. The trademark encoder also gives silhouettes (a stored picture has one,
-    a query one per colour layer, searched against the stored ones) and SIFT keypoints for re-ranking.
+    a query one per colour layer, searched against the stored ones); its keypoints come from keypoints().
     """
 
     embedding: np.ndarray  # dim, L2-normalised
     logits: np.ndarray | None = None  # 1000 ImageNet logits, where the model has them
     silhouettes: np.ndarray | None = None  # k x dim, L2-normalised
-    keypoints: tuple[np.ndarray, np.ndarray] | None = None  # descriptors.local_features
 
 
 class Encoder(InferenceModel):
     name: str
     dim: int
-    silhouettes = False  # whether describe() gives silhouettes and keypoints (stored in their own columns)
+    silhouettes = False  # whether describe() gives silhouettes and keypoints() keypoints (own columns)
 
     @abstractmethod
     def predict(self, images: list[np.ndarray]) -> np.ndarray:
@@ -91,6 +90,10 @@ class Encoder(InferenceModel):
         """The picture's subject ``box`` encoded; ``query`` says whether it is searched with or stored."""
         encoded = self.encode([transforms.crop(image, box)])
         return Description(encoded.embeddings[0], None if encoded.logits is None else encoded.logits[0])
+
+    def keypoints(self, image: np.ndarray, box: Box, *, query: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        """Local features for re-ranking (descriptors.local_features), for encoders that use them."""
+        return None
 
 
 class EfficientNetLite0(Encoder):
@@ -199,8 +202,12 @@ class EfficientNetLite0Trademark(EfficientNetLite0Gem):
         outputs = self.run([subject], ("feature_map", "logits"))
         embedding = transforms.l2_normalize(descriptors.gem(outputs["feature_map"]))[0]
         shapes = self.run(views, ("feature_map",), size=self.silhouette_size)["feature_map"]
-        keypoints = descriptors.local_features(subject, both_polarities=query)
-        return Description(embedding, outputs["logits"][0], transforms.l2_normalize(descriptors.gem(shapes)), keypoints)
+        return Description(embedding, outputs["logits"][0], transforms.l2_normalize(descriptors.gem(shapes)))
+
+    def keypoints(self, image: np.ndarray, box: Box, *, query: bool) -> tuple[np.ndarray, np.ndarray]:
+        # A query also matches stored marks of the other polarity (light on dark against dark on light).
+        subject = transforms.bounded(transforms.crop(image, box), self.work_side)
+        return descriptors.local_features(subject, both_polarities=query)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
