@@ -7,7 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from imagesearch_pg.store import pictures as picture_store
-from imagesearch_pg.store.tables import instances
+from imagesearch_pg.store.filters import parse_filter
+from imagesearch_pg.store.tables import instances, partition
 
 DIM = 1280
 
@@ -47,7 +48,8 @@ def test_search_expression_matches_the_partition_index(engine, loaded):
     with engine.begin() as conn:
         conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
         conn.execute(sa.text("SET LOCAL enable_bitmapscan = off"))
-        statement = picture_store.nearest_statement(instance_id, DIM, np.ones(DIM, np.float32), 10)
+        query = picture_store.vector(np.ones(DIM, np.float32), DIM)
+        statement = picture_store.walk_statement(partition(instance_id), DIM, query, 10, [])
         compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
         plan = conn.exec_driver_sql(f"EXPLAIN {compiled}").scalars().all()
     assert any("embedding_hnsw" in line for line in plan), plan
@@ -66,3 +68,66 @@ def test_hnsw_window_is_complete_ordered_and_accurate(engine, loaded, limit):
     found = {int(r.product_id[1:]) for r in rows}
     assert len(found & exact) / limit >= 0.95
     assert rows[0].product_id == "p5" and rows[0].score > 0.9999
+
+
+@pytest.fixture(scope="module")
+def attributed(service, tmp_path_factory):
+    """3,000 clustered vectors with int_attr = i % 1000 and str_attr = 'even'/'odd', bulk-loaded (ANALYZEd)."""
+    name = "attrs-" + tmp_path_factory.mktemp("a").name[-8:].replace("_", "-")
+    service.create_instance(name, "generic")
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((30, DIM)).astype(np.float32)
+    vectors = np.maximum(centres[rng.integers(0, 30, 3000)] + rng.standard_normal((3000, DIM)).astype(np.float32), 0)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    columns = picture_store.BULK_COLUMNS + ("int_attr", "str_attr")
+    rows = ((f"p{i}", "n", 0, v, i % 1000, "even" if i % 2 == 0 else "odd") for i, v in enumerate(vectors))
+    with service.engine.begin() as conn:
+        instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
+        picture_store.bulk_load(conn, instance_id, rows, columns=columns)
+    yield instance_id, vectors
+    service.delete_instance(name)
+
+
+@pytest.mark.parametrize("plan_limit", [0, picture_store.EXACT_SCAN_MAX_ROWS, 10**9])
+@pytest.mark.parametrize(
+    "text, matches",
+    [
+        ("int_attr >= 0", lambda i: True),
+        ('str_attr = "odd"', lambda i: i % 2 == 1),
+        ("int_attr < 100", lambda i: i % 1000 < 100),
+        ("int_attr = 7", lambda i: i % 1000 == 7),
+        ('int_attr in (3, 4) AND str_attr = "even"', lambda i: i % 1000 in (3, 4) and i % 2 == 0),
+        ("int_attr = 5000", lambda i: False),
+    ],
+)
+def test_filtered_search_returns_the_exact_top_whatever_the_plan(engine, attributed, monkeypatch, plan_limit, text, matches):
+    """Walk, exact scan, or walk falling back to the exact scan: always min(limit, matching) rows, the right ones."""
+    instance_id, vectors = attributed
+    monkeypatch.setattr(picture_store, "EXACT_SCAN_MAX_ROWS", plan_limit)
+    matching = np.array([i for i in range(len(vectors)) if matches(i)], int)
+    for seed, limit in ((0, 10), (1, 100)):
+        query = vectors[seed * 17]
+        with engine.connect() as conn:
+            rows = picture_store.nearest(conn, instance_id, DIM, query, limit, parse_filter(text))
+        assert len(rows) == min(limit, len(matching))
+        if len(matching):
+            exact = set(matching[np.argsort(-(vectors[matching] @ query))[:limit]])
+            found = {int(r.product_id[1:]) for r in rows}
+            assert found <= set(matching)
+            assert len(found & exact) / len(rows) >= 0.9
+            scores = [r.score for r in rows]
+            assert scores == sorted(scores, reverse=True)
+
+
+def test_planner_estimates_follow_the_filter(engine, attributed):
+    instance_id, _ = attributed
+    part = partition(instance_id)
+    from imagesearch_pg.store.filters import to_sql
+
+    with engine.connect() as conn:
+        def estimate(text):
+            return picture_store.estimated_rows(conn, part, [to_sql(parse_filter(text), part)])
+
+        assert estimate("int_attr = 7") < 30
+        assert 200 < estimate("int_attr < 100") < 500
+        assert estimate("int_attr >= 0") > 2500

@@ -8,7 +8,7 @@ from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects.postgresql import insert
 
 from imagesearch_pg.store.filters import Node, to_sql
-from imagesearch_pg.store.tables import partition, pictures
+from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, partition, pictures
 
 # Every connection starts with these (database.create_engine). ef_search 100 measured recall@10 0.998 on
 # 100k vectors; strict_order iterative scans let one HNSW scan go past ef_search rows, still in exact
@@ -75,6 +75,13 @@ def stored_silhouette(instance_id: int, dim: int, product_id: str, pic_name: str
     )
 
 
+# A filtered search whose matches the planner estimates at no more than this many scores every match
+# exactly (bitmap scans over the attribute indexes of migration 0008); above it, the matches are common
+# enough that the HNSW walk, skipping the others, finds the nearest ones quickly. Chosen with
+# benchmarks/filtered_search.py (docs/benchmarks.md).
+EXACT_SCAN_MAX_ROWS = 5000
+
+
 def nearest(
     conn: sa.Connection,
     instance_id: int,
@@ -85,50 +92,84 @@ def nearest(
     category_id: int | None = None,
     silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
 ) -> list[sa.Row]:
-    """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column."""
-    return list(conn.execute(nearest_statement(instance_id, dim, query, limit, filter, category_id, silhouettes)))
+    """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column; with a
+    ``filter`` (parsed) or a category, the ``limit`` nearest among the matching pictures, or all of them
+    when fewer match: never fewer because an index walk gave up.
 
-
-def nearest_statement(
-    instance_id: int,
-    dim: int,
-    query: np.ndarray | sa.ScalarSelect,
-    limit: int,
-    filter: Node | None = None,
-    category_id: int | None = None,
-    silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
-) -> sa.Select:
-    """Unfiltered, the instance's HNSW index answers. With a ``filter`` (a parsed filter) or a category, the
-    matching rows are scanned exactly: HNSW post-filtering would silently return too few rows.
-
-    With ``silhouettes`` (vectors or stored_silhouette subqueries, trademark encoder) a picture's distance is the least of its embedding's
-    to ``query`` and its silhouette's to each of them.
+    The plan is chosen per query: unfiltered, the HNSW index; filtered, an exact scan of the matching rows
+    when the planner expects few of them, else the HNSW walk with the filter, falling back to the exact
+    scan if the walk ends with fewer than ``limit`` rows (hnsw.max_scan_tuples reached).
+    With ``silhouettes`` (vectors or stored_silhouette subqueries, trademark encoder) a picture's distance
+    is the least of its embedding's to ``query`` and its silhouette's to each of them.
     """
     part = partition(instance_id)
-    if not isinstance(query, sa.ScalarSelect):
-        query = sa.cast(sa.bindparam("q", query, Vector(dim)), Vector(dim))
-    silhouette_queries = [
-        vector if isinstance(vector, sa.ScalarSelect) else sa.cast(sa.bindparam(f"s{i}", vector, HALFVEC(dim)), HALFVEC(dim))
-        for i, vector in enumerate(silhouettes or ())
-    ]
-    conditions = ([] if filter is None else [to_sql(filter, part)]) + (
+    conditions = _conditions(part, filter, category_id)
+    query = vector(query, dim)
+    silhouette_queries = [_halfvec(vector, dim, f"s{i}") for i, vector in enumerate(silhouettes or ())]
+    if not conditions:
+        statement = (
+            _fused_statement(part, dim, query, silhouette_queries, limit)
+            if silhouette_queries
+            else walk_statement(part, dim, query, limit, [])
+        )
+        return list(conn.execute(statement))
+    if not silhouette_queries and estimated_rows(conn, part, conditions) > EXACT_SCAN_MAX_ROWS:
+        rows = list(conn.execute(walk_statement(part, dim, query, limit, conditions)))
+        if len(rows) == limit:
+            return rows
+    return list(conn.execute(_exact_statement(part, query, silhouette_queries, limit, conditions)))
+
+
+def estimated_rows(conn: sa.Connection, part: sa.TableClause, conditions: list) -> float:
+    """The planner's estimate of the rows matching ``conditions`` (bound parameters, no execution)."""
+    statement = sa.select(sa.literal(1)).select_from(part).where(*conditions)
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | None) -> list:
+    return ([] if filter is None else [to_sql(filter, part)]) + (
         [] if category_id is None else [part.c.category_id == category_id]
     )
-    columns = [part.c[c.name] for c in RESULT_COLUMNS]
-    if conditions:
-        distance = part.c.embedding.cosine_distance(query)
-        if silhouette_queries:
-            # least() skips NULLs: a picture stored without a silhouette ranks by its embedding.
-            distance = sa.func.least(distance, *(part.c.silhouette.cosine_distance(s) for s in silhouette_queries))
-        score = sa.func.imagesearch.cosine_score(distance).label("score")
-        return sa.select(*columns, score).where(*conditions).order_by(distance).limit(limit)
-    # The casts match the partition's expression indexes; without them the indexes are not used.
+
+
+def vector(query: np.ndarray | sa.ScalarSelect, dim: int):
+    """A query vector as a bound, cast SQL expression (a stored_embedding subquery as it is)."""
+    return query if isinstance(query, sa.ScalarSelect) else sa.cast(sa.bindparam("q", query, Vector(dim)), Vector(dim))
+
+
+def _halfvec(query: np.ndarray | sa.ScalarSelect, dim: int, name: str):
+    return query if isinstance(query, sa.ScalarSelect) else sa.cast(sa.bindparam(name, query, HALFVEC(dim)), HALFVEC(dim))
+
+
+def _columns(part: sa.TableClause) -> list:
+    return [part.c[c.name] for c in RESULT_COLUMNS]
+
+
+def walk_statement(part: sa.TableClause, dim: int, query, limit: int, conditions: list) -> sa.Select:
+    """The HNSW walk: ``query`` is a vector expression (see vector()), ``conditions`` SQL expressions."""
+    # The cast matches the partition's expression index; without it the index is not used.
     distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
-    if not silhouette_queries:
-        score = sa.func.imagesearch.cosine_score(distance).label("score")
-        return sa.select(*columns, score).order_by(distance).limit(limit)
+    score = sa.func.imagesearch.cosine_score(distance).label("score")
+    return sa.select(*_columns(part), score).where(*conditions).order_by(distance).limit(limit)
+
+
+def _exact_statement(part: sa.TableClause, query, silhouette_queries: list, limit: int, conditions: list) -> sa.Select:
+    # No cast: the planner cannot use the HNSW index, so it finds the matching rows by their attributes
+    # and scores each of them.
+    distance = part.c.embedding.cosine_distance(query)
+    if silhouette_queries:
+        # least() skips NULLs: a picture stored without a silhouette ranks by its embedding.
+        distance = sa.func.least(distance, *(part.c.silhouette.cosine_distance(s) for s in silhouette_queries))
+    score = sa.func.imagesearch.cosine_score(distance).label("score")
+    return sa.select(*_columns(part), score).where(*conditions).order_by(distance).limit(limit)
+
+
+def _fused_statement(part: sa.TableClause, dim: int, query, silhouette_queries: list, limit: int) -> sa.Select:
     # Each query vector walks its own index for its ``limit`` nearest; a picture in the fused top ``limit``
     # is in the top ``limit`` of the vector that gives its least distance, so the union holds them all.
+    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
     branches = [sa.select(part.c.product_id, part.c.pic_name, distance.label("distance")).order_by(distance).limit(limit)]
     for s in silhouette_queries:
         d = sa.cast(part.c.silhouette, HALFVEC(dim)).cosine_distance(s)
@@ -141,7 +182,7 @@ def nearest_statement(
     )
     score = sa.func.imagesearch.cosine_score(best.c.distance).label("score")
     return (
-        sa.select(*columns, score)
+        sa.select(*_columns(part), score)
         .join_from(part, best, sa.and_(part.c.product_id == best.c.product_id, part.c.pic_name == best.c.pic_name))
         .order_by(best.c.distance)
         .limit(limit)
@@ -194,6 +235,7 @@ BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
 BULK_TYPES = {
     "product_id": "text", "pic_name": "text", "category_id": "int4", "embedding": "vector",
     "silhouette": "halfvec", "keypoints": "bytea",
+    **{name: "int4" for name in INT_ATTRS}, **{name: "text" for name in STR_ATTRS},
 }
 
 

@@ -1,0 +1,138 @@
+"""Filtered search at every selectivity: results returned, recall@10 and latency, beside the naive query.
+
+    python benchmarks/filtered_search.py [--rows 200000] [--queries 200] [--json] [--keep] [--instance NAME]
+
+A temporary generic instance holds --rows synthetic vectors (those of benchmarks/search.py: 1280-d,
+non-negative, 1,000 Gaussian clusters) with IntAttr = i % 10000, so `int_attr < K` selects K/10000 of the
+rows, spread over every cluster. For each selectivity (100 %, 10 %, 1 %, 0.1 %, 0.01 %) the queries are
+SearchImageByName calls of the service (Num=10, the filter) with the stored vector of a random picture;
+recall@10 is against a brute-force numpy scan of the matching rows. "naive" is the plain pgvector query,
+`WHERE <filter> ORDER BY embedding <=> q LIMIT 10` on pgvector's defaults (hnsw.ef_search = 40, no iterative
+scan), whatever plan the PostgreSQL planner picks for it. --keep leaves the instance (and prints its name);
+--instance NAME reuses such an instance instead of loading a new one (same --rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import summary_ms  # noqa: E402
+from benchmarks.search import DIM, clustered_vectors  # noqa: E402
+from imagesearch_pg.errors import InvalidInstance  # noqa: E402
+from imagesearch_pg.service import ImageSearch  # noqa: E402
+from imagesearch_pg.store import pictures as picture_store  # noqa: E402
+from imagesearch_pg.store.tables import instances  # noqa: E402
+
+FRACTIONS = (1.0, 0.1, 0.01, 0.001, 0.0001)
+MODULUS = 10_000
+
+
+def instance_id_of(service: ImageSearch, name: str) -> int:
+    service.describe_instance(name)  # InvalidInstance if there is none
+    with service.engine.connect() as conn:
+        return conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
+
+
+def load(service: ImageSearch, name: str, vectors: np.ndarray, log) -> int:
+    service.create_instance(name, "generic", capacity=max(len(vectors), 1))
+    instance_id = instance_id_of(service, name)
+    columns = picture_store.BULK_COLUMNS + ("int_attr",)
+    rows = ((f"p{i}", "0", 88888888, vectors[i], i % MODULUS) for i in range(len(vectors)))
+    began = time.perf_counter()
+    with service.engine.begin() as conn:
+        picture_store.bulk_load(conn, instance_id, rows, columns=columns,
+                                progress=lambda n: n % 50_000 == 0 and log(f"  loaded {n}"))
+    log(f"loaded and indexed {len(vectors)} rows in {time.perf_counter() - began:.0f} s")
+    return instance_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--instance", help="reuse this instance (made by an earlier --keep run with the same --rows)")
+    args = parser.parse_args()
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    service = ImageSearch.open()
+    log(f"generating {args.rows} vectors ...")
+    vectors = clustered_vectors(args.rows)
+    name = args.instance or f"bench-filtered-{int(time.time())}"
+    try:
+        instance_id = instance_id_of(service, name) if args.instance else load(service, name, vectors, log)
+    except InvalidInstance:
+        raise SystemExit(f"no instance {name!r}: run once with --keep first")
+    attribute = np.arange(args.rows) % MODULUS
+    rng = np.random.default_rng(2)
+    query_rows = rng.choice(args.rows, size=args.queries, replace=False)
+
+    url = service.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    naive_sql = (
+        f"SELECT product_id FROM imagesearch.pictures_{instance_id} WHERE int_attr < %s "
+        f"ORDER BY embedding::vector({DIM}) <=> (SELECT embedding::vector({DIM}) "
+        f"FROM imagesearch.pictures_{instance_id} WHERE product_id = %s AND pic_name = '0') LIMIT 10"
+    )
+    report = {"rows": args.rows, "selectivities": []}
+    try:
+        with psycopg.connect(url, autocommit=True) as raw:
+            raw.execute("SET hnsw.ef_search = 40")  # pgvector's defaults
+            raw.execute("SET hnsw.iterative_scan = off")
+            for fraction in FRACTIONS:
+                bound = int(round(fraction * MODULUS))
+                matching = np.nonzero(attribute < bound)[0]
+                truth = []
+                for row in query_rows:
+                    similarity = vectors[matching] @ vectors[row]
+                    truth.append(set(matching[np.argsort(-similarity)[:10]].tolist()))
+                text = f"int_attr < {bound}"
+
+                def service_search(row: int) -> list[int]:
+                    result = service.search_by_name(name, f"p{row}", "0", num=10, filter=text)
+                    return [int(a.product_id[1:]) for a in result.auctions]
+
+                def naive_search(row: int) -> list[int]:
+                    return [int(r[0][1:]) for r in raw.execute(naive_sql, (bound, f"p{row}"), prepare=True)]
+
+                measured = {}
+                for label, run in (("", service_search), ("naive_", naive_search)):
+                    for row in query_rows[:10]:
+                        run(int(row))  # warm up
+                    times, found = [], []
+                    for row in query_rows:
+                        began = time.perf_counter()
+                        found.append(run(int(row)))
+                        times.append(time.perf_counter() - began)
+                    summary = summary_ms(times)
+                    measured.update({
+                        f"{label}returned_min": min(len(f) for f in found),
+                        f"{label}recall_at_10": round(float(np.mean(
+                            [len(set(f) & t) / max(1, len(t)) for f, t in zip(found, truth)])), 4),
+                        f"{label}p50_ms": summary["p50_ms"],
+                        **({"p99_ms": summary["p99_ms"]} if not label else {}),
+                    })
+                entry = {"fraction": fraction, "matching": int(len(matching)), **measured}
+                log(json.dumps(entry))
+                report["selectivities"].append(entry)
+        print(json.dumps(report) if args.json else json.dumps(report, indent=2))
+    finally:
+        if args.keep:
+            log(f"kept instance {name}")
+        elif not args.instance:
+            service.delete_instance(name)
+        service.close()
+
+
+if __name__ == "__main__":
+    main()
