@@ -313,6 +313,7 @@ class ImageSearch:
         region: str | None = None,
         filter: str | None = None,
         score_threshold: float | None = None,
+        distinct_product_id: bool = False,
     ) -> SearchResult:
         """Search with a picture. A CategoryId (product instances) searches within that category; without
         one the category is predicted and reported in PicInfo, and every category is searched."""
@@ -324,22 +325,24 @@ class ImageSearch:
         within = _search_category(instance.service_type, category_id)
         query = self._prepare(instance, picture, crop=crop, region=region, category_id=within, for_query=True)
         description = query.description
-        wanted = start + num
 
-        def search(conn, instance):
+        def fetch(conn, instance, limit):
             if query.keypoints is None:
                 return picture_store.nearest(
-                    conn, instance.id, instance.embedding_dim, description.embedding, wanted, parsed, within
+                    conn, instance.id, instance.embedding_dim, description.embedding, limit, parsed, within
                 )
             rows = picture_store.nearest(
                 conn, instance.id, instance.embedding_dim, description.embedding,
-                max(wanted, reranking.CANDIDATES), parsed, within, list(description.silhouettes),
+                max(limit, reranking.CANDIDATES), parsed, within, list(description.silhouettes),
             )
             keys = [(row.product_id, row.pic_name) for row in rows[: reranking.CANDIDATES]]
             stored = picture_store.keypoints(conn, instance.id, keys)
-            return reranking.rerank(rows, query.keypoints.result(), stored)[:wanted]
+            return reranking.rerank(rows, query.keypoints.result(), stored)[:limit]
 
-        return _result(self._read(instance_name, search), start, threshold, began, query.pic_info)
+        def search(conn, instance):
+            return _ranked(conn, instance, fetch, start, num, threshold, distinct_product_id, parsed, within)
+
+        return _result(self._read(instance_name, search), start, began, query.pic_info)
 
     def search_by_name(
         self,
@@ -352,6 +355,7 @@ class ImageSearch:
         category_id: int | None = None,
         filter: str | None = None,
         score_threshold: float | None = None,
+        distinct_product_id: bool = False,
     ) -> SearchResult:
         """Search with the vector of a stored picture (which finds itself first, unless filtered out)."""
         began = time.perf_counter()
@@ -364,7 +368,7 @@ class ImageSearch:
         threshold = validation.score_threshold(score_threshold)
         parsed = None if filter is None else parse_filter(filter)
 
-        def search(conn, instance):
+        def fetch(conn, instance, limit):
             dim = instance.embedding_dim
             stored = picture_store.stored_embedding(instance.id, dim, product_id, pic_name)
             # The stored picture's own silhouette searches the others' (no re-ranking: its keypoints are
@@ -372,7 +376,7 @@ class ImageSearch:
             stored_silhouettes = (
                 [picture_store.stored_silhouette(instance.id, dim, product_id, pic_name)] if silhouettes else None
             )
-            rows = picture_store.nearest(conn, instance.id, dim, stored, start + num, parsed, within, stored_silhouettes)
+            rows = picture_store.nearest(conn, instance.id, dim, stored, limit, parsed, within, stored_silhouettes)
             # A missing picture gives no query vector, hence rows without a score (or none at all).
             if (rows and rows[0].score is None) or (
                 not rows and not picture_store.exists(conn, instance.id, product_id, pic_name)
@@ -380,7 +384,10 @@ class ImageSearch:
                 raise NoSpecifiedSearchPic(f"no picture with ProductId {product_id!r} and PicName {pic_name!r}")
             return rows
 
-        return _result(self._read(instance_name, search), start, threshold, began)
+        def search(conn, instance):
+            return _ranked(conn, instance, fetch, start, num, threshold, distinct_product_id, parsed, within)
+
+        return _result(self._read(instance_name, search), start, began)
 
     def _cached_instance(self, name: str) -> _InstanceRow:
         """The instance's immutable facts (id, type, encoder, dimension), cached for reads.
@@ -487,7 +494,38 @@ def _search_category(service_type: str, category_id: int | None) -> int | None:
     return checked if service_type == "product" else None
 
 
-def _result(rows, start: int, threshold: float | None, began: float, pic_info: PicInfo | None = None) -> SearchResult:
+# A DistinctProductId search fetches more and more pictures until it has enough products; it gives up past
+# this many (a product with thousands of near-identical pictures would otherwise cost a scan of them all).
+MAX_DISTINCT_FETCH = 20_000
+
+
+def _ranked(conn, instance, fetch, start: int, num: int, threshold: float | None, distinct: bool,
+            filter, category_id: int | None) -> tuple[list, int]:
+    """The first ``start + num`` results of ``fetch(conn, instance, limit)`` (rows best first) after the score
+    threshold and DistinctProductId, and DocsFound: how many results there are, up to the 500 window."""
+    wanted = start + num
+    # With a threshold every result above it must be seen to count them; scores descend, so the first
+    # one below it ends the list.
+    limit = validation.MAX_WINDOW if threshold is not None else wanted
+    while True:
+        rows = fetch(conn, instance, limit)
+        kept = [row for row in rows if threshold is None or row.score >= threshold]
+        ended = len(rows) < limit or len(kept) < len(rows)
+        if distinct:
+            seen: set[str] = set()
+            kept = [row for row in kept if not (row.product_id in seen or seen.add(row.product_id))]
+        if ended or len(kept) >= (validation.MAX_WINDOW if threshold is not None else wanted) or limit >= MAX_DISTINCT_FETCH:
+            break
+        limit = min(limit * 4, MAX_DISTINCT_FETCH)
+    if threshold is not None or ended:
+        docs_found = min(len(kept), validation.MAX_WINDOW)
+    else:
+        docs_found = picture_store.count(conn, instance.id, filter, category_id, distinct, validation.MAX_WINDOW)
+    return kept[:wanted], docs_found
+
+
+def _result(ranked: tuple[list, int], start: int, began: float, pic_info: PicInfo | None = None) -> SearchResult:
+    rows, docs_found = ranked
     auctions = [
         Auction(
             product_id=row.product_id,
@@ -496,14 +534,11 @@ def _result(rows, start: int, threshold: float | None, began: float, pic_info: P
             score=float(row.score),
             attributes=Attributes(**{name: getattr(row, name) for name in ATTRIBUTE_NAMES}),
         )
-        for row in rows
+        for row in rows[start:]
     ]
-    if threshold is not None:
-        auctions = [a for a in auctions if a.score >= threshold]
-    page = auctions[start:]
     return SearchResult(
-        docs_found=len(auctions),
+        docs_found=docs_found,
         search_time_ms=round((time.perf_counter() - began) * 1000),
-        auctions=page,
+        auctions=auctions,
         pic_info=pic_info,
     )

@@ -120,9 +120,29 @@ def nearest(
     return list(conn.execute(_exact_statement(part, query, silhouette_queries, limit, conditions)))
 
 
+def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None,
+          distinct_products: bool, cap: int) -> int:
+    """How many pictures (or distinct products) match, counting no further than ``cap``.
+
+    Rows are about a page each (the vector stays in line), so counting reads a page per match: when the
+    planner expects ten times ``cap`` matching pictures or more, the answer is ``cap`` without counting.
+    """
+    part = partition(instance_id)
+    conditions = _conditions(part, filter, category_id)
+    if not distinct_products and estimated_rows(conn, part, conditions) >= 10 * cap:
+        return cap
+    column = part.c.product_id if distinct_products else sa.literal(1)
+    matching = sa.select(column).select_from(part).where(*conditions)
+    if distinct_products:
+        matching = matching.distinct()
+    return conn.execute(sa.select(sa.func.count()).select_from(matching.limit(cap).subquery())).scalar_one()
+
+
 def estimated_rows(conn: sa.Connection, part: sa.TableClause, conditions: list) -> float:
     """The planner's estimate of the rows matching ``conditions`` (bound parameters, no execution)."""
-    statement = sa.select(sa.literal(1)).select_from(part).where(*conditions)
+    statement = sa.select(sa.literal(1)).select_from(part)
+    if conditions:
+        statement = statement.where(*conditions)
     compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
     return float(plan[0]["Plan"]["Plan Rows"])
