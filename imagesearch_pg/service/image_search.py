@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from imagesearch_pg import categories
 from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import (
+    InstanceStatusError,
     InvalidCategory,
     InvalidInstance,
     InvalidParameter,
@@ -40,7 +41,7 @@ from imagesearch_pg.service.models import (
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.filters import parse_filter
 from imagesearch_pg.store.database import Database
-from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, encoders, instances, pictures
+from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, encoders, instances
 from imagesearch_pg.vision import category_prediction, descriptors, intake
 from imagesearch_pg.vision.subject import SubjectDetector
 from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
@@ -217,13 +218,7 @@ class ImageSearch:
 
     @staticmethod
     def _instance_query() -> sa.Select:
-        picture_count = (
-            sa.select(sa.func.count())
-            .select_from(pictures)
-            .where(pictures.c.instance_id == instances.c.id)
-            .scalar_subquery()
-        )
-        return sa.select(*[c for c in instances.c if c.name != "id"], picture_count.label("picture_count"))
+        return sa.select(*[c for c in instances.c if c.name != "id"])
 
     @staticmethod
     def _instance(row: sa.Row) -> Instance:
@@ -274,7 +269,7 @@ class ImageSearch:
         with self.engine.begin() as conn:
             # The locked row, not the one read before decoding: it is the instance that exists now.
             locked = self._instance_row(conn, instance_name, lock=True)
-            picture_store.upsert(
+            inserted = picture_store.upsert(
                 conn,
                 locked.id,
                 {
@@ -289,15 +284,118 @@ class ImageSearch:
                 None if description.silhouettes is None else description.silhouettes[0],
                 None if keypoints is None else descriptors.pack_local(keypoints),
             )
+            if inserted:
+                counted = conn.execute(
+                    sa.update(instances)
+                    .where(instances.c.id == locked.id, instances.c.picture_count < instances.c.capacity)
+                    .values(picture_count=instances.c.picture_count + 1)
+                    .returning(instances.c.capacity)
+                ).first()
+                if counted is None:  # raising rolls the insert back: nothing is written
+                    raise InstanceStatusError(
+                        f"instance {instance_name!r} is full (its capacity is reached); delete pictures first, "
+                        "or replace existing ones (same ProductId and PicName)"
+                    )
         return query.pic_info
 
-    def delete_image(self, instance_name: str, product_id: str, pic_name: str | None = None) -> DeleteResult:
-        """Delete every picture of ``product_id``, or only ``pic_name`` of it; returns the deleted PicNames."""
-        validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
-        validation.text("PicName", pic_name, min_len=1, max_len=512)
+    def delete_image(
+        self,
+        instance_name: str,
+        product_id: str | None = None,
+        pic_name: str | None = None,
+        *,
+        filter: str | None = None,
+    ) -> DeleteResult:
+        """Delete every picture of ``product_id``, or only ``pic_name`` of it, or every picture matching
+        ``filter`` (IsDeleteByFilter); returns the deleted PicNames."""
+        if filter is not None:
+            if product_id is not None or pic_name is not None:
+                raise InvalidParameter("a delete by Filter takes no ProductId or PicName")
+            parsed = parse_filter(filter)
+        else:
+            validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
+            validation.text("PicName", pic_name, min_len=1, max_len=512)
         with self.engine.begin() as conn:
             instance = self._instance_row(conn, instance_name, lock=True)
-            return DeleteResult(picture_store.delete(conn, instance.id, product_id, pic_name))
+            if filter is not None:
+                deleted = picture_store.delete_matching(conn, instance.id, parsed)
+            else:
+                deleted = picture_store.delete(conn, instance.id, product_id, pic_name)
+            self._count(conn, instance.id, -len(deleted))
+            return DeleteResult(deleted)
+
+    def clear_instance(self, instance_name: str) -> None:
+        """Delete every picture of the instance at once (the instance stays)."""
+        with self.engine.begin() as conn:
+            # FOR UPDATE: no add or delete of this instance runs meanwhile (they take a key-share lock).
+            instance = self._instance_row(conn, instance_name, lock=True)
+            conn.execute(sa.select(instances.c.id).where(instances.c.id == instance.id).with_for_update())
+            picture_store.delete_all(conn, instance.id)
+            conn.execute(sa.update(instances).where(instances.c.id == instance.id).values(picture_count=0))
+        log.info("instance cleared", extra={"instance": instance_name})
+
+    def update_image(self, instance_name: str, product_id: str, pic_name: str, attributes: Attributes) -> None:
+        """Change a stored picture's attributes (those given, not None); its vectors stay as they are."""
+        validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
+        validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
+        values = {name: value for name, value in _checked_attributes(attributes).items() if value is not None}
+        if not values:
+            raise MissingParameter(
+                "nothing to update: give CustomContent, IntAttr..IntAttr4 or StrAttr..StrAttr4"
+            )
+        with self.engine.begin() as conn:
+            instance = self._instance_row(conn, instance_name, lock=True)
+            if not picture_store.update_attributes(conn, instance.id, product_id, pic_name, values):
+                raise NoSpecifiedSearchPic(f"no picture with ProductId {product_id!r} and PicName {pic_name!r}")
+
+    def check_image_exists(self, instance_name: str, product_id: str, pic_name: str) -> Auction | None:
+        """The stored picture's attributes (as a result without score), or None if it is not stored."""
+        validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
+        validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
+        row = self._read(instance_name, lambda conn, instance: picture_store.stored(conn, instance.id, product_id, pic_name))
+        return None if row is None else _auction(row, None)
+
+    def search_by_filter(self, instance_name: str, filter: str, *, num: int = 10, start: int = 0) -> SearchResult:
+        """Pictures whose attributes match ``filter``, ordered by ProductId then PicName, without scores."""
+        began = time.perf_counter()
+        if filter is None or filter == "":
+            raise MissingParameter("Filter is required")
+        validation.window(num, start)
+        parsed = parse_filter(filter)
+
+        def listing(conn, instance):
+            rows = picture_store.listing(conn, instance.id, parsed, num, start)
+            found = picture_store.count(conn, instance.id, parsed, None, False, validation.MAX_WINDOW)
+            return rows, found
+
+        rows, found = self._read(instance_name, listing)
+        return SearchResult(
+            docs_found=found,
+            search_time_ms=round((time.perf_counter() - began) * 1000),
+            auctions=[_auction(row, None) for row in rows],
+        )
+
+    def compare_pictures(self, instance_name: str, primary: bytes | str, secondary: bytes | str) -> float:
+        """The Score two pictures would have if one were stored and the other searched with (0..1).
+
+        Each is cut to its subject as AddImage and SearchImageByPic would; on trademark instances the best
+        of the picture and silhouette scores counts (without the geometric re-ranking)."""
+        instance = self._cached_instance(instance_name)
+        query = self._prepare(instance, primary, crop=True, region=None, category_id=categories.OTHER, for_query=True)
+        stored = self._prepare(instance, secondary, crop=True, region=None, category_id=categories.OTHER, for_query=False)
+        score = float(query.description.embedding @ stored.description.embedding)
+        if query.description.silhouettes is not None and stored.description.silhouettes is not None:
+            score = max(score, float((query.description.silhouettes @ stored.description.silhouettes.T).max()))
+        return min(1.0, max(0.0, score))
+
+    @staticmethod
+    def _count(conn: sa.Connection, instance_id: int, change: int) -> None:
+        if change:
+            conn.execute(
+                sa.update(instances)
+                .where(instances.c.id == instance_id)
+                .values(picture_count=instances.c.picture_count + change)
+            )
 
     # ---- search ----------------------------------------------------------------------------------
 
@@ -524,18 +622,19 @@ def _ranked(conn, instance, fetch, start: int, num: int, threshold: float | None
     return kept[:wanted], docs_found
 
 
+def _auction(row, score: float | None) -> Auction:
+    return Auction(
+        product_id=row.product_id,
+        pic_name=row.pic_name,
+        category_id=row.category_id,
+        score=score,
+        attributes=Attributes(**{name: getattr(row, name) for name in ATTRIBUTE_NAMES}),
+    )
+
+
 def _result(ranked: tuple[list, int], start: int, began: float, pic_info: PicInfo | None = None) -> SearchResult:
     rows, docs_found = ranked
-    auctions = [
-        Auction(
-            product_id=row.product_id,
-            pic_name=row.pic_name,
-            category_id=row.category_id,
-            score=float(row.score),
-            attributes=Attributes(**{name: getattr(row, name) for name in ATTRIBUTE_NAMES}),
-        )
-        for row in rows[start:]
-    ]
+    auctions = [_auction(row, float(row.score)) for row in rows[start:]]
     return SearchResult(
         docs_found=docs_found,
         search_time_ms=round((time.perf_counter() - began) * 1000),

@@ -64,7 +64,7 @@ class Auction:
     product_id: str
     pic_name: str
     category_id: int
-    score: float
+    score: float | None  # None where there is no query (SearchImageByFilter, CheckImageExists)
     attributes: Attributes
 
     @property

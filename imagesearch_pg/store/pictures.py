@@ -8,7 +8,7 @@ from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects.postgresql import insert
 
 from imagesearch_pg.store.filters import Node, to_sql
-from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, partition, pictures
+from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, instances, partition, pictures
 
 # Every connection starts with these (database.create_engine). ef_search 100 measured recall@10 0.998 on
 # 100k vectors; strict_order iterative scans let one HNSW scan go past ef_search rows, still in exact
@@ -30,15 +30,50 @@ def upsert(
     embedding: np.ndarray,
     silhouette: np.ndarray | None = None,
     keypoints: bytes | None = None,
-) -> None:
-    """Insert or replace the picture (instance, product_id, pic_name): the last write wins whole."""
+) -> bool:
+    """Insert or replace the picture (instance, product_id, pic_name): the last write wins whole.
+    Returns whether the picture is new (inserted rather than replaced)."""
     row = {**values, "instance_id": instance_id, "embedding": embedding, "silhouette": silhouette, "keypoints": keypoints}
-    statement = insert(pictures).values(row)
+    # Into the partition itself: only there does RETURNING see the system column xmax.
+    statement = insert(partition(instance_id)).values(row)
     replaced = {k: statement.excluded[k] for k in row if k not in ("instance_id", "product_id", "pic_name")}
-    conn.execute(
+    return conn.execute(
         statement.on_conflict_do_update(
             index_elements=["instance_id", "product_id", "pic_name"],
             set_={**replaced, "updated_at": sa.func.now()},
+        ).returning(sa.literal_column("xmax = 0"))  # a row version made by this insert has no xmax
+    ).scalar_one()
+
+
+def stored(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> sa.Row | None:
+    """The stored picture's result columns (no vectors), or None."""
+    part = partition(instance_id)
+    return conn.execute(
+        sa.select(*_columns(part)).where(part.c.product_id == product_id, part.c.pic_name == pic_name)
+    ).first()
+
+
+def update_attributes(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str, values: dict) -> bool:
+    """Set the given attribute columns of one picture (its vectors untouched); False if it is not stored."""
+    changed = conn.execute(
+        sa.update(pictures)
+        .where(pictures.c.instance_id == instance_id, pictures.c.product_id == product_id, pictures.c.pic_name == pic_name)
+        .values(**values, updated_at=sa.func.now())
+        .returning(pictures.c.pic_name)
+    ).first()
+    return changed is not None
+
+
+def listing(conn: sa.Connection, instance_id: int, filter: Node | None, limit: int, offset: int) -> list[sa.Row]:
+    """Pictures matching ``filter`` in a stable order (ProductId, then PicName), without scores."""
+    part = partition(instance_id)
+    return list(
+        conn.execute(
+            sa.select(*_columns(part))
+            .where(*_conditions(part, filter, None))
+            .order_by(part.c.product_id, part.c.pic_name)
+            .limit(limit)
+            .offset(offset)
         )
     )
 
@@ -129,6 +164,9 @@ def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_i
     """
     part = partition(instance_id)
     conditions = _conditions(part, filter, category_id)
+    if not distinct_products and not conditions:  # the instance keeps its own count
+        total = conn.execute(sa.select(instances.c.picture_count).where(instances.c.id == instance_id)).scalar_one()
+        return min(cap, total)
     if not distinct_products and estimated_rows(conn, part, conditions) >= 10 * cap:
         return cap
     column = part.c.product_id if distinct_products else sa.literal(1)
@@ -251,6 +289,16 @@ def delete(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str
     return list(conn.execute(sa.delete(pictures).where(*condition).returning(pictures.c.pic_name)).scalars())
 
 
+def delete_matching(conn: sa.Connection, instance_id: int, filter: Node) -> list[str]:
+    """Delete every picture matching ``filter``; returns the deleted PicNames."""
+    part = partition(instance_id)
+    return list(conn.execute(sa.delete(part).where(to_sql(filter, part)).returning(part.c.pic_name)).scalars())
+
+
+def delete_all(conn: sa.Connection, instance_id: int) -> None:
+    conn.execute(sa.text(f"TRUNCATE imagesearch.pictures_{int(instance_id)}"))
+
+
 BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
 BULK_TYPES = {
     "product_id": "text", "pic_name": "text", "category_id": "int4", "embedding": "vector",
@@ -288,6 +336,9 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
             loaded += 1
             if progress is not None:
                 progress(loaded)
+    conn.execute(
+        sa.update(instances).where(instances.c.id == instance_id).values(picture_count=instances.c.picture_count + loaded)
+    )
     conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
     if silhouettes:
         conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))

@@ -40,6 +40,7 @@ instances = sa.Table(
     sa.Column("embedding_dim", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("picture_count", sa.BigInteger, nullable=False, server_default="0"),  # kept by every write
 )
 
 pictures = sa.Table(
