@@ -165,6 +165,18 @@ def instance_show(holder: _Service, name: str) -> None:
     click.echo(json.dumps(_instance_dict(holder.get().describe_instance(name)), indent=2))
 
 
+@instance.command("clear")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_service
+def instance_clear(holder: _Service, name: str, yes: bool) -> None:
+    """Delete every picture of instance NAME (the instance stays)."""
+    if not yes:
+        click.confirm(f"Delete every picture of instance {name!r}?", abort=True)
+    holder.get().clear_instance(name)
+    click.echo(f"cleared instance {name}")
+
+
 @instance.command("delete")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -270,37 +282,61 @@ def _picture_files(paths: tuple[Path, ...]) -> list[Path]:
 @click.option("--start", type=int, default=0, show_default=True, help="Skip this many results first.")
 @click.option("--filter", "filter_text", help='Attribute filter, e.g. \'int_attr>=10 AND str_attr="red"\'.')
 @click.option("--no-crop", is_flag=True, help="Use the whole picture, no subject detection.")
+@click.option("--distinct-product-id", is_flag=True, help="At most one result per ProductId (its best picture).")
+@click.option("--score-threshold", type=float, help="Only results scoring at least this (0-1).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results, best first.")
 @pass_service
-def search(holder: _Service, name, picture, num, start, filter_text, no_crop, as_json) -> None:
+def search(holder: _Service, name, picture, num, start, filter_text, no_crop, distinct_product_id,
+           score_threshold, as_json) -> None:
     """Search instance NAME with PICTURE."""
     result = holder.get().search_by_picture(
-        name, picture.read_bytes(), num=num, start=start, filter=filter_text, crop=not no_crop
+        name, picture.read_bytes(), num=num, start=start, filter=filter_text, crop=not no_crop,
+        distinct_product_id=distinct_product_id, score_threshold=score_threshold,
     )
+    _print_auctions(result.auctions, as_json, ["ProductId", "PicName", "Score", "CategoryId"])
+
+
+@cli.command("list")
+@click.argument("name")
+@click.option("--filter", "filter_text", required=True, help='Attribute filter, e.g. \'str_attr="red"\'.')
+@click.option("--num", type=int, default=10, show_default=True, help="How many pictures (1-100).")
+@click.option("--start", type=int, default=0, show_default=True, help="Skip this many first.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_service
+def list_pictures(holder: _Service, name, filter_text, num, start, as_json) -> None:
+    """List the pictures of instance NAME whose attributes match a filter (by ProductId, then PicName)."""
+    result = holder.get().search_by_filter(name, filter_text, num=num, start=start)
+    _print_auctions(result.auctions, as_json, ["ProductId", "PicName", "CategoryId", "IntAttr", "StrAttr"])
+
+
+def _print_auctions(auctions, as_json: bool, columns: list[str]) -> None:
     rows = [
         {
             "ProductId": a.product_id,
             "PicName": a.pic_name,
-            "Score": round(a.score, 6),
+            **({} if a.score is None else {"Score": round(a.score, 6)}),
             "CategoryId": a.category_id,
             **{protocol_name(k): v for k, v in a.attributes.as_dict().items()},
         }
-        for a in result.auctions
+        for a in auctions
     ]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
     else:
-        _table(rows, ["ProductId", "PicName", "Score", "CategoryId"])
+        _table(rows, columns)
 
 
 @cli.command()
 @click.argument("name")
-@click.option("--product-id", required=True, help="Delete this product's pictures.")
+@click.option("--product-id", help="Delete this product's pictures.")
 @click.option("--pic-name", help="Only this picture of the product.")
+@click.option("--filter", "filter_text", help="Delete every picture whose attributes match this filter instead.")
 @pass_service
-def delete(holder: _Service, name, product_id, pic_name) -> None:
-    """Delete pictures from instance NAME."""
-    deleted = holder.get().delete_image(name, product_id, pic_name).pic_names
+def delete(holder: _Service, name, product_id, pic_name, filter_text) -> None:
+    """Delete pictures from instance NAME: a product's, one picture, or those matching a filter."""
+    if filter_text is None and product_id is None:
+        raise click.UsageError("give --product-id (and perhaps --pic-name), or --filter")
+    deleted = holder.get().delete_image(name, product_id, pic_name, filter=filter_text).pic_names
     click.echo(f"deleted {len(deleted)} picture(s)" + (": " + ", ".join(deleted) if deleted else ""))
 
 

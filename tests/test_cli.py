@@ -70,6 +70,18 @@ def test_add_search_delete(run, service, photo_dir, tmp_path_factory):
 
         shown = json.loads(run("instance", "show", name).stdout)
         assert shown["TotalCount"] == 8 and shown["ServiceType"] == "generic" and shown["Qps"] == 5
+
+        distinct = json.loads(run("search", name, str(photo_dir / "chelsea.png"), "--json", "--num", "8",
+                                  "--distinct-product-id", "--score-threshold", "0.1").stdout)
+        assert len({r["ProductId"] for r in distinct}) == len(distinct) and all(r["Score"] >= 0.1 for r in distinct)
+        listed = json.loads(run("list", name, "--filter", "int_attr != 1", "--json").stdout)
+        assert [r["ProductId"] for r in listed] == sorted(r["ProductId"] for r in listed) and "Score" not in listed[0]
+        assert run("delete", name).exit_code != 0  # neither --product-id nor --filter
+        by_filter = run("delete", name, "--filter", "int_attr != 1")
+        assert by_filter.exit_code == 0 and "deleted 8 picture(s)" in by_filter.output
+        assert run("add", name, str(photo_dir / "coffee.png")).exit_code == 0
+        assert run("instance", "clear", name, "--yes").exit_code == 0
+        assert json.loads(run("instance", "show", name).stdout)["TotalCount"] == 0
     finally:
         service.delete_instance(name)
 
