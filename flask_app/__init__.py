@@ -7,16 +7,25 @@ from flask import Flask
 from imagesearch_pg.config import Settings
 
 
+# Pictures are at most 4 MB, about 5.4 MB in base64: a body over this is refused before it is read whole.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
 def create_app(config: dict | None = None) -> Flask:
-    """App factory. ``config`` may carry SETTINGS (a Settings) and SERVICE (an ImageSearch, for tests)."""
+    """App factory. ``config`` may carry SETTINGS (a Settings), SERVICE (an ImageSearch, for tests) and
+    INSECURE_NO_AUTH (accept unsigned requests: local trials only)."""
     app = Flask(__name__)
-    app.config.from_mapping(SETTINGS=None, SERVICE=None)
+    app.config.from_mapping(
+        SETTINGS=None, SERVICE=None, ACCESS_KEYS=None, INSECURE_NO_AUTH=False, MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        MAX_FORM_MEMORY_SIZE=MAX_BODY_BYTES,
+    )
     if config:
         app.config.update(config)
     if app.config["SETTINGS"] is None:
         app.config["SETTINGS"] = Settings.from_env()
 
-    from flask_app import health
+    from flask_app import api, health
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
     return app

@@ -27,20 +27,26 @@ def prepare(settings: Settings) -> Database:
     return database
 
 
-def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool) -> None:
+def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, insecure_no_auth: bool = False) -> None:
     from flask_app import create_app
 
     database = prepare(settings)
+    if insecure_no_auth:
+        log.warning(
+            "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach %s:%s may read, add and delete "
+            "pictures of every instance. Use it for local trials only.", host, port,
+        )
+    config = {"SETTINGS": settings, "INSECURE_NO_AUTH": insecure_no_auth}
     try:
         if dev:
-            create_app({"SETTINGS": settings}).run(host=host, port=port, threaded=True, use_reloader=False)
+            create_app(config).run(host=host, port=port, threaded=True, use_reloader=False)
         else:
-            _gunicorn(settings, host=host, port=port, workers=workers)
+            _gunicorn(config, host=host, port=port, workers=workers)
     finally:
         database.close()
 
 
-def _gunicorn(settings: Settings, *, host: str, port: int, workers: int) -> None:
+def _gunicorn(config: dict, *, host: str, port: int, workers: int) -> None:
     from gunicorn.app.base import BaseApplication
 
     from flask_app import create_app
@@ -58,6 +64,6 @@ def _gunicorn(settings: Settings, *, host: str, port: int, workers: int) -> None
             self.cfg.set("control_socket_disable", True)  # one shared path would clash between servers
 
         def load(self):
-            return create_app({"SETTINGS": settings})
+            return create_app(config)
 
     Application().run()

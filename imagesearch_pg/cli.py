@@ -348,11 +348,71 @@ def delete(holder: _Service, name, product_id, pic_name, filter_text) -> None:
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--dev", is_flag=True, help="Flask's development server (one process, auto-reload off).")
-def serve(host: str, port: int, workers: int, dev: bool) -> None:
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Accept unsigned requests from anyone (local trials only; logged loudly).")
+def serve(host: str, port: int, workers: int, dev: bool, insecure_no_auth: bool) -> None:
     """Run the HTTP service."""
     from flask_app.server import run
 
-    run(Settings.from_env(), host=host, port=port, workers=workers, dev=dev)
+    run(Settings.from_env(), host=host, port=port, workers=workers, dev=dev, insecure_no_auth=insecure_no_auth)
+
+
+# ---- keys -------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """AccessKey pairs that sign HTTP requests."""
+
+
+def _access_keys(holder: _Service):
+    from imagesearch_pg.service.access_keys import AccessKeys, secret_box
+
+    service = holder.get()
+    return AccessKeys(service.engine, secret_box(Settings.from_env()))
+
+
+@keys.command("create")
+@click.option("--instance", "instance_names", multiple=True, help="Allow only this instance (repeatable; default all).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"AccessKeyId": ..., "AccessKeySecret": ...}.')
+@pass_service
+def keys_create(holder: _Service, instance_names: tuple[str, ...], as_json: bool) -> None:
+    """Create a key pair. The secret is shown this once: store it now."""
+    key_id, secret = _access_keys(holder).create(list(instance_names) or None)
+    if as_json:
+        click.echo(json.dumps({"AccessKeyId": key_id, "AccessKeySecret": secret}))
+    else:
+        click.echo(f"AccessKeyId:     {key_id}\nAccessKeySecret: {secret}")
+        click.echo("The secret is not shown again.", err=True)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_service
+def keys_list(holder: _Service, as_json: bool) -> None:
+    """List key pairs (ids, instances, state; never secrets)."""
+    rows = [
+        {
+            "AccessKeyId": k.id,
+            "Instances": "*" if k.instances is None else ",".join(k.instances),
+            "Created": k.created_at.isoformat(timespec="seconds"),
+            "State": "revoked" if k.revoked_at else "active",
+        }
+        for k in _access_keys(holder).list()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        _table(rows, ["AccessKeyId", "Instances", "Created", "State"])
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@pass_service
+def keys_revoke(holder: _Service, key_id: str) -> None:
+    """Revoke a key pair: requests signed with it are refused from now on."""
+    _access_keys(holder).revoke(key_id)
+    click.echo(f"revoked {key_id}")
 
 
 # ---- output helpers ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ class Settings:
     home: Path
     database_url: str | None
     onnx_threads: int
+    secret_key: str | None  # Fernet key for AccessKey secrets; default: a key file under home
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
@@ -33,6 +34,7 @@ class Settings:
             home=Path(home).expanduser().resolve() if home else default_home(),
             database_url=env.get("IMAGESEARCH_DATABASE_URL") or None,
             onnx_threads=int(env.get("IMAGESEARCH_ONNX_THREADS", "2")),
+            secret_key=env.get("IMAGESEARCH_SECRET_KEY") or None,
         )
 
     @property
@@ -42,3 +44,7 @@ class Settings:
     @property
     def model_cache(self) -> Path:
         return self.home / "models"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.home / "secret.key"

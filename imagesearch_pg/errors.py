@@ -75,3 +75,29 @@ class SchemaOutOfDate(ImageSearchError):
     """The configured database's schema is not the one this version needs (an operator's task)."""
 
     code, http_status = "ServiceUnavailable", 503
+
+
+class InvalidAccessKeyId(ImageSearchError):
+    code, http_status = "InvalidAccessKeyId", 403
+
+
+class SignatureDoesNotMatch(ImageSearchError):
+    code, http_status = "SignatureDoesNotMatch", 403
+
+
+class RequestExpired(ImageSearchError):
+    code, http_status = "RequestExpired", 403
+
+
+class SignatureNonceUsed(ImageSearchError):
+    code, http_status = "SignatureNonceUsed", 403
+
+
+class NoPermission(ImageSearchError):
+    code, http_status = "NoPermission", 403
+
+
+class ActionNotAvailable(ImageSearchError):
+    """An action of the protocol this version does not serve yet."""
+
+    code, http_status = "ActionNotAvailable", 501

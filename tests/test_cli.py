@@ -157,3 +157,20 @@ def test_database_problems_are_one_line(url, message, tmp_path):
                                 env={"IMAGESEARCH_DATABASE_URL": url, "IMAGESEARCH_HOME": str(tmp_path)})
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_keys_create_list_revoke(run):
+    created = run("keys", "create", "--instance", "shop-a", "--instance", "shop-b", "--json")
+    assert created.exit_code == 0, created.output
+    pair = json.loads(created.stdout)
+    assert pair["AccessKeyId"].startswith("LTAI") and len(pair["AccessKeySecret"]) >= 24
+    listed = json.loads(run("keys", "list", "--json").stdout)
+    mine = [k for k in listed if k["AccessKeyId"] == pair["AccessKeyId"]]
+    assert mine == [{**mine[0], "Instances": "shop-a,shop-b", "State": "active"}]
+    assert pair["AccessKeySecret"] not in run("keys", "list").stdout
+    assert run("keys", "revoke", pair["AccessKeyId"]).exit_code == 0
+    assert [k["State"] for k in json.loads(run("keys", "list", "--json").stdout) if k["AccessKeyId"] == pair["AccessKeyId"]] == ["revoked"]
+    again = run("keys", "revoke", pair["AccessKeyId"])
+    assert again.exit_code == 1 and "InvalidParameter" in again.output
+    bad = run("keys", "create", "--instance", "no spaces allowed")
+    assert bad.exit_code == 1 and "instance name" in bad.output

@@ -62,6 +62,23 @@ pictures = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
+access_keys = sa.Table(
+    "access_keys",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("secret_encrypted", sa.LargeBinary, nullable=False),
+    sa.Column("instances", pg.ARRAY(sa.Text)),  # NULL: every instance
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+request_nonces = sa.Table(
+    "request_nonces",
+    metadata,
+    sa.Column("nonce", sa.Text, primary_key=True),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
 tasks = sa.Table(
     "tasks",
     metadata,

@@ -1,0 +1,135 @@
+"""AccessKey pairs for signed requests: created (the secret shown once), listed, revoked, looked up.
+
+The server must compute the same HMAC as the client, so it needs each secret itself: secrets are stored
+encrypted with the deployment's secret key (Fernet), never in clear. That key comes from
+IMAGESEARCH_SECRET_KEY (every server of a deployment needs the same one) or, by default, from a key file
+made on first use under IMAGESEARCH_HOME (readable by its owner only).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from cryptography.fernet import Fernet, InvalidToken
+
+from imagesearch_pg.config import Settings
+from imagesearch_pg.errors import InvalidParameter
+from imagesearch_pg.service import validation
+from imagesearch_pg.store.tables import access_keys, request_nonces
+
+KEY_ID_PREFIX = "LTAI"  # the shape Alibaba Cloud's AccessKey ids have, so clients' checks accept ours
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    id: str
+    instances: list[str] | None  # None: every instance
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a signature check needs: the secret, and where the key may be used."""
+
+    secret: str
+    instances: frozenset[str] | None
+
+    def allows(self, instance_name: str) -> bool:
+        return self.instances is None or instance_name in self.instances
+
+
+def secret_box(settings: Settings) -> Fernet:
+    """The Fernet that encrypts secrets: IMAGESEARCH_SECRET_KEY, else the home's key file (made once)."""
+    if settings.secret_key:
+        try:
+            return Fernet(settings.secret_key.encode())
+        except ValueError:
+            raise InvalidParameter("IMAGESEARCH_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes)") from None
+    path = settings.secret_key_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(Fernet.generate_key())
+    return Fernet(path.read_bytes().strip())
+
+
+class AccessKeys:
+    def __init__(self, engine: sa.Engine, box: Fernet):
+        self.engine = engine
+        self.box = box
+
+    def create(self, instances: list[str] | None = None) -> tuple[str, str]:
+        """A new key pair, allowed on ``instances`` (None: all). Returns (id, secret): the only time the
+        secret is shown."""
+        for name in instances or []:
+            validation.instance_name(name)
+        key_id = KEY_ID_PREFIX + secrets.token_hex(10)
+        secret = secrets.token_urlsafe(24)
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(access_keys).values(
+                    id=key_id,
+                    secret_encrypted=self.box.encrypt(secret.encode()),
+                    instances=sorted(set(instances)) if instances else None,
+                )
+            )
+        return key_id, secret
+
+    def list(self) -> list[AccessKey]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(access_keys.c.id, access_keys.c.instances, access_keys.c.created_at, access_keys.c.revoked_at)
+                .order_by(access_keys.c.created_at, access_keys.c.id)
+            )
+            return [AccessKey(*row) for row in rows]
+
+    def revoke(self, key_id: str) -> None:
+        with self.engine.begin() as conn:
+            revoked = conn.execute(
+                sa.update(access_keys)
+                .where(access_keys.c.id == key_id, access_keys.c.revoked_at.is_(None))
+                .values(revoked_at=sa.func.now())
+                .returning(access_keys.c.id)
+            ).first()
+        if revoked is None:
+            raise InvalidParameter(f"no active AccessKey {key_id[:64]!r}")
+
+    def credential(self, key_id: str) -> Credential | None:
+        """The active key's secret and instances, or None (unknown or revoked)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(access_keys.c.secret_encrypted, access_keys.c.instances).where(
+                    access_keys.c.id == key_id, access_keys.c.revoked_at.is_(None)
+                )
+            ).first()
+        if row is None:
+            return None
+        try:
+            secret = self.box.decrypt(row.secret_encrypted).decode()
+        except InvalidToken:  # made under another secret key: unusable here
+            return None
+        return Credential(secret, None if row.instances is None else frozenset(row.instances))
+
+    def first_use_of_nonce(self, nonce: str, window: timedelta) -> bool:
+        """Record a request nonce; False if it was seen before (a replay). Nonces older than ``window``
+        are forgotten: a request that old is refused for its date anyway."""
+        with self.engine.begin() as conn:
+            fresh = conn.execute(
+                sa.dialects.postgresql.insert(request_nonces)
+                .values(nonce=nonce)
+                .on_conflict_do_nothing(index_elements=["nonce"])
+                .returning(request_nonces.c.nonce)
+            ).first()
+            if secrets.randbelow(100) == 0:  # now and then, drop the expired ones
+                conn.execute(sa.delete(request_nonces).where(request_nonces.c.seen_at < sa.func.now() - 2 * window))
+        return fresh is not None
