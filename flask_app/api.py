@@ -33,11 +33,15 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 ACTIONS: dict[str, Callable[[ImageSearch, Params], dict]] = {}
+# Which rate each action counts against (ImageSearch.admit); actions not listed are not throttled.
+RATE_KINDS: dict[str, str] = {}
 
 
-def action(name: str):
+def action(name: str, rate: str | None = None):
     def register(function):
         ACTIONS[name] = function
+        if rate is not None:
+            RATE_KINDS[name] = rate
         return function
 
     return register
@@ -57,7 +61,10 @@ def dispatch():
         params = Params({**request.args.to_dict(), **request.form.to_dict()})
         if not current_app.config["INSECURE_NO_AUTH"]:
             _authenticate(body, params)
-        result = handler(get_service(), params)
+        service = get_service()
+        if name in RATE_KINDS:
+            service.admit(params.required("InstanceName"), RATE_KINDS[name])
+        result = handler(service, params)
     except ImageSearchError as exc:
         return _error(request_id, exc.code, exc.message, exc.http_status)
     except RequestEntityTooLarge:
@@ -138,7 +145,7 @@ def _search_options(params: Params) -> dict:
 # ---- actions ----------------------------------------------------------------------------------------
 
 
-@action("AddImage")
+@action("AddImage", rate="add")
 def add_image(service: ImageSearch, params: Params) -> dict:
     info = service.add_image(
         params.required("InstanceName"),
@@ -153,7 +160,7 @@ def add_image(service: ImageSearch, params: Params) -> dict:
     return {"Success": True, "Code": 0, "Message": "success", "PicInfo": _pic_info(info)}
 
 
-@action("SearchImageByPic")
+@action("SearchImageByPic", rate="search")
 def search_image_by_pic(service: ImageSearch, params: Params) -> dict:
     return _search(service.search_by_picture(
         params.required("InstanceName"),
@@ -165,7 +172,7 @@ def search_image_by_pic(service: ImageSearch, params: Params) -> dict:
     ))
 
 
-@action("SearchImageByName")
+@action("SearchImageByName", rate="search")
 def search_image_by_name(service: ImageSearch, params: Params) -> dict:
     return _search(service.search_by_name(
         params.required("InstanceName"),
@@ -176,7 +183,7 @@ def search_image_by_name(service: ImageSearch, params: Params) -> dict:
     ))
 
 
-@action("SearchImageByFilter")
+@action("SearchImageByFilter", rate="search")
 def search_image_by_filter(service: ImageSearch, params: Params) -> dict:
     result = service.search_by_filter(
         params.required("InstanceName"), params.required("Filter"),
@@ -185,7 +192,7 @@ def search_image_by_filter(service: ImageSearch, params: Params) -> dict:
     return {"Success": True, "Code": 0, "Msg": "success", "Auctions": [_auction(a) for a in result.auctions]}
 
 
-@action("SearchImageByText")
+@action("SearchImageByText", rate="search")
 def search_image_by_text(service: ImageSearch, params: Params) -> dict:
     instance = service.describe_instance(params.required("InstanceName"))
     params.required("Text")
@@ -195,7 +202,7 @@ def search_image_by_text(service: ImageSearch, params: Params) -> dict:
     )
 
 
-@action("CheckImageExists")
+@action("CheckImageExists", rate="search")
 def check_image_exists(service: ImageSearch, params: Params) -> dict:
     found = service.check_image_exists(
         params.required("InstanceName"), params.required("ProductId"), params.required("PicName")
@@ -206,7 +213,7 @@ def check_image_exists(service: ImageSearch, params: Params) -> dict:
     return body
 
 
-@action("UpdateImage")
+@action("UpdateImage", rate="add")
 def update_image(service: ImageSearch, params: Params) -> dict:
     service.update_image(
         params.required("InstanceName"), params.required("ProductId"), params.required("PicName"),
@@ -215,7 +222,7 @@ def update_image(service: ImageSearch, params: Params) -> dict:
     return {"Success": True, "Code": 0, "Message": "success"}
 
 
-@action("CompareSimilarByImage")
+@action("CompareSimilarByImage", rate="search")
 def compare_similar_by_image(service: ImageSearch, params: Params) -> dict:
     score = service.compare_pictures(
         params.required("InstanceName"), params.required("PrimaryPicContent"), params.required("SecondaryPicContent")
@@ -237,7 +244,7 @@ for _name in ("IncreaseInstance", "IncreaseList", "DumpMeta", "DumpMetaList"):
     _not_yet(_name)
 
 
-@action("DeleteImage")
+@action("DeleteImage", rate="delete")
 def delete_image(service: ImageSearch, params: Params) -> dict:
     instance = params.required("InstanceName")
     if params.bool("IsDeleteByFilter", False):

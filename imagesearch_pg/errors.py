@@ -101,3 +101,7 @@ class ActionNotAvailable(ImageSearchError):
     """An action of the protocol this version does not serve yet."""
 
     code, http_status = "ActionNotAvailable", 501
+
+
+class Throttling(ImageSearchError):
+    code, http_status = "Throttling", 429

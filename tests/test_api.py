@@ -238,3 +238,45 @@ def test_insecure_mode_accepts_unsigned_requests(service, settings, shop):
     secure = create_app({"SETTINGS": settings, "SERVICE": service})
     refused = secure.test_client().post("/", data={"InstanceName": shop}, headers={"x-acs-action": "Detail"})
     assert refused.status_code == 403 and refused.get_json()["Code"] == "SignatureDoesNotMatch"
+
+
+def test_the_qps_plan_is_enforced_with_throttling(client, make_instance, service):
+    """A plan of 2 searches per second: a burst of 8 gets at most 2 per second through, the rest Throttling."""
+    slow = make_instance("generic", qps=2).name
+    picture = encode(noise(160, 160, seed=5))
+    service.add_image(slow, "p", "1", picture)
+    outcomes = []
+    for _ in range(8):
+        try:
+            client.search_image_by_name(sdk.SearchImageByNameRequest(instance_name=slow, product_id="p", pic_name="1"))
+            outcomes.append("ok")
+        except ClientException as exc:
+            outcomes.append(exc.code)
+    assert set(outcomes) == {"ok", "Throttling"} and 2 <= outcomes.count("ok") <= 4  # the burst may span 2 seconds
+    # adds have their own rate (5/s), not the search plan's
+    added = [client.add_image(sdk.AddImageRequest(instance_name=slow, product_id=f"a{i}", pic_name="1",
+                                                  pic_content=b64(picture))) for i in range(3)]
+    assert all(a.body.success for a in added)
+
+
+def test_throttle_counts_are_shared_between_processes(service, make_instance):
+    """Two engines stand for two worker processes: together they admit no more than the limit per second."""
+    import sqlalchemy as sa
+
+    from imagesearch_pg.errors import Throttling
+    from imagesearch_pg.service.throttling import Throttle
+
+    instance_id = service._cached_instance(make_instance("generic").name).id
+    other_engine = sa.create_engine(service.engine.url)
+    try:
+        workers = [Throttle(service.engine), Throttle(other_engine)]
+        admitted = 0
+        for i in range(10):
+            try:
+                workers[i % 2].admit(instance_id, "search", 3)
+                admitted += 1
+            except Throttling:
+                pass
+        assert 3 <= admitted <= 6  # 3 per second, and the 10 calls may straddle one second boundary
+    finally:
+        other_engine.dispose()

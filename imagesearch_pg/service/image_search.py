@@ -28,6 +28,7 @@ from imagesearch_pg.errors import (
     NoSpecifiedSearchPic,
 )
 from imagesearch_pg.service import reranking, validation
+from imagesearch_pg.service.throttling import ADD_PER_SECOND, DELETE_PER_SECOND, Throttle
 from imagesearch_pg.service.models import (
     ATTRIBUTE_NAMES,
     Attributes,
@@ -70,6 +71,7 @@ class _InstanceRow:
     service_type: str
     encoder: str
     embedding_dim: int
+    qps: int
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class ImageSearch:
         self._encoder_specs: dict[str, EncoderSpec] = {}
         # Keypoints (OpenCV, which releases the GIL) are found while the database searches.
         self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keypoints")
+        self.throttle = Throttle(self.engine)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> "ImageSearch":
@@ -179,6 +182,13 @@ class ImageSearch:
         self._instances.pop(name, None)
         log.info("instance deleted", extra={"instance": name})
 
+    def admit(self, instance_name: str, kind: str) -> None:
+        """Count a request of ``kind`` (add, delete or search) against the instance's rate; raises Throttling
+        over it. Searches get the instance's QPS plan; adds and deletes the hosted service's defaults."""
+        instance = self._cached_instance(instance_name)
+        limit = {"add": ADD_PER_SECOND, "delete": DELETE_PER_SECOND, "search": instance.qps}[kind]
+        self.throttle.admit(instance.id, kind, limit)
+
     # ---- encoders --------------------------------------------------------------------------------
 
     def register_encoder(self, spec_path: Path) -> EncoderSpec:
@@ -228,7 +238,8 @@ class ImageSearch:
     def _instance_row(conn: sa.Connection, name: str, *, lock: bool = False) -> _InstanceRow:
         validation.text("InstanceName", name, min_len=1, max_len=64, required=True)
         query = sa.select(
-            instances.c.id, instances.c.name, instances.c.service_type, instances.c.encoder, instances.c.embedding_dim
+            instances.c.id, instances.c.name, instances.c.service_type, instances.c.encoder, instances.c.embedding_dim,
+            instances.c.qps,
         ).where(instances.c.name == name)
         # A key-share lock keeps the instance (and its partition) from being dropped under a write.
         row = conn.execute(query.with_for_update(key_share=True) if lock else query).first()

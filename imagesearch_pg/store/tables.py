@@ -79,6 +79,15 @@ request_nonces = sa.Table(
     sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
+request_counts = sa.Table(  # UNLOGGED (migration 0011)
+    "request_counts",
+    metadata,
+    sa.Column("instance_id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("second", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
 tasks = sa.Table(
     "tasks",
     metadata,
