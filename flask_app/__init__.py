@@ -24,8 +24,9 @@ def create_app(config: dict | None = None) -> Flask:
     if app.config["SETTINGS"] is None:
         app.config["SETTINGS"] = Settings.from_env()
 
-    from flask_app import api, health
+    from flask_app import api, health, metrics
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
     return app

@@ -8,13 +8,14 @@ service layer does the work. Every response carries a RequestId; errors are {Req
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Callable
 
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from flask_app import signature
+from flask_app import metrics, signature
 from flask_app.extensions import get_access_keys, get_service
 from flask_app.params import Params
 from imagesearch_pg import categories
@@ -49,6 +50,16 @@ def action(name: str, rate: str | None = None):
 
 @bp.post("/")
 def dispatch():
+    began = time.perf_counter()
+    response, status = _dispatch()
+    name = request.headers.get("x-acs-action") or request.args.get("Action") or ""
+    # Unknown names are counted under one label: clients must not be able to grow the label set.
+    metrics.observe(name if name in ACTIONS else "unknown", response.get_json().get("Code", "OK") if status != 200 else "OK",
+                    time.perf_counter() - began)
+    return response, status
+
+
+def _dispatch():
     request_id = str(uuid.uuid4()).upper()
     try:
         name = request.headers.get("x-acs-action") or request.args.get("Action")
@@ -73,7 +84,7 @@ def dispatch():
     except Exception:  # a bug: logged with its traceback, answered in the protocol's shape
         log.exception("request failed", extra={"request_id": request_id})
         return _error(request_id, "InternalError", f"internal error; quote RequestId {request_id} when reporting it", 500)
-    return jsonify({"RequestId": request_id, **result})
+    return jsonify({"RequestId": request_id, **result}), 200
 
 
 def _error(request_id: str, code: str, message: str, status: int):

@@ -47,9 +47,22 @@ def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, in
 
 
 def _gunicorn(config: dict, *, host: str, port: int, workers: int) -> None:
+    import os
+    import shutil
+    import tempfile
+
     from gunicorn.app.base import BaseApplication
 
     from flask_app import create_app
+
+    # Workers write their metrics into this directory (set before they import prometheus_client).
+    metrics_dir = tempfile.mkdtemp(prefix="imagesearch-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+    def child_exit(server, worker):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
     class Application(BaseApplication):
         def load_config(self):
@@ -62,8 +75,12 @@ def _gunicorn(config: dict, *, host: str, port: int, workers: int) -> None:
             self.cfg.set("loglevel", "warning")  # quiet by default: start-up chatter only with -v
             self.cfg.set("preload_app", False)
             self.cfg.set("control_socket_disable", True)  # one shared path would clash between servers
+            self.cfg.set("child_exit", child_exit)
 
         def load(self):
             return create_app(config)
 
-    Application().run()
+    try:
+        Application().run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

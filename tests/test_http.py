@@ -62,6 +62,37 @@ def test_serve_runs_gunicorn_workers(engine, settings):
                     raise AssertionError(f"server did not come up: {server.communicate()[1][-2000:]}")
                 time.sleep(0.3)
         assert body == {"status": "ok", "database": "external", "schema": schema.head_revision()}
+
+        # The protocol through the workers, signed with a key made here (same home, same secret key file),
+        # and the metrics of all workers in one scrape.
+        from alibabacloud_imagesearch20201214 import models as sdk
+        from alibabacloud_imagesearch20201214.client import Client
+        from alibabacloud_tea_openapi import utils_models
+
+        from imagesearch_pg.service.access_keys import AccessKeys, secret_box
+
+        key_id, secret = AccessKeys(engine, secret_box(settings)).create()
+        client = Client(utils_models.Config(access_key_id=key_id, access_key_secret=secret,
+                                            endpoint=f"127.0.0.1:{port}", protocol="http"))
+        instance = f"gunicorn-{port}"
+        client_service = None
+        try:
+            from imagesearch_pg.service import ImageSearch
+
+            client_service = ImageSearch.open(settings)
+            client_service.create_instance(instance, "generic")
+            for _ in range(6):
+                assert client.detail(sdk.DetailRequest(instance_name=instance)).body.instance.name == instance
+        finally:
+            if client_service is not None:
+                client_service.delete_instance(instance)
+                client_service.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            scraped = response.read().decode()
+        counted = [line for line in scraped.splitlines()
+                   if line.startswith('imagesearch_requests_total{action="Detail",code="OK"}')]
+        assert counted and float(counted[0].split()[-1]) == 6.0, scraped[:2000]
+        assert "imagesearch_request_seconds_bucket" in scraped
     finally:
         server.terminate()
         stdout, stderr = server.communicate(timeout=30)
