@@ -24,7 +24,8 @@ def get_service() -> ImageSearch:
 def get_access_keys() -> AccessKeys:
     app = current_app
     if app.config["ACCESS_KEYS"] is None:
+        engine = get_service().engine  # outside the lock, which get_service takes too
         with _lock:
             if app.config["ACCESS_KEYS"] is None:
-                app.config["ACCESS_KEYS"] = AccessKeys(get_service().engine, secret_box(app.config["SETTINGS"]))
+                app.config["ACCESS_KEYS"] = AccessKeys(engine, secret_box(app.config["SETTINGS"]))
     return app.config["ACCESS_KEYS"]

@@ -210,7 +210,10 @@ def test_replays_stale_dates_and_unsigned_requests_fail(server, credentials, sho
     assert (status, answer["Code"]) == (403, "SignatureDoesNotMatch") and "Authorization" in answer["Message"]
 
 
-def test_keys_are_limited_to_their_instances_and_can_be_revoked(server, keys, shop, make_instance):
+def test_keys_are_limited_to_their_instances_and_can_be_revoked(server, keys, shop, make_instance, monkeypatch):
+    from imagesearch_pg.service import access_keys
+
+    monkeypatch.setattr(access_keys, "CREDENTIAL_TTL_SECONDS", 0.0)  # the server would remember the key 10 s
     other = make_instance("generic").name
     key_id, secret = keys.create([shop])
     limited = sdk_client(server, key_id, secret)
@@ -280,3 +283,17 @@ def test_throttle_counts_are_shared_between_processes(service, make_instance):
         assert 3 <= admitted <= 6  # 3 per second, and the 10 calls may straddle one second boundary
     finally:
         other_engine.dispose()
+
+
+def test_a_fresh_worker_answers_a_signed_first_request(settings, credentials, shop):
+    """A new process's first request opens the service and the key store together (once deadlocked)."""
+    app = create_app({"SETTINGS": settings})  # no service yet, as in a fresh gunicorn worker
+    body = f"InstanceName={shop}".encode()
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(app.test_client().post(
+        "/", data=body, headers=signed_request("localhost", *credentials, body))))
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the first request hung"
+    assert answers[0].status_code == 200 and answers[0].get_json()["Instance"]["Name"] == shop
+    app.config["SERVICE"].close()

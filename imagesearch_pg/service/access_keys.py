@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +22,9 @@ from imagesearch_pg.errors import InvalidParameter
 from imagesearch_pg.service import validation
 from imagesearch_pg.store.tables import access_keys, request_nonces
 
+# A process remembers a looked-up key this long: one database read less per request, and a revoked key
+# stops working within this time everywhere.
+CREDENTIAL_TTL_SECONDS = 10.0
 KEY_ID_PREFIX = "LTAI"  # the shape Alibaba Cloud's AccessKey ids have, so clients' checks accept ours
 
 
@@ -67,6 +71,7 @@ class AccessKeys:
     def __init__(self, engine: sa.Engine, box: Fernet):
         self.engine = engine
         self.box = box
+        self._remembered: dict[str, tuple[float, Credential | None]] = {}
 
     def create(self, instances: list[str] | None = None) -> tuple[str, str]:
         """A new key pair, allowed on ``instances`` (None: all). Returns (id, secret): the only time the
@@ -105,7 +110,19 @@ class AccessKeys:
             raise InvalidParameter(f"no active AccessKey {key_id[:64]!r}")
 
     def credential(self, key_id: str) -> Credential | None:
-        """The active key's secret and instances, or None (unknown or revoked)."""
+        """The active key's secret and instances, or None (unknown or revoked); remembered for
+        CREDENTIAL_TTL_SECONDS."""
+        now = time.monotonic()
+        remembered = self._remembered.get(key_id)
+        if remembered is not None and remembered[0] > now:
+            return remembered[1]
+        found = self._read_credential(key_id)
+        if len(self._remembered) > 10_000:  # unknown ids sent by strangers must not grow it without end
+            self._remembered.clear()
+        self._remembered[key_id] = (now + CREDENTIAL_TTL_SECONDS, found)
+        return found
+
+    def _read_credential(self, key_id: str) -> Credential | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(access_keys.c.secret_encrypted, access_keys.c.instances).where(
