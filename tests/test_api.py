@@ -139,6 +139,10 @@ def test_errors_arrive_as_sdk_exceptions_with_the_protocols_codes(client, shop, 
         instance_name=shop, text="red shoes"))) == "InvalidParameter"
     assert code_of(lambda: client.increase_instance(sdk.IncreaseInstanceRequest(
         instance_name=shop, bucket_name="b", path="/p"))) == "ActionNotAvailable"
+    assert code_of(lambda: client.increase_list(sdk.IncreaseListRequest(instance_name=shop))) == "ActionNotAvailable"
+    assert code_of(lambda: client.dump_meta(sdk.DumpMetaRequest(instance_name=shop))) == "ActionNotAvailable"
+    assert code_of(lambda: client.dump_meta_list(sdk.DumpMetaListRequest(instance_name=shop))) == "ActionNotAvailable"
+    assert code_of(lambda: client.dump_meta(sdk.DumpMetaRequest(instance_name="no-such-one"))) == "InvalidInstance"
     products = make_instance("product").name
     assert code_of(lambda: client.add_image(sdk.AddImageRequest(
         instance_name=products, product_id="p", pic_name="n", pic_content=good, category_id=12345))) == "InvalidCategory"
