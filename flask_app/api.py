@@ -205,12 +205,8 @@ def search_image_by_filter(service: ImageSearch, params: Params) -> dict:
 
 @action("SearchImageByText", rate="search")
 def search_image_by_text(service: ImageSearch, params: Params) -> dict:
-    instance = service.describe_instance(params.required("InstanceName"))
-    params.required("Text")
-    raise InvalidParameter(
-        f"instance {instance.name!r} uses encoder {instance.encoder!r}, which has no text encoder: "
-        "SearchImageByText needs an instance whose encoder has one"
-    )
+    return _search(service.search_by_text(params.required("InstanceName"), params.required("Text"),
+                                          **_search_options(params)))
 
 
 @action("CheckImageExists", rate="search")

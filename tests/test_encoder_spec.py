@@ -127,3 +127,77 @@ def test_a_registered_onnx_file_serves_an_instance_like_the_builtin_one(service,
 def test_unknown_encoder_for_an_instance(service):
     with pytest.raises(InvalidParameter, match="not registered; registered: .*efficientnet-lite0"):
         service.create_instance("enc-test", "generic", encoder="no-such-encoder")
+
+
+def colour_word_text_model(path):
+    """A tiny text model: each token id looks up a 3-d vector (in the mean-colour model's BGR space), averaged
+    over the tokens that are not padding (attention mask)."""
+    table = np.zeros((5, 3), np.float32)  # [PAD], [UNK], red, green, blue
+    table[2], table[3], table[4] = [0, 0, 1], [0, 1, 0], [1, 0, 0]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "ids"], ["vectors"], axis=0),  # N x L x 3
+            helper.make_node("Cast", ["mask"], ["weights"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["weights", "last"], ["weights3"]),
+            helper.make_node("Mul", ["vectors", "weights3"], ["kept"]),
+            helper.make_node("ReduceSum", ["kept", "axis1"], ["summed"], keepdims=0),
+        ],
+        "colour-words",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "L"]),
+         helper.make_tensor_value_info("mask", TensorProto.INT64, ["N", "L"])],
+        [helper.make_tensor_value_info("summed", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor("table", TensorProto.FLOAT, [5, 3], table.flatten().tolist()),
+         helper.make_tensor("last", TensorProto.INT64, [1], [2]),
+         helper.make_tensor("axis1", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, path)
+
+
+def colour_word_tokenizer(path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "red": 2, "green": 3, "blue": 4}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(path))
+
+
+def test_text_search_with_a_users_text_model(tmp_path, service, make_instance):
+    mean_colour_model(tmp_path / "model.onnx")
+    colour_word_text_model(tmp_path / "text.onnx")
+    colour_word_tokenizer(tmp_path / "tokenizer.json")
+    text = {"onnx": "text.onnx", "tokenizer": "tokenizer.json", "output": "summed", "max_length": 8,
+            "input_name": "ids", "attention_mask": "mask"}
+    spec_path = write_spec(tmp_path, name="colour-words", text=text)
+    spec = service.register_encoder(spec_path)
+    assert spec.text is not None and spec.text.onnx == (tmp_path / "text.onnx").resolve()
+    assert EncoderSpec.from_dict(spec.to_dict()) == spec  # stored and read back alike
+
+    instance = make_instance("generic", encoder="colour-words")
+    for name, rgb in (("red", (220, 20, 20)), ("green", (20, 220, 20)), ("blue", (20, 20, 220))):
+        picture = np.zeros((120, 120, 3), np.uint8)
+        picture[:] = rgb
+        service.add_image(instance.name, name, "1.png", encode(picture), crop=False)
+    for word in ("red", "green", "blue"):
+        found = service.search_by_text(instance.name, f"something {word}", num=3)
+        assert found.auctions[0].product_id == word and found.auctions[0].score > 0.95
+    assert service.search_by_text(instance.name, "green", filter='str_attr="x"').auctions == []
+    with pytest.raises(InvalidParameter, match="Text"):
+        service.search_by_text(instance.name, "x" * 513)
+
+    plain = make_instance("generic")
+    with pytest.raises(InvalidParameter, match="no text model"):
+        service.search_by_text(plain.name, "red")
+
+
+def test_text_spec_errors(tmp_path):
+    mean_colour_model(tmp_path / "model.onnx")
+    for text, message in (
+        ({"onnx": "missing.onnx", "tokenizer": "t.json", "output": "o"}, "does not exist"),
+        ({"onnx": "model.onnx"}, "needs 'tokenizer'"),
+        ("text.onnx", "must be a table"),
+        ({"onnx": "model.onnx", "tokenizer": "model.onnx", "output": "o", "colour": 1}, "unknown text keys"),
+    ):
+        with pytest.raises(EncoderSpecError, match=message):
+            EncoderSpec.from_file(write_spec(tmp_path, text=text))

@@ -498,6 +498,41 @@ class ImageSearch:
 
         return _result(self._read(instance_name, search), start, began)
 
+    def search_by_text(
+        self,
+        instance_name: str,
+        text: str,
+        *,
+        num: int = 10,
+        start: int = 0,
+        filter: str | None = None,
+        score_threshold: float | None = None,
+        distinct_product_id: bool = False,
+    ) -> SearchResult:
+        """Search with a phrase, on an instance whose encoder has a text model (its spec's [text] table)."""
+        began = time.perf_counter()
+        validation.text("Text", text, min_len=1, max_len=512, required=True)
+        validation.window(num, start)
+        threshold = validation.score_threshold(score_threshold)
+        parsed = None if filter is None else parse_filter(filter)
+        instance = self._cached_instance(instance_name)
+        encoder = self._encoder(instance.encoder)
+        text_encoder = encoder.text_encoder() if isinstance(encoder, OnnxEncoder) else None
+        if text_encoder is None:
+            raise InvalidParameter(
+                f"instance {instance_name!r} uses encoder {instance.encoder!r}, which has no text model: "
+                "SearchImageByText needs an instance whose encoder spec has a [text] table"
+            )
+        embedding = text_encoder.encode(text)
+
+        def fetch(conn, instance, limit):
+            return picture_store.nearest(conn, instance.id, instance.embedding_dim, embedding, limit, parsed)
+
+        def search(conn, instance):
+            return _ranked(conn, instance, fetch, start, num, threshold, distinct_product_id, parsed, None)
+
+        return _result(self._read(instance_name, search), start, began)
+
     def _cached_instance(self, name: str) -> _InstanceRow:
         """The instance's immutable facts (id, type, encoder, dimension), cached for reads.
 

@@ -14,6 +14,16 @@ Example (TOML; JSON with the same keys works too)::
     std = [0.26862954, 0.26130258, 0.27577711]
 
 Optional: ``input_name`` (default: the model's first input). The embedding is L2-normalised after reading.
+
+Optional text encoder (for SearchImageByText), whose embeddings live in the same space as the pictures'::
+
+    [text]
+    onnx = "clip-vit-b32-textual.onnx"     # relative to the spec file, or absolute
+    tokenizer = "tokenizer.json"           # a Hugging Face `tokenizers` file
+    output = "text_embeds"                 # N x dim
+    max_length = 77                        # token ids are padded / cut to this length
+    input_name = "input_ids"               # optional (default: the model's first input)
+    attention_mask = "attention_mask"      # optional: the input that takes the 0/1 padding mask
 """
 
 from __future__ import annotations
@@ -33,6 +43,40 @@ class EncoderSpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class TextSpec:
+    onnx: Path
+    tokenizer: Path
+    output: str
+    max_length: int = 77
+    input_name: str | None = None
+    attention_mask: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw) -> "TextSpec":
+        if not isinstance(raw, dict):
+            raise EncoderSpecError("text must be a table: onnx, tokenizer, output, and optionally max_length, "
+                                   "input_name, attention_mask")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise EncoderSpecError(f"unknown text keys {sorted(unknown)}; known keys: {sorted(known)}")
+        for key in ("onnx", "tokenizer", "output"):
+            if key not in raw:
+                raise EncoderSpecError(f"the text encoder needs '{key}'")
+        for key in ("onnx", "tokenizer"):
+            if not Path(raw[key]).is_file():
+                raise EncoderSpecError(f"the text encoder's {key} file {raw[key]} does not exist")
+        max_length = raw.get("max_length", 77)
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or not 1 <= max_length <= 4096:
+            raise EncoderSpecError(f"text max_length must be an integer from 1 to 4096, got {max_length!r}")
+        return cls(Path(raw["onnx"]), Path(raw["tokenizer"]), str(raw["output"]), max_length,
+                   raw.get("input_name"), raw.get("attention_mask"))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "onnx": str(self.onnx), "tokenizer": str(self.tokenizer)}
+
+
+@dataclass(frozen=True)
 class EncoderSpec:
     name: str
     onnx: Path
@@ -45,6 +89,7 @@ class EncoderSpec:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     input_name: str | None = None
+    text: TextSpec | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> "EncoderSpec":
@@ -59,6 +104,11 @@ class EncoderSpec:
         onnx = raw.get("onnx")
         if isinstance(onnx, str) and not Path(onnx).is_absolute():
             raw["onnx"] = str((path.parent / onnx).resolve())
+        text = raw.get("text")
+        if isinstance(text, dict):
+            for key in ("onnx", "tokenizer"):
+                if isinstance(text.get(key), str) and not Path(text[key]).is_absolute():
+                    text[key] = str((path.parent / text[key]).resolve())
         return cls.from_dict(raw)
 
     @classmethod
@@ -97,11 +147,13 @@ class EncoderSpec:
         return cls(
             name=name, onnx=onnx, dim=dim, output=str(raw["output"]), input_size=size, channel_order=order,
             layout=layout, scale=float(scale), mean=mean, std=std, input_name=raw.get("input_name"),
+            text=None if raw.get("text") is None else TextSpec.from_dict(raw["text"]),
         )
 
     def to_dict(self) -> dict:
         raw = asdict(self)
         raw["onnx"] = str(self.onnx)
+        raw["text"] = None if self.text is None else self.text.to_dict()
         raw["input_size"], raw["mean"], raw["std"] = list(self.input_size), list(self.mean), list(self.std)
         return raw
 

@@ -226,6 +226,7 @@ class OnnxEncoder(Encoder):
         super().__init__(cache_dir, threads)
         self.spec = spec
         self.name, self.dim = spec.name, spec.dim
+        self._text: OnnxTextEncoder | None = None
 
     def model_path(self) -> Path:
         return self.spec.onnx
@@ -249,13 +250,65 @@ class OnnxEncoder(Encoder):
         return transforms.l2_normalize(output)
 
     def check(self) -> None:
-        """Run the model once on a grey picture: the spec must match what the model takes and gives."""
+        """Run the model once on a grey picture (and the text model on a phrase): the spec must match what
+        the models take and give."""
         try:
             self.predict([np.full((64, 64, 3), 128, np.uint8)])
         except EncoderSpecError:
             raise
         except Exception as exc:  # onnxruntime reports wrong names, shapes and types in its own exceptions
             raise EncoderSpecError(f"encoder {self.spec.name} could not run {self.spec.onnx}: {exc}") from None
+        if self.spec.text is not None:
+            try:
+                self.text_encoder().encode("a photo of a red shoe")
+            except EncoderSpecError:
+                raise
+            except Exception as exc:
+                raise EncoderSpecError(
+                    f"encoder {self.spec.name} could not run its text model {self.spec.text.onnx}: {exc}"
+                ) from None
+
+    def text_encoder(self) -> "OnnxTextEncoder | None":
+        if self.spec.text is None:
+            return None
+        if self._text is None:
+            self._text = OnnxTextEncoder(self.spec, self.cache_dir, self.threads)
+        return self._text
+
+
+class OnnxTextEncoder(InferenceModel):
+    """The text side of a user's encoder: tokenizer (Hugging Face `tokenizers` file) + ONNX model, giving
+    vectors in the pictures' space."""
+
+    def __init__(self, spec: EncoderSpec, cache_dir: Path, threads: int = 2):
+        super().__init__(cache_dir, threads)
+        self.spec = spec
+        self._tokenizer = None
+
+    def model_path(self) -> Path:
+        return self.spec.text.onnx
+
+    def encode(self, text: str) -> np.ndarray:
+        from tokenizers import Tokenizer
+
+        text_spec = self.spec.text
+        if self._tokenizer is None:
+            tokenizer = Tokenizer.from_file(str(text_spec.tokenizer))
+            tokenizer.enable_truncation(text_spec.max_length)
+            tokenizer.enable_padding(length=text_spec.max_length)
+            self._tokenizer = tokenizer
+        tokens = self._tokenizer.encode(text)
+        session = self.session
+        feed = {text_spec.input_name or session.get_inputs()[0].name: np.asarray([tokens.ids], np.int64)}
+        if text_spec.attention_mask:
+            feed[text_spec.attention_mask] = np.asarray([tokens.attention_mask], np.int64)
+        (output,) = session.run([text_spec.output], feed)
+        output = np.asarray(output, np.float32).reshape(1, -1)
+        if output.shape[1] != self.spec.dim:
+            raise EncoderSpecError(
+                f"encoder {self.spec.name}: text output {text_spec.output} has {output.shape[1]} values, spec says {self.spec.dim}"
+            )
+        return transforms.l2_normalize(output)[0]
 
 
 BUILTIN_ENCODERS: dict[str, type[Encoder]] = {
