@@ -13,15 +13,21 @@ from imagesearch_pg.store.tables import instances, partition
 DIM = 1280
 
 
+def clustered_unit_vectors(seed: int, count: int = 3000, clusters: int = 30) -> np.ndarray:
+    """Non-negative vectors around random centres, L2-normalised (like the default encoder's)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, DIM)).astype(np.float32)
+    picks = centres[rng.integers(0, clusters, count)]
+    vectors = np.maximum(picks + rng.standard_normal((count, DIM)).astype(np.float32), 0)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 @pytest.fixture(scope="module")
 def loaded(service, tmp_path_factory):
     """An instance bulk-loaded with 3,000 clustered unit vectors."""
     name = "store-" + tmp_path_factory.mktemp("s").name[-8:].replace("_", "-")
     service.create_instance(name, "generic")
-    rng = np.random.default_rng(7)
-    centres = rng.standard_normal((30, DIM)).astype(np.float32)
-    vectors = np.maximum(centres[rng.integers(0, 30, 3000)] + rng.standard_normal((3000, DIM)).astype(np.float32), 0)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = clustered_unit_vectors(seed=7)
     with service.engine.begin() as conn:
         instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
         count = picture_store.bulk_load(conn, instance_id, ((f"p{i}", "n", 0, v) for i, v in enumerate(vectors)))
@@ -75,10 +81,7 @@ def attributed(service, tmp_path_factory):
     """3,000 clustered vectors with int_attr = i % 1000 and str_attr = 'even'/'odd', bulk-loaded (ANALYZEd)."""
     name = "attrs-" + tmp_path_factory.mktemp("a").name[-8:].replace("_", "-")
     service.create_instance(name, "generic")
-    rng = np.random.default_rng(11)
-    centres = rng.standard_normal((30, DIM)).astype(np.float32)
-    vectors = np.maximum(centres[rng.integers(0, 30, 3000)] + rng.standard_normal((3000, DIM)).astype(np.float32), 0)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = clustered_unit_vectors(seed=11)
     columns = picture_store.BULK_COLUMNS + ("int_attr", "str_attr")
     rows = ((f"p{i}", "n", 0, v, i % 1000, "even" if i % 2 == 0 else "odd") for i, v in enumerate(vectors))
     with service.engine.begin() as conn:

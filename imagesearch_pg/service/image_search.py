@@ -156,7 +156,7 @@ class ImageSearch:
             if created is None:
                 raise InvalidParameter(f"an instance named {name!r} already exists")
             conn.execute(sa.select(sa.func.imagesearch.create_picture_partition(created)))
-            if encoder in BUILTIN_ENCODERS and BUILTIN_ENCODERS[encoder].silhouettes:
+            if self._encoder(encoder).silhouettes:
                 conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(created)))
         log.info("instance created", extra={"instance": name, "service_type": service_type})
         return self.describe_instance(name)
@@ -435,10 +435,11 @@ class ImageSearch:
         query = self._prepare(instance, picture, crop=crop, region=region, category_id=within, for_query=True)
         description = query.description
 
-        def fetch(conn, instance, limit):
+        def fetch(conn, instance, limit, expected):
             if query.keypoints is None:
                 return picture_store.nearest(
-                    conn, instance.id, instance.embedding_dim, description.embedding, limit, parsed, within
+                    conn, instance.id, instance.embedding_dim, description.embedding, limit, parsed, within,
+                    expected=expected,
                 )
             rows = picture_store.nearest(
                 conn, instance.id, instance.embedding_dim, description.embedding,
@@ -470,14 +471,14 @@ class ImageSearch:
         began = time.perf_counter()
         cached = self._cached_instance(instance_name)
         within = _search_category(cached.service_type, category_id)
-        silhouettes = cached.encoder in BUILTIN_ENCODERS and BUILTIN_ENCODERS[cached.encoder].silhouettes
+        silhouettes = self._encoder(cached.encoder).silhouettes
         validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
         validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
         validation.window(num, start)
         threshold = validation.score_threshold(score_threshold)
         parsed = None if filter is None else parse_filter(filter)
 
-        def fetch(conn, instance, limit):
+        def fetch(conn, instance, limit, expected):
             dim = instance.embedding_dim
             stored = picture_store.stored_embedding(instance.id, dim, product_id, pic_name)
             # The stored picture's own silhouette searches the others' (no re-ranking: its keypoints are
@@ -485,7 +486,9 @@ class ImageSearch:
             stored_silhouettes = (
                 [picture_store.stored_silhouette(instance.id, dim, product_id, pic_name)] if silhouettes else None
             )
-            rows = picture_store.nearest(conn, instance.id, dim, stored, limit, parsed, within, stored_silhouettes)
+            rows = picture_store.nearest(
+                conn, instance.id, dim, stored, limit, parsed, within, stored_silhouettes, expected=expected
+            )
             # A missing picture gives no query vector, hence rows without a score (or none at all).
             if (rows and rows[0].score is None) or (
                 not rows and not picture_store.exists(conn, instance.id, product_id, pic_name)
@@ -525,8 +528,10 @@ class ImageSearch:
             )
         embedding = text_encoder.encode(text)
 
-        def fetch(conn, instance, limit):
-            return picture_store.nearest(conn, instance.id, instance.embedding_dim, embedding, limit, parsed)
+        def fetch(conn, instance, limit, expected):
+            return picture_store.nearest(
+                conn, instance.id, instance.embedding_dim, embedding, limit, parsed, expected=expected
+            )
 
         def search(conn, instance):
             return _ranked(conn, instance, fetch, start, num, threshold, distinct_product_id, parsed, None)
@@ -645,14 +650,16 @@ MAX_DISTINCT_FETCH = 20_000
 
 def _ranked(conn, instance, fetch, start: int, num: int, threshold: float | None, distinct: bool,
             filter, category_id: int | None) -> tuple[list, int]:
-    """The first ``start + num`` results of ``fetch(conn, instance, limit)`` (rows best first) after the score
-    threshold and DistinctProductId, and DocsFound: how many results there are, up to the 500 window."""
+    """The first ``start + num`` results of ``fetch(conn, instance, limit, expected)`` (rows best first) after
+    the score threshold and DistinctProductId, and DocsFound: how many results there are, up to the 500 window.
+    ``expected``, the planner's estimate of the matches, is asked once and serves the plan and the count."""
+    expected = picture_store.estimate(conn, instance.id, filter, category_id)
     wanted = start + num
     # With a threshold every result above it must be seen to count them; scores descend, so the first
     # one below it ends the list.
     limit = validation.MAX_WINDOW if threshold is not None else wanted
     while True:
-        rows = fetch(conn, instance, limit)
+        rows = fetch(conn, instance, limit, expected)
         kept = [row for row in rows if threshold is None or row.score >= threshold]
         ended = len(rows) < limit or len(kept) < len(rows)
         if distinct:
@@ -664,7 +671,9 @@ def _ranked(conn, instance, fetch, start: int, num: int, threshold: float | None
     if threshold is not None or ended:
         docs_found = min(len(kept), validation.MAX_WINDOW)
     else:
-        docs_found = picture_store.count(conn, instance.id, filter, category_id, distinct, validation.MAX_WINDOW)
+        docs_found = picture_store.count(
+            conn, instance.id, filter, category_id, distinct, validation.MAX_WINDOW, expected
+        )
     return kept[:wanted], docs_found
 
 

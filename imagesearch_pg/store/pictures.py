@@ -126,6 +126,7 @@ def nearest(
     filter: Node | None = None,
     category_id: int | None = None,
     silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
+    expected: float | None = None,
 ) -> list[sa.Row]:
     """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column; with a
     ``filter`` (parsed) or a category, the ``limit`` nearest among the matching pictures, or all of them
@@ -136,6 +137,7 @@ def nearest(
     scan if the walk ends with fewer than ``limit`` rows (hnsw.max_scan_tuples reached).
     With ``silhouettes`` (vectors or stored_silhouette subqueries, trademark encoder) a picture's distance
     is the least of its embedding's to ``query`` and its silhouette's to each of them.
+    ``expected``: the planner's estimate of the matches (estimate()), if the caller has it already.
     """
     part = partition(instance_id)
     conditions = _conditions(part, filter, category_id)
@@ -148,7 +150,9 @@ def nearest(
             else walk_statement(part, dim, query, limit, [])
         )
         return list(conn.execute(statement))
-    if not silhouette_queries and estimated_rows(conn, part, conditions) > EXACT_SCAN_MAX_ROWS:
+    if expected is None and not silhouette_queries:
+        expected = estimated_rows(conn, part, conditions)
+    if not silhouette_queries and expected > EXACT_SCAN_MAX_ROWS:
         rows = list(conn.execute(walk_statement(part, dim, query, limit, conditions)))
         if len(rows) == limit:
             return rows
@@ -156,7 +160,7 @@ def nearest(
 
 
 def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None,
-          distinct_products: bool, cap: int) -> int:
+          distinct_products: bool, cap: int, expected: float | None = None) -> int:
     """How many pictures (or distinct products) match, counting no further than ``cap``.
 
     Rows are about a page each (the vector stays in line), so counting reads a page per match: when the
@@ -167,13 +171,22 @@ def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_i
     if not distinct_products and not conditions:  # the instance keeps its own count
         total = conn.execute(sa.select(instances.c.picture_count).where(instances.c.id == instance_id)).scalar_one()
         return min(cap, total)
-    if not distinct_products and estimated_rows(conn, part, conditions) >= 10 * cap:
-        return cap
+    if not distinct_products:
+        expected = estimated_rows(conn, part, conditions) if expected is None else expected
+        if expected >= 10 * cap:
+            return cap
     column = part.c.product_id if distinct_products else sa.literal(1)
     matching = sa.select(column).select_from(part).where(*conditions)
     if distinct_products:
         matching = matching.distinct()
     return conn.execute(sa.select(sa.func.count()).select_from(matching.limit(cap).subquery())).scalar_one()
+
+
+def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None) -> float | None:
+    """The planner's estimate of the pictures a filter and category match; None when there is neither."""
+    part = partition(instance_id)
+    conditions = _conditions(part, filter, category_id)
+    return estimated_rows(conn, part, conditions) if conditions else None
 
 
 def estimated_rows(conn: sa.Connection, part: sa.TableClause, conditions: list) -> float:
