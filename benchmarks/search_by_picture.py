@@ -126,13 +126,14 @@ def main() -> None:
         def search_only(description):
             silhouettes = None if description.silhouettes is None else list(description.silhouettes)
             with service.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                return picture_store.nearest(conn, instance_id, dim, description.embedding, limit, None, None, silhouettes)
+                return picture_store.nearest(
+                    conn, instance_id, dim, description.embedding, limit, None, None, silhouettes,
+                    with_keypoints=encoder.silhouettes,
+                )
 
         def rerank_only(item):
             keypoints, rows = item
-            with service.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                stored = picture_store.keypoints(conn, instance_id, [(r.product_id, r.pic_name) for r in rows])
-            reranking.rerank(rows, keypoints, stored)
+            reranking.rerank(rows, keypoints)
 
         stages = {
             "decode": summary_ms(timed(lambda q: intake.read_picture(q, args.service_type), queries)),

@@ -177,6 +177,49 @@ def test_verify_rotated_scaled_copy_beats_unrelated():
 
 # ---------------------------------------------------------------------------------------------- colour layers
 
+def _verified_one_by_one(query, candidate, ratio=0.8, threshold=6.0, min_matches=3) -> int:
+    """verify_many's definition, written plainly for one candidate: brute-force distances, the ratio
+    test, one match per candidate keypoint (the closest), RANSAC similarity."""
+    (qk, qd), (ck, cd) = query, candidate
+    if len(qd) < 2 or len(cd) < 2:
+        return 0
+    distances = ((qd[:, None, :].astype(np.float64) - cd[None, :, :].astype(np.float64)) ** 2).sum(axis=2)
+    order = np.argsort(distances, axis=1, kind="stable")
+    best, runner_up = distances[np.arange(len(qd)), order[:, 0]], distances[np.arange(len(qd)), order[:, 1]]
+    good = [i for i in np.argsort(best, kind="stable") if best[i] < ratio * ratio * runner_up[i]]
+    kept, taken = [], set()
+    for i in good:
+        if order[i, 0] not in taken:
+            taken.add(order[i, 0])
+            kept.append(i)
+    if len(kept) < max(3, min_matches):
+        return 0
+    src = qk[kept, :2].reshape(-1, 1, 2)
+    dst = ck[order[kept, 0], :2].reshape(-1, 1, 2)
+    _, inliers = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold, maxIters=500, confidence=0.99
+    )
+    return 0 if inliers is None else int(inliers.sum())
+
+
+@pytest.mark.parametrize("min_matches", [3, 8])
+def test_verify_many_counts_as_each_candidate_alone(min_matches):
+    """The batched matching (one matrix product for all candidates) gives each candidate the count the
+    plain definition gives it, copies, look-alikes, and candidates with 0 or 1 keypoints alike."""
+    query = D.local_features(_rotate_scale(_pattern(1), 15, 0.7))
+    candidates = [
+        D.local_features(_pattern(1), both_polarities=False),
+        D.local_features(_pattern(2), both_polarities=False),
+        (np.zeros((0, 4), np.float32), np.zeros((0, 128), np.uint8)),
+        D.local_features(255 - _rotate_scale(_pattern(1), -10, 1.2), both_polarities=False),
+        tuple(part[:1] for part in D.local_features(_pattern(3), both_polarities=False)),
+        D.local_features(_pattern(4), both_polarities=False),
+    ]
+    expected = [_verified_one_by_one(query, c, min_matches=min_matches) for c in candidates]
+    assert D.verify_many(query, candidates, min_matches=min_matches) == expected
+    assert expected[0] >= 15 and expected[2] == expected[4] == 0  # the set exercises both outcomes
+
+
 
 def _busy_background(size: int = 224) -> np.ndarray:
     """A photo-like background: smooth colour gradients plus a few soft blobs."""

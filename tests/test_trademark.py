@@ -166,13 +166,14 @@ def test_rerank_moves_geometric_matches_first():
         product_id = property(lambda self: self[0])
         pic_name = property(lambda self: "p")
         score = property(lambda self: self[1])
+        keypoints = property(lambda self: stored.get((self[0], "p")))
         _mapping = property(lambda self: {"product_id": self[0], "pic_name": "p", "score": self[1]})
 
     assert descriptors.verify(features, descriptors.unpack_local(stored[("copy", "p")])) >= reranking.MIN_INLIERS
     rows = [Row(("other", 0.9)), Row(("copy", 0.6)), Row(("unstored", 0.5))]
-    ranked = reranking.rerank(rows, features, stored)
+    ranked = reranking.rerank(rows, features)
     assert [r.product_id for r in ranked] == ["copy", "other", "unstored"]
     assert 0.9 < ranked[0].score <= 1.0 and [r.score for r in ranked[1:]] == [0.9, 0.5]
-    assert reranking.rerank(rows[:1], features, stored) == rows[:1]  # nothing verified: unchanged
+    assert reranking.rerank(rows[:1], features) == rows[:1]  # nothing verified: unchanged
     beyond = [Row((f"x{i}", 0.95)) for i in range(reranking.CANDIDATES)] + rows
-    assert reranking.rerank(beyond, features, stored) == beyond  # the copy is past the candidates
+    assert reranking.rerank(beyond, features) == beyond  # the copy is past the candidates

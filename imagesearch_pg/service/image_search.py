@@ -16,6 +16,7 @@ from typing import Callable, TypeVar
 import numpy as np
 import psycopg
 import sqlalchemy as sa
+from threadpoolctl import threadpool_limits
 
 from imagesearch_pg import categories
 from imagesearch_pg.config import Settings
@@ -85,6 +86,10 @@ class _Query:
 
 class ImageSearch:
     def __init__(self, database: Database, encoders: EncoderRegistry):
+        # A search runs ONNX Runtime, OpenCV and PostgreSQL side by side on few cores. OpenBLAS's worker
+        # threads busy-wait after each matrix product (the re-ranking's) and slowed the next search's
+        # network by a third (docs/benchmarks.md); the products here are small enough for one thread.
+        threadpool_limits(limits=1, user_api="blas")
         self.database = database
         self.engine = database.engine
         self.encoder_registry = encoders
@@ -443,11 +448,9 @@ class ImageSearch:
                 )
             rows = picture_store.nearest(
                 conn, instance.id, instance.embedding_dim, description.embedding,
-                max(limit, reranking.CANDIDATES), parsed, within, list(description.silhouettes),
+                max(limit, reranking.CANDIDATES), parsed, within, list(description.silhouettes), with_keypoints=True,
             )
-            keys = [(row.product_id, row.pic_name) for row in rows[: reranking.CANDIDATES]]
-            stored = picture_store.keypoints(conn, instance.id, keys)
-            return reranking.rerank(rows, query.keypoints.result(), stored)[:limit]
+            return reranking.rerank(rows, query.keypoints.result())[:limit]
 
         def search(conn, instance):
             return _ranked(conn, instance, fetch, start, num, threshold, distinct_product_id, parsed, within)

@@ -2,8 +2,9 @@
 
 The global vectors bring the right mark into the first few dozen results; SIFT keypoints matched under one
 similarity transform (descriptors.verify) tell a true copy (tens of inliers) from a look-alike (0-4).
-Chosen in benchmarks/recipes.py (on the even queries, reported on the odd ones): the first 50 results,
-moved up at 8 inliers or more.
+Chosen in benchmarks/recipes.py (on the even queries, reported on the odd ones): moved up at 8 inliers or
+more. The first 50 results were checked at first; 30 keep logo hard R@1 at 0.466 (0.471 with 50, through
+benchmarks/quality.py) for 40 % less matching, which the 80 ms search budget needed (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,23 +12,25 @@ from __future__ import annotations
 from types import SimpleNamespace
 from imagesearch_pg.vision import descriptors
 
-CANDIDATES = 50
+CANDIDATES = 30
 MIN_INLIERS = 8
 
 
-def rerank(rows: list, query_keypoints, stored: dict[tuple[str, str], bytes]) -> list:
-    """``rows`` (best first, each with product_id, pic_name, score) with the verified ones among the first
-    CANDIDATES moved to the front, most inliers first.
+def rerank(rows: list, query_keypoints) -> list:
+    """``rows`` (best first, each with product_id, pic_name, score and the stored ``keypoints``, None for a
+    picture stored without them) with the verified ones among the first CANDIDATES moved to the front,
+    most inliers first.
 
     A verified row's score becomes ``top + (1 - top) * n / (n + MIN_INLIERS)``, ``top`` being the best score
     of the rows left unverified: scores stay in 0..1, ordered as the rows are, and grow with the inliers ``n``.
     """
     checked = [
-        (position, descriptors.unpack_local(stored[(row.product_id, row.pic_name)]))
+        (position, descriptors.unpack_local(row.keypoints))
         for position, row in enumerate(rows[:CANDIDATES])
-        if (row.product_id, row.pic_name) in stored
+        if row.keypoints is not None
     ]
-    inliers = dict(zip((p for p, _ in checked), descriptors.verify_many(query_keypoints, [f for _, f in checked])))
+    counts = descriptors.verify_many(query_keypoints, [f for _, f in checked], min_matches=MIN_INLIERS)
+    inliers = dict(zip((p for p, _ in checked), counts))
     verified: list[tuple[int, object]] = []
     others = []
     for position, row in enumerate(rows):

@@ -8,6 +8,7 @@ from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects.postgresql import insert
 
 from imagesearch_pg.store.filters import Node, to_sql
+from imagesearch_pg.store.query_vectors import halfvec_parameter, vector_parameter
 from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, instances, partition, pictures
 
 # Every connection starts with these (database.create_engine). ef_search 100 measured recall@10 0.998 on
@@ -127,6 +128,7 @@ def nearest(
     category_id: int | None = None,
     silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
     expected: float | None = None,
+    with_keypoints: bool = False,
 ) -> list[sa.Row]:
     """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column; with a
     ``filter`` (parsed) or a category, the ``limit`` nearest among the matching pictures, or all of them
@@ -138,25 +140,27 @@ def nearest(
     With ``silhouettes`` (vectors or stored_silhouette subqueries, trademark encoder) a picture's distance
     is the least of its embedding's to ``query`` and its silhouette's to each of them.
     ``expected``: the planner's estimate of the matches (estimate()), if the caller has it already.
+    ``with_keypoints``: the rows carry the stored ``keypoints`` too (for re-ranking, no second round trip).
     """
     part = partition(instance_id)
     conditions = _conditions(part, filter, category_id)
     query = vector(query, dim)
     silhouette_queries = [_halfvec(vector, dim, f"s{i}") for i, vector in enumerate(silhouettes or ())]
+    columns = _columns(part) + ([part.c.keypoints] if with_keypoints else [])
     if not conditions:
         statement = (
-            _fused_statement(part, dim, query, silhouette_queries, limit)
+            _fused_statement(part, dim, query, silhouette_queries, limit, columns)
             if silhouette_queries
-            else walk_statement(part, dim, query, limit, [])
+            else walk_statement(part, dim, query, limit, [], columns)
         )
         return list(conn.execute(statement))
     if expected is None and not silhouette_queries:
         expected = estimated_rows(conn, part, conditions)
     if not silhouette_queries and expected > EXACT_SCAN_MAX_ROWS:
-        rows = list(conn.execute(walk_statement(part, dim, query, limit, conditions)))
+        rows = list(conn.execute(walk_statement(part, dim, query, limit, conditions, columns)))
         if len(rows) == limit:
             return rows
-    return list(conn.execute(_exact_statement(part, query, silhouette_queries, limit, conditions)))
+    return list(conn.execute(_exact_statement(part, query, silhouette_queries, limit, conditions, columns)))
 
 
 def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None,
@@ -207,26 +211,31 @@ def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | No
 
 def vector(query: np.ndarray | sa.ScalarSelect, dim: int):
     """A query vector as a bound, cast SQL expression (a stored_embedding subquery as it is)."""
-    return query if isinstance(query, sa.ScalarSelect) else sa.cast(sa.bindparam("q", query, Vector(dim)), Vector(dim))
+    return query if isinstance(query, sa.ScalarSelect) else vector_parameter("q", query, dim)
 
 
 def _halfvec(query: np.ndarray | sa.ScalarSelect, dim: int, name: str):
-    return query if isinstance(query, sa.ScalarSelect) else sa.cast(sa.bindparam(name, query, HALFVEC(dim)), HALFVEC(dim))
+    return query if isinstance(query, sa.ScalarSelect) else halfvec_parameter(name, query, dim)
 
 
 def _columns(part: sa.TableClause) -> list:
     return [part.c[c.name] for c in RESULT_COLUMNS]
 
 
-def walk_statement(part: sa.TableClause, dim: int, query, limit: int, conditions: list) -> sa.Select:
-    """The HNSW walk: ``query`` is a vector expression (see vector()), ``conditions`` SQL expressions."""
+def walk_statement(
+    part: sa.TableClause, dim: int, query, limit: int, conditions: list, columns: list | None = None
+) -> sa.Select:
+    """The HNSW walk: ``query`` is a vector expression (see vector()), ``conditions`` SQL expressions;
+    the rows have ``columns`` (by default the result columns) and ``score``."""
     # The cast matches the partition's expression index; without it the index is not used.
     distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
     score = sa.func.imagesearch.cosine_score(distance).label("score")
-    return sa.select(*_columns(part), score).where(*conditions).order_by(distance).limit(limit)
+    return sa.select(*(columns or _columns(part)), score).where(*conditions).order_by(distance).limit(limit)
 
 
-def _exact_statement(part: sa.TableClause, query, silhouette_queries: list, limit: int, conditions: list) -> sa.Select:
+def _exact_statement(
+    part: sa.TableClause, query, silhouette_queries: list, limit: int, conditions: list, columns: list
+) -> sa.Select:
     # No cast: the planner cannot use the HNSW index, so it finds the matching rows by their attributes
     # and scores each of them.
     distance = part.c.embedding.cosine_distance(query)
@@ -234,10 +243,12 @@ def _exact_statement(part: sa.TableClause, query, silhouette_queries: list, limi
         # least() skips NULLs: a picture stored without a silhouette ranks by its embedding.
         distance = sa.func.least(distance, *(part.c.silhouette.cosine_distance(s) for s in silhouette_queries))
     score = sa.func.imagesearch.cosine_score(distance).label("score")
-    return sa.select(*_columns(part), score).where(*conditions).order_by(distance).limit(limit)
+    return sa.select(*columns, score).where(*conditions).order_by(distance).limit(limit)
 
 
-def _fused_statement(part: sa.TableClause, dim: int, query, silhouette_queries: list, limit: int) -> sa.Select:
+def _fused_statement(
+    part: sa.TableClause, dim: int, query, silhouette_queries: list, limit: int, columns: list
+) -> sa.Select:
     # Each query vector walks its own index for its ``limit`` nearest; a picture in the fused top ``limit``
     # is in the top ``limit`` of the vector that gives its least distance, so the union holds them all.
     distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
@@ -246,31 +257,20 @@ def _fused_statement(part: sa.TableClause, dim: int, query, silhouette_queries: 
         d = sa.cast(part.c.silhouette, HALFVEC(dim)).cosine_distance(s)
         branches.append(sa.select(part.c.product_id, part.c.pic_name, d.label("distance")).order_by(d).limit(limit))
     hits = sa.union_all(*branches).subquery("hits")
-    best = (
-        sa.select(hits.c.product_id, hits.c.pic_name, sa.func.min(hits.c.distance).label("distance"))
+    least = sa.func.min(hits.c.distance)
+    best = (  # cut to ``limit`` before the join, which then reads only the rows returned
+        sa.select(hits.c.product_id, hits.c.pic_name, least.label("distance"))
         .group_by(hits.c.product_id, hits.c.pic_name)
+        .order_by(least)
+        .limit(limit)
         .subquery("best")
     )
     score = sa.func.imagesearch.cosine_score(best.c.distance).label("score")
     return (
-        sa.select(*_columns(part), score)
+        sa.select(*columns, score)
         .join_from(part, best, sa.and_(part.c.product_id == best.c.product_id, part.c.pic_name == best.c.pic_name))
         .order_by(best.c.distance)
-        .limit(limit)
     )
-
-
-def keypoints(conn: sa.Connection, instance_id: int, keys: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-    """The stored keypoints of the pictures ``keys`` (product_id, pic_name) that have them."""
-    if not keys:
-        return {}
-    part = partition(instance_id)
-    rows = conn.execute(
-        sa.select(part.c.product_id, part.c.pic_name, part.c.keypoints).where(
-            sa.tuple_(part.c.product_id, part.c.pic_name).in_(keys), part.c.keypoints.is_not(None)
-        )
-    )
-    return {(product_id, pic_name): data for product_id, pic_name, data in rows}
 
 
 def labelled_neighbours(
@@ -282,9 +282,7 @@ def labelled_neighbours(
     looking past unlabelled pictures until it has ``k`` labelled ones or hits hnsw.max_scan_tuples.
     """
     part = partition(instance_id)
-    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(
-        sa.cast(sa.bindparam("q", query, Vector(dim)), Vector(dim))
-    )
+    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(vector_parameter("q", query, dim))
     rows = conn.execute(
         sa.select(part.c.category_id, sa.func.imagesearch.cosine_score(distance))
         .where(part.c.category_given)

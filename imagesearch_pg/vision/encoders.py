@@ -191,10 +191,12 @@ class EfficientNetLite0Trademark(EfficientNetLite0Gem):
     silhouette_size = 160
 
     def describe(self, image: np.ndarray, box: Box, *, query: bool) -> Description:
-        subject = transforms.bounded(transforms.crop(image, box), self.work_side)
+        cropped = transforms.crop(image, box)
+        subject = transforms.bounded(cropped, self.work_side)
         if query:
             # Layers of the whole picture: a mark on a busy picture is one of them.
-            views = descriptors.colour_layers(transforms.bounded(image, self.work_side))
+            whole = subject if cropped.shape == image.shape else transforms.bounded(image, self.work_side)
+            views = descriptors.colour_layers(whole)
         else:
             # Widened: the border tells ink from background, and a tight subject box may cut into the ink.
             around = transforms.widened(box, 0.1, image.shape[1], image.shape[0])
