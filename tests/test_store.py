@@ -134,3 +134,37 @@ def test_planner_estimates_follow_the_filter(engine, attributed):
         assert estimate("int_attr = 7") < 30
         assert 200 < estimate("int_attr < 100") < 500
         assert estimate("int_attr >= 0") > 2500
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_silhouette_fusion_ranks_by_the_least_distance_with_the_margin(service, engine, filtered):
+    """A picture's distance is the least of its embedding's to the query and its silhouette's to each query
+    silhouette plus the margin, whether the index walks merge (unfiltered) or every match is scored."""
+    name = f"store-fused-{int(filtered)}"
+    service.create_instance(name, "trademark")
+    try:
+        embeddings, silhouettes = clustered_unit_vectors(seed=11, count=600), clustered_unit_vectors(seed=12, count=600)
+        with service.engine.begin() as conn:
+            instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
+            rows = ((f"p{i}", "n", 88888888, e, s, i % 2) for i, (e, s) in enumerate(zip(embeddings, silhouettes)))
+            picture_store.bulk_load(
+                conn, instance_id, rows, columns=picture_store.BULK_COLUMNS + ("silhouette", "int_attr")
+            )
+        query, views = embeddings[3], [silhouettes[40], silhouettes[41] * 0.7 + silhouettes[42] * 0.3]
+        views = [v / np.linalg.norm(v) for v in views]
+        margin = 0.05
+        stored_silhouettes = silhouettes.astype(np.float16).astype(np.float32)  # kept as halfvec
+        stored_silhouettes /= np.linalg.norm(stored_silhouettes, axis=1, keepdims=True)
+        distance = np.minimum(1 - embeddings @ query, (1 - stored_silhouettes @ np.stack(views).T).min(axis=1) + margin)
+        candidates = np.arange(600) if not filtered else np.arange(1, 600, 2)
+        expected = candidates[np.argsort(distance[candidates])[:10]]
+        with engine.connect() as conn:
+            found = picture_store.nearest(
+                conn, instance_id, DIM, query, 10, parse_filter("int_attr = 1") if filtered else None, None,
+                views, silhouette_margin=margin,
+            )
+        assert [int(r.product_id[1:]) for r in found][:3] == list(expected[:3])
+        assert len({int(r.product_id[1:]) for r in found} & set(expected)) >= 9
+        np.testing.assert_allclose([r.score for r in found][:3], 1 - distance[expected[:3]], atol=2e-3)
+    finally:
+        service.delete_instance(name)

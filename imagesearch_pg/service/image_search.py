@@ -395,13 +395,15 @@ class ImageSearch:
         """The Score two pictures would have if one were stored and the other searched with (0..1).
 
         Each is cut to its subject as AddImage and SearchImageByPic would; on trademark instances the best
-        of the picture and silhouette scores counts (without the geometric re-ranking)."""
+        of the picture score and the silhouette score less the encoder's margin counts (without the geometric
+        re-ranking)."""
         instance = self._cached_instance(instance_name)
         query = self._prepare(instance, primary, crop=True, region=None, category_id=categories.OTHER, for_query=True)
         stored = self._prepare(instance, secondary, crop=True, region=None, category_id=categories.OTHER, for_query=False)
         score = float(query.description.embedding @ stored.description.embedding)
         if query.description.silhouettes is not None and stored.description.silhouettes is not None:
-            score = max(score, float((query.description.silhouettes @ stored.description.silhouettes.T).max()))
+            shapes = float((query.description.silhouettes @ stored.description.silhouettes.T).max())
+            score = max(score, shapes - self._encoder(instance.encoder).silhouette_margin)
         return min(1.0, max(0.0, score))
 
     @staticmethod
@@ -449,6 +451,7 @@ class ImageSearch:
             rows = picture_store.nearest(
                 conn, instance.id, instance.embedding_dim, description.embedding,
                 max(limit, reranking.CANDIDATES), parsed, within, list(description.silhouettes), with_keypoints=True,
+                silhouette_margin=self._encoder(instance.encoder).silhouette_margin,
             )
             return reranking.rerank(rows, query.keypoints.result())[:limit]
 
@@ -474,7 +477,7 @@ class ImageSearch:
         began = time.perf_counter()
         cached = self._cached_instance(instance_name)
         within = _search_category(cached.service_type, category_id)
-        silhouettes = self._encoder(cached.encoder).silhouettes
+        encoder = self._encoder(cached.encoder)
         validation.text("ProductId", product_id, min_len=1, max_len=512, required=True)
         validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
         validation.window(num, start)
@@ -487,10 +490,11 @@ class ImageSearch:
             # The stored picture's own silhouette searches the others' (no re-ranking: its keypoints are
             # kept in one polarity only, and its own vectors already find copies of it).
             stored_silhouettes = (
-                [picture_store.stored_silhouette(instance.id, dim, product_id, pic_name)] if silhouettes else None
+                [picture_store.stored_silhouette(instance.id, dim, product_id, pic_name)] if encoder.silhouettes else None
             )
             rows = picture_store.nearest(
-                conn, instance.id, dim, stored, limit, parsed, within, stored_silhouettes, expected=expected
+                conn, instance.id, dim, stored, limit, parsed, within, stored_silhouettes, expected=expected,
+                silhouette_margin=encoder.silhouette_margin,
             )
             # A missing picture gives no query vector, hence rows without a score (or none at all).
             if (rows and rows[0].score is None) or (

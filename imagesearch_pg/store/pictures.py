@@ -129,6 +129,7 @@ def nearest(
     silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
     expected: float | None = None,
     with_keypoints: bool = False,
+    silhouette_margin: float = 0.0,
 ) -> list[sa.Row]:
     """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column; with a
     ``filter`` (parsed) or a category, the ``limit`` nearest among the matching pictures, or all of them
@@ -138,7 +139,8 @@ def nearest(
     when the planner expects few of them, else the HNSW walk with the filter, falling back to the exact
     scan if the walk ends with fewer than ``limit`` rows (hnsw.max_scan_tuples reached).
     With ``silhouettes`` (vectors or stored_silhouette subqueries, trademark encoder) a picture's distance
-    is the least of its embedding's to ``query`` and its silhouette's to each of them.
+    is the least of its embedding's to ``query`` and its silhouette's to each of them plus
+    ``silhouette_margin``.
     ``expected``: the planner's estimate of the matches (estimate()), if the caller has it already.
     ``with_keypoints``: the rows carry the stored ``keypoints`` too (for re-ranking, no second round trip).
     """
@@ -149,7 +151,7 @@ def nearest(
     columns = _columns(part) + ([part.c.keypoints] if with_keypoints else [])
     if not conditions:
         statement = (
-            _fused_statement(part, dim, query, silhouette_queries, limit, columns)
+            _fused_statement(part, dim, query, silhouette_queries, limit, columns, silhouette_margin)
             if silhouette_queries
             else walk_statement(part, dim, query, limit, [], columns)
         )
@@ -160,7 +162,9 @@ def nearest(
         rows = list(conn.execute(walk_statement(part, dim, query, limit, conditions, columns)))
         if len(rows) == limit:
             return rows
-    return list(conn.execute(_exact_statement(part, query, silhouette_queries, limit, conditions, columns)))
+    return list(
+        conn.execute(_exact_statement(part, query, silhouette_queries, limit, conditions, columns, silhouette_margin))
+    )
 
 
 def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None,
@@ -234,28 +238,37 @@ def walk_statement(
 
 
 def _exact_statement(
-    part: sa.TableClause, query, silhouette_queries: list, limit: int, conditions: list, columns: list
+    part: sa.TableClause, query, silhouette_queries: list, limit: int, conditions: list, columns: list,
+    silhouette_margin: float,
 ) -> sa.Select:
     # No cast: the planner cannot use the HNSW index, so it finds the matching rows by their attributes
     # and scores each of them.
     distance = part.c.embedding.cosine_distance(query)
     if silhouette_queries:
         # least() skips NULLs: a picture stored without a silhouette ranks by its embedding.
-        distance = sa.func.least(distance, *(part.c.silhouette.cosine_distance(s) for s in silhouette_queries))
+        margin = sa.literal(float(silhouette_margin))
+        distance = sa.func.least(
+            distance, *(part.c.silhouette.cosine_distance(s) + margin for s in silhouette_queries)
+        )
     score = sa.func.imagesearch.cosine_score(distance).label("score")
     return sa.select(*columns, score).where(*conditions).order_by(distance).limit(limit)
 
 
 def _fused_statement(
-    part: sa.TableClause, dim: int, query, silhouette_queries: list, limit: int, columns: list
+    part: sa.TableClause, dim: int, query, silhouette_queries: list, limit: int, columns: list,
+    silhouette_margin: float,
 ) -> sa.Select:
     # Each query vector walks its own index for its ``limit`` nearest; a picture in the fused top ``limit``
     # is in the top ``limit`` of the vector that gives its least distance, so the union holds them all.
     distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
     branches = [sa.select(part.c.product_id, part.c.pic_name, distance.label("distance")).order_by(distance).limit(limit)]
+    margin = sa.literal(float(silhouette_margin))
     for s in silhouette_queries:
         d = sa.cast(part.c.silhouette, HALFVEC(dim)).cosine_distance(s)
-        branches.append(sa.select(part.c.product_id, part.c.pic_name, d.label("distance")).order_by(d).limit(limit))
+        # ordered by the bare distance (the index's expression), ranked with the margin added
+        branches.append(
+            sa.select(part.c.product_id, part.c.pic_name, (d + margin).label("distance")).order_by(d).limit(limit)
+        )
     hits = sa.union_all(*branches).subquery("hits")
     least = sa.func.min(hits.c.distance)
     best = (  # cut to ``limit`` before the join, which then reads only the rows returned
