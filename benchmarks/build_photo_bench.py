@@ -69,7 +69,8 @@ def edits(image: Image.Image, rng: random.Random) -> list[Image.Image]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--bench-dir", type=Path, default=Path(os.environ.get("BENCH_DIR", "~/.cache/imagesearch-bench")).expanduser())
+    default_bench_dir = Path(os.environ.get("BENCH_DIR", "~/.cache/imagesearch-bench")).expanduser()
+    parser.add_argument("--bench-dir", type=Path, default=default_bench_dir, help="where fetch.sh put the sources")
     args = parser.parse_args()
     rng = random.Random(0)
     (args.out / "gallery").mkdir(parents=True, exist_ok=True)

@@ -128,7 +128,7 @@ def main() -> None:
             with service.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 return picture_store.nearest(
                     conn, instance_id, dim, description.embedding, limit, None, None, silhouettes,
-                    with_keypoints=encoder.silhouettes, silhouette_margin=encoder.silhouette_margin,
+                    keypoints_for=limit if encoder.silhouettes else 0, silhouette_margin=encoder.silhouette_margin,
                 )
 
         def rerank_only(item):

@@ -146,9 +146,12 @@ def test_silhouette_fusion_ranks_by_the_least_distance_with_the_margin(service, 
         embeddings, silhouettes = clustered_unit_vectors(seed=11, count=600), clustered_unit_vectors(seed=12, count=600)
         with service.engine.begin() as conn:
             instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
-            rows = ((f"p{i}", "n", 88888888, e, s, i % 2) for i, (e, s) in enumerate(zip(embeddings, silhouettes)))
+            rows = (
+                (f"p{i}", "n", 88888888, e, s, i % 2, f"keypoints of {i}".encode())
+                for i, (e, s) in enumerate(zip(embeddings, silhouettes))
+            )
             picture_store.bulk_load(
-                conn, instance_id, rows, columns=picture_store.BULK_COLUMNS + ("silhouette", "int_attr")
+                conn, instance_id, rows, columns=picture_store.BULK_COLUMNS + ("silhouette", "int_attr", "keypoints")
             )
         query, views = embeddings[3], [silhouettes[40], silhouettes[41] * 0.7 + silhouettes[42] * 0.3]
         views = [v / np.linalg.norm(v) for v in views]
@@ -161,10 +164,13 @@ def test_silhouette_fusion_ranks_by_the_least_distance_with_the_margin(service, 
         with engine.connect() as conn:
             found = picture_store.nearest(
                 conn, instance_id, DIM, query, 10, parse_filter("int_attr = 1") if filtered else None, None,
-                views, silhouette_margin=margin,
+                views, silhouette_margin=margin, keypoints_for=4,
             )
         assert [int(r.product_id[1:]) for r in found][:3] == list(expected[:3])
         assert len({int(r.product_id[1:]) for r in found} & set(expected)) >= 9
         np.testing.assert_allclose([r.score for r in found][:3], 1 - distance[expected[:3]], atol=2e-3)
+        # only the first rows carry their keypoints (a long window must not read them all)
+        assert [r.keypoints for r in found[:4]] == [f"keypoints of {r.product_id[1:]}".encode() for r in found[:4]]
+        assert all(r.keypoints is None for r in found[4:])
     finally:
         service.delete_instance(name)

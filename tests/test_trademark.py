@@ -130,6 +130,9 @@ def test_filters_and_paging_hold_with_silhouettes(service, marks):
     assert len({(a.product_id, a.pic_name) for a in everything}) == 9
     second_page = service.search_by_picture(marks, query, start=3, num=3).auctions
     assert [a.product_id for a in second_page] == [a.product_id for a in everything[3:6]]
+    # A ScoreThreshold or DistinctProductId search fetches a long window: the re-ranking still applies
+    wide = service.search_by_picture(marks, query, num=9, score_threshold=0.0, distinct_product_id=True).auctions
+    assert [a.product_id for a in wide] == [a.product_id for a in everything]
 
 
 def test_search_by_name_uses_the_stored_silhouette(service, marks):

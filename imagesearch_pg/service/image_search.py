@@ -450,7 +450,8 @@ class ImageSearch:
                 )
             rows = picture_store.nearest(
                 conn, instance.id, instance.embedding_dim, description.embedding,
-                max(limit, reranking.CANDIDATES), parsed, within, list(description.silhouettes), with_keypoints=True,
+                max(limit, reranking.CANDIDATES), parsed, within, list(description.silhouettes),
+                keypoints_for=reranking.CANDIDATES,
                 silhouette_margin=self._encoder(instance.encoder).silhouette_margin,
             )
             return reranking.rerank(rows, query.keypoints.result())[:limit]
@@ -490,7 +491,9 @@ class ImageSearch:
             # The stored picture's own silhouette searches the others' (no re-ranking: its keypoints are
             # kept in one polarity only, and its own vectors already find copies of it).
             stored_silhouettes = (
-                [picture_store.stored_silhouette(instance.id, dim, product_id, pic_name)] if encoder.silhouettes else None
+                [picture_store.stored_silhouette(instance.id, dim, product_id, pic_name)]
+                if encoder.silhouettes
+                else None
             )
             rows = picture_store.nearest(
                 conn, instance.id, dim, stored, limit, parsed, within, stored_silhouettes, expected=expected,

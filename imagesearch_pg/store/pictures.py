@@ -128,7 +128,7 @@ def nearest(
     category_id: int | None = None,
     silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
     expected: float | None = None,
-    with_keypoints: bool = False,
+    keypoints_for: int = 0,
     silhouette_margin: float = 0.0,
 ) -> list[sa.Row]:
     """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column; with a
@@ -142,29 +142,30 @@ def nearest(
     is the least of its embedding's to ``query`` and its silhouette's to each of them plus
     ``silhouette_margin``.
     ``expected``: the planner's estimate of the matches (estimate()), if the caller has it already.
-    ``with_keypoints``: the rows carry the stored ``keypoints`` too (for re-ranking, no second round trip).
+    ``keypoints_for`` (searches with ``silhouettes``): the first that many rows carry the stored
+    ``keypoints`` too, the others None, for re-ranking without a second round trip.
     """
     part = partition(instance_id)
     conditions = _conditions(part, filter, category_id)
     query = vector(query, dim)
     silhouette_queries = [_halfvec(vector, dim, f"s{i}") for i, vector in enumerate(silhouettes or ())]
-    columns = _columns(part) + ([part.c.keypoints] if with_keypoints else [])
+    if keypoints_for and not silhouette_queries:
+        raise ValueError("keypoints come with searches by silhouettes (trademark encoders)")
+    fusion = (silhouette_queries, silhouette_margin, keypoints_for)
     if not conditions:
         statement = (
-            _fused_statement(part, dim, query, silhouette_queries, limit, columns, silhouette_margin)
+            _fused_statement(part, dim, query, limit, *fusion)
             if silhouette_queries
-            else walk_statement(part, dim, query, limit, [], columns)
+            else walk_statement(part, dim, query, limit, [])
         )
         return list(conn.execute(statement))
     if expected is None and not silhouette_queries:
         expected = estimated_rows(conn, part, conditions)
     if not silhouette_queries and expected > EXACT_SCAN_MAX_ROWS:
-        rows = list(conn.execute(walk_statement(part, dim, query, limit, conditions, columns)))
+        rows = list(conn.execute(walk_statement(part, dim, query, limit, conditions)))
         if len(rows) == limit:
             return rows
-    return list(
-        conn.execute(_exact_statement(part, query, silhouette_queries, limit, conditions, columns, silhouette_margin))
-    )
+    return list(conn.execute(_exact_statement(part, query, limit, conditions, *fusion)))
 
 
 def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None,
@@ -226,20 +227,24 @@ def _columns(part: sa.TableClause) -> list:
     return [part.c[c.name] for c in RESULT_COLUMNS]
 
 
-def walk_statement(
-    part: sa.TableClause, dim: int, query, limit: int, conditions: list, columns: list | None = None
-) -> sa.Select:
-    """The HNSW walk: ``query`` is a vector expression (see vector()), ``conditions`` SQL expressions;
-    the rows have ``columns`` (by default the result columns) and ``score``."""
+def walk_statement(part: sa.TableClause, dim: int, query, limit: int, conditions: list) -> sa.Select:
+    """The HNSW walk: ``query`` is a vector expression (see vector()), ``conditions`` SQL expressions."""
     # The cast matches the partition's expression index; without it the index is not used.
     distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
     score = sa.func.imagesearch.cosine_score(distance).label("score")
-    return sa.select(*(columns or _columns(part)), score).where(*conditions).order_by(distance).limit(limit)
+    return sa.select(*_columns(part), score).where(*conditions).order_by(distance).limit(limit)
+
+
+def _first_keypoints(part: sa.TableClause, rank, count: int) -> list:
+    # Only the rows ranked within ``count`` read their keypoints (up to ~43 kB each, out of line).
+    if not count:
+        return []
+    return [sa.case((rank <= count, part.c.keypoints)).label("keypoints")]
 
 
 def _exact_statement(
-    part: sa.TableClause, query, silhouette_queries: list, limit: int, conditions: list, columns: list,
-    silhouette_margin: float,
+    part: sa.TableClause, query, limit: int, conditions: list,
+    silhouette_queries: list, silhouette_margin: float, keypoints_for: int,
 ) -> sa.Select:
     # No cast: the planner cannot use the HNSW index, so it finds the matching rows by their attributes
     # and scores each of them.
@@ -251,12 +256,18 @@ def _exact_statement(
             distance, *(part.c.silhouette.cosine_distance(s) + margin for s in silhouette_queries)
         )
     score = sa.func.imagesearch.cosine_score(distance).label("score")
-    return sa.select(*columns, score).where(*conditions).order_by(distance).limit(limit)
+    rank = sa.func.row_number().over(order_by=distance)
+    return (
+        sa.select(*_columns(part), score, *_first_keypoints(part, rank, keypoints_for))
+        .where(*conditions)
+        .order_by(distance)
+        .limit(limit)
+    )
 
 
 def _fused_statement(
-    part: sa.TableClause, dim: int, query, silhouette_queries: list, limit: int, columns: list,
-    silhouette_margin: float,
+    part: sa.TableClause, dim: int, query, limit: int,
+    silhouette_queries: list, silhouette_margin: float, keypoints_for: int,
 ) -> sa.Select:
     # Each query vector walks its own index for its ``limit`` nearest; a picture in the fused top ``limit``
     # is in the top ``limit`` of the vector that gives its least distance, so the union holds them all.
@@ -272,7 +283,10 @@ def _fused_statement(
     hits = sa.union_all(*branches).subquery("hits")
     least = sa.func.min(hits.c.distance)
     best = (  # cut to ``limit`` before the join, which then reads only the rows returned
-        sa.select(hits.c.product_id, hits.c.pic_name, least.label("distance"))
+        sa.select(
+            hits.c.product_id, hits.c.pic_name, least.label("distance"),
+            sa.func.row_number().over(order_by=least).label("rank"),
+        )
         .group_by(hits.c.product_id, hits.c.pic_name)
         .order_by(least)
         .limit(limit)
@@ -280,7 +294,7 @@ def _fused_statement(
     )
     score = sa.func.imagesearch.cosine_score(best.c.distance).label("score")
     return (
-        sa.select(*columns, score)
+        sa.select(*_columns(part), score, *_first_keypoints(part, best.c.rank, keypoints_for))
         .join_from(part, best, sa.and_(part.c.product_id == best.c.product_id, part.c.pic_name == best.c.pic_name))
         .order_by(best.c.distance)
     )

@@ -268,7 +268,7 @@ def verify_many(
     then settled without it.
 
     A rotated/scaled copy of a picture scores tens of inliers, an unrelated picture 0-4. The distances
-    to every candidate come from one matrix product, so 50 candidates cost a few milliseconds.
+    to every candidate come from one matrix product, so the re-ranking's 30 candidates cost a few milliseconds.
 
     Measured as a re-ranking of the global top-k (a candidate with >= 8 inliers moves to the front,
     ordered by inliers; k and the threshold chosen on the even queries, odd queries reported):
