@@ -15,7 +15,6 @@ the SDK signs them; made with flask_app.signature, which the SDK tests check) as
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import socket
@@ -23,8 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -47,24 +44,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def signed(endpoint: str, key_id: str, secret: str, body: bytes) -> dict:
-    headers = {
-        "host": endpoint,
-        "x-acs-action": "SearchImageByName",
-        "x-acs-version": "2020-12-14",
-        "x-acs-date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "x-acs-signature-nonce": uuid.uuid4().hex,
-        "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
-        "content-type": "application/x-www-form-urlencoded",
-    }
-    names = sorted(headers)
-    text = signature.string_to_sign("POST", "/", "", headers, names, headers["x-acs-content-sha256"])
-    headers["Authorization"] = (
-        f"ACS3-HMAC-SHA256 Credential={key_id},SignedHeaders={';'.join(names)},Signature={signature.sign(secret, text)}"
-    )
-    return headers
 
 
 def main() -> None:
@@ -129,8 +108,8 @@ def main() -> None:
                 body = f"InstanceName={name}&ProductId=p{row}&PicName=0&Num=10".encode()
                 began = time.perf_counter()
                 try:
-                    response = session.post(f"http://{endpoint}/", data=body, headers=signed(endpoint, key_id, secret, body),
-                                            timeout=30)
+                    headers = signature.signed_headers(endpoint, key_id, secret, body, action="SearchImageByName")
+                    response = session.post(f"http://{endpoint}/", data=body, headers=headers, timeout=30)
                     outcome = str(response.status_code)
                 except requests.RequestException as exc:
                     outcome = type(exc).__name__

@@ -93,18 +93,12 @@ def _error(request_id: str, code: str, message: str, status: int):
 def _authenticate(body: bytes, params: Params) -> None:
     keys = get_access_keys()
     headers = {name.lower(): value for name, value in request.headers.items()}
-    credentials = {}
-
-    def secret_of(key_id):
-        credentials[key_id] = keys.credential(key_id)
-        return None if credentials[key_id] is None else credentials[key_id].secret
-
     signed = signature.verify(request.method, request.path, request.query_string.decode("latin-1"), headers, body,
-                              secret_of)
+                              keys.credential)
     if not keys.first_use_of_nonce(signed.nonce, signature.DATE_WINDOW):
         raise SignatureNonceUsed("this x-acs-signature-nonce was already used: each request needs a new one")
     instance = params.get("InstanceName")
-    if instance is not None and not credentials[signed.key_id].allows(instance):
+    if instance is not None and not signed.credential.allows(instance):
         raise NoPermission(f"AccessKey {signed.key_id} may not use instance {instance[:64]!r}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, quote
@@ -35,6 +36,7 @@ _AUTHORIZATION = re.compile(
 class SignedRequest:
     key_id: str
     nonce: str
+    credential: object  # what ``credential_of`` gave for the key
 
 
 def parse_authorization(header: str | None) -> tuple[str, list[str], str]:
@@ -64,10 +66,11 @@ def sign(secret: str, text: str) -> str:
     return hmac.new(secret.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def verify(method: str, path: str, query_string: str, headers: dict[str, str], body: bytes, secret_of,
+def verify(method: str, path: str, query_string: str, headers: dict[str, str], body: bytes, credential_of,
            now: datetime | None = None) -> SignedRequest:
-    """Check a request's signature; ``headers`` lower-cased names; ``secret_of(key_id)`` gives the secret
-    or None. Returns the key id and nonce (the caller records the nonce), or raises the protocol's error."""
+    """Check a request's signature; ``headers`` lower-cased names; ``credential_of(key_id)`` gives the key's
+    credential (with its ``secret``) or None. Returns the key id, nonce (the caller records it) and
+    credential, or raises the protocol's error."""
     key_id, signed, signature = parse_authorization(headers.get("authorization"))
     missing = [name for name in REQUIRED_SIGNED if name not in signed]
     if missing:
@@ -88,10 +91,31 @@ def verify(method: str, path: str, query_string: str, headers: dict[str, str], b
     nonce = headers.get("x-acs-signature-nonce", "").strip()
     if not 1 <= len(nonce) <= 128:
         raise SignatureDoesNotMatch("x-acs-signature-nonce must be 1-128 characters")
-    secret = secret_of(key_id)
-    if secret is None:
+    credential = credential_of(key_id)
+    if credential is None:
         raise InvalidAccessKeyId(f"AccessKeyId {key_id[:64]!r} is not an active key of this server")
-    expected = sign(secret, string_to_sign(method, path, query_string, headers, signed, payload_hash))
+    expected = sign(credential.secret, string_to_sign(method, path, query_string, headers, signed, payload_hash))
     if not hmac.compare_digest(expected, signature):
         raise SignatureDoesNotMatch("the signature does not match the request (check the AccessKeySecret)")
-    return SignedRequest(key_id, nonce)
+    return SignedRequest(key_id, nonce, credential)
+
+
+def signed_headers(host: str, key_id: str, secret: str, body: bytes, *, action: str, query: str = "",
+                   date: datetime | None = None, nonce: str | None = None) -> dict[str, str]:
+    """The client's side, as the official SDK signs a POST to ``/``: the headers to send with ``body``
+    (for tools and tests that make requests by hand)."""
+    headers = {
+        "host": host,
+        "x-acs-action": action,
+        "x-acs-version": "2020-12-14",
+        "x-acs-date": (date or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "x-acs-signature-nonce": nonce or uuid.uuid4().hex,
+        "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
+        "content-type": "application/x-www-form-urlencoded",
+    }
+    names = sorted(headers)
+    text = string_to_sign("POST", "/", query, headers, names, headers["x-acs-content-sha256"])
+    headers["Authorization"] = (
+        f"{ALGORITHM} Credential={key_id},SignedHeaders={';'.join(names)},Signature={sign(secret, text)}"
+    )
+    return headers

@@ -4,9 +4,7 @@ signature checks with hand-made requests (tampered, replayed, stale, foreign key
 from __future__ import annotations
 
 import base64
-import hashlib
 import threading
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -153,22 +151,8 @@ def test_errors_arrive_as_sdk_exceptions_with_the_protocols_codes(client, shop, 
 # ---- signatures, with hand-made requests ------------------------------------------------------------
 
 
-def signed_request(endpoint, key_id, secret, body: bytes, *, action="Detail", date=None, nonce=None, query=""):
-    headers = {
-        "host": endpoint,
-        "x-acs-action": action,
-        "x-acs-version": "2020-12-14",
-        "x-acs-date": (date or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "x-acs-signature-nonce": nonce or uuid.uuid4().hex,
-        "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
-        "content-type": "application/x-www-form-urlencoded",
-    }
-    names = sorted(headers)
-    text = signature.string_to_sign("POST", "/", query, headers, names, headers["x-acs-content-sha256"])
-    headers["Authorization"] = (
-        f"ACS3-HMAC-SHA256 Credential={key_id},SignedHeaders={';'.join(names)},Signature={signature.sign(secret, text)}"
-    )
-    return headers
+def signed_request(endpoint, key_id, secret, body: bytes, *, action="Detail", **changes):
+    return signature.signed_headers(endpoint, key_id, secret, body, action=action, **changes)
 
 
 def post(endpoint, headers, body: bytes, query=""):

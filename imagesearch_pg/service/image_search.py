@@ -81,6 +81,7 @@ class _Query:
 
     description: Description
     pic_info: PicInfo
+    encoder: Encoder
     keypoints: Future | None  # of Encoder.keypoints(), computed meanwhile on another thread
 
 
@@ -240,14 +241,19 @@ class ImageSearch:
         return Instance(**row._mapping)
 
     @staticmethod
-    def _instance_row(conn: sa.Connection, name: str, *, lock: bool = False) -> _InstanceRow:
+    def _instance_row(conn: sa.Connection, name: str, *, lock: bool = False, exclusive: bool = False) -> _InstanceRow:
         validation.text("InstanceName", name, min_len=1, max_len=64, required=True)
         query = sa.select(
             instances.c.id, instances.c.name, instances.c.service_type, instances.c.encoder, instances.c.embedding_dim,
             instances.c.qps,
         ).where(instances.c.name == name)
-        # A key-share lock keeps the instance (and its partition) from being dropped under a write.
-        row = conn.execute(query.with_for_update(key_share=True) if lock else query).first()
+        # A key-share lock keeps the instance (and its partition) from being dropped under a write; an
+        # ``exclusive`` one also waits for, and keeps out, every other write of the instance.
+        if exclusive:
+            query = query.with_for_update()
+        elif lock:
+            query = query.with_for_update(key_share=True)
+        row = conn.execute(query).first()
         if row is None:
             raise InvalidInstance(f"no instance named {str(name)[:80]!r}")
         return _InstanceRow(*row)
@@ -279,7 +285,9 @@ class ImageSearch:
         validation.text("PicName", pic_name, min_len=1, max_len=512, required=True)
         values = _checked_attributes(attributes or Attributes())
         category = _checked_category(instance.service_type, category_id)
-        query = self._prepare(instance, picture, crop=crop, region=region, category_id=category, for_query=False)
+        query = self._prepare(
+            instance, picture, crop=crop, region=region, category_id=category, for_query=False, keypoints=True
+        )
         description = query.description
         keypoints = None if query.keypoints is None else query.keypoints.result()
         with self.engine.begin() as conn:
@@ -300,18 +308,12 @@ class ImageSearch:
                 None if description.silhouettes is None else description.silhouettes[0],
                 None if keypoints is None else descriptors.pack_local(keypoints),
             )
-            if inserted:
-                counted = conn.execute(
-                    sa.update(instances)
-                    .where(instances.c.id == locked.id, instances.c.picture_count < instances.c.capacity)
-                    .values(picture_count=instances.c.picture_count + 1)
-                    .returning(instances.c.capacity)
-                ).first()
-                if counted is None:  # raising rolls the insert back: nothing is written
-                    raise InstanceStatusError(
-                        f"instance {instance_name!r} is full (its capacity is reached); delete pictures first, "
-                        "or replace existing ones (same ProductId and PicName)"
-                    )
+            if inserted and not picture_store.count_added(conn, locked.id, 1, within_capacity=True):
+                # raising rolls the insert back: nothing is written
+                raise InstanceStatusError(
+                    f"instance {instance_name!r} is full (its capacity is reached); delete pictures first, "
+                    "or replace existing ones (same ProductId and PicName)"
+                )
         return query.pic_info
 
     def delete_image(
@@ -337,17 +339,14 @@ class ImageSearch:
                 deleted = picture_store.delete_matching(conn, instance.id, parsed)
             else:
                 deleted = picture_store.delete(conn, instance.id, product_id, pic_name)
-            self._count(conn, instance.id, -len(deleted))
             return DeleteResult(deleted)
 
     def clear_instance(self, instance_name: str) -> None:
         """Delete every picture of the instance at once (the instance stays)."""
         with self.engine.begin() as conn:
-            # FOR UPDATE: no add or delete of this instance runs meanwhile (they take a key-share lock).
-            instance = self._instance_row(conn, instance_name, lock=True)
-            conn.execute(sa.select(instances.c.id).where(instances.c.id == instance.id).with_for_update())
+            # No add or delete of this instance runs meanwhile (they take a key-share lock).
+            instance = self._instance_row(conn, instance_name, exclusive=True)
             picture_store.delete_all(conn, instance.id)
-            conn.execute(sa.update(instances).where(instances.c.id == instance.id).values(picture_count=0))
         log.info("instance cleared", extra={"instance": instance_name})
 
     def update_image(self, instance_name: str, product_id: str, pic_name: str, attributes: Attributes) -> None:
@@ -403,17 +402,8 @@ class ImageSearch:
         score = float(query.description.embedding @ stored.description.embedding)
         if query.description.silhouettes is not None and stored.description.silhouettes is not None:
             shapes = float((query.description.silhouettes @ stored.description.silhouettes.T).max())
-            score = max(score, shapes - self._encoder(instance.encoder).silhouette_margin)
+            score = max(score, shapes - query.encoder.silhouette_margin)
         return min(1.0, max(0.0, score))
-
-    @staticmethod
-    def _count(conn: sa.Connection, instance_id: int, change: int) -> None:
-        if change:
-            conn.execute(
-                sa.update(instances)
-                .where(instances.c.id == instance_id)
-                .values(picture_count=instances.c.picture_count + change)
-            )
 
     # ---- search ----------------------------------------------------------------------------------
 
@@ -439,8 +429,11 @@ class ImageSearch:
         parsed = None if filter is None else parse_filter(filter)
         instance = self._cached_instance(instance_name)
         within = _search_category(instance.service_type, category_id)
-        query = self._prepare(instance, picture, crop=crop, region=region, category_id=within, for_query=True)
+        query = self._prepare(
+            instance, picture, crop=crop, region=region, category_id=within, for_query=True, keypoints=True
+        )
         description = query.description
+        verified: dict = {}  # inliers by picture, kept over the passes of a long window (see _ranked)
 
         def fetch(conn, instance, limit, expected):
             if query.keypoints is None:
@@ -452,9 +445,9 @@ class ImageSearch:
                 conn, instance.id, instance.embedding_dim, description.embedding,
                 max(limit, reranking.CANDIDATES), parsed, within, list(description.silhouettes),
                 keypoints_for=reranking.CANDIDATES,
-                silhouette_margin=self._encoder(instance.encoder).silhouette_margin,
+                silhouette_margin=query.encoder.silhouette_margin,
             )
-            return reranking.rerank(rows, query.keypoints.result())[:limit]
+            return reranking.rerank(rows, query.keypoints.result(), verified)[:limit]
 
         def search(conn, instance):
             return _ranked(conn, instance, fetch, start, num, threshold, distinct_product_id, parsed, within)
@@ -530,7 +523,7 @@ class ImageSearch:
         parsed = None if filter is None else parse_filter(filter)
         instance = self._cached_instance(instance_name)
         encoder = self._encoder(instance.encoder)
-        text_encoder = encoder.text_encoder() if isinstance(encoder, OnnxEncoder) else None
+        text_encoder = encoder.text_encoder()
         if text_encoder is None:
             raise InvalidParameter(
                 f"instance {instance_name!r} uses encoder {instance.encoder!r}, which has no text model: "
@@ -585,7 +578,10 @@ class ImageSearch:
         region: str | None,
         category_id: int | None,
         for_query: bool,
+        keypoints: bool = False,
     ) -> _Query:
+        """The picture decoded, cut to its subject and described; with ``keypoints`` (and an encoder that
+        has them) its local features are found meanwhile on another thread."""
         if picture is None or len(picture) == 0:
             raise MissingParameter("PicContent is required")
         data = intake.decode_base64(picture) if isinstance(picture, str) else bytes(picture)
@@ -603,14 +599,19 @@ class ImageSearch:
         encoder = self._encoder(instance.encoder)
         description = encoder.describe(image, box, query=for_query)
         # Started after the network (which keeps both cores busy), so it overlaps the database's work.
-        keypoints = self._background.submit(encoder.keypoints, image, box, query=for_query) if encoder.silhouettes else None
+        found = (
+            self._background.submit(encoder.keypoints, image, box, query=for_query)
+            if keypoints and encoder.silhouettes
+            else None
+        )
         if category_id is None and instance.service_type == "product":
             category_id = self._predict_category(instance.name, description.embedding, description.logits)
         category = categories.OTHER if category_id is None else category_id
         return _Query(
             description,
             PicInfo(category_id=category, region=box.to_region(), multi_region=[b.to_region() for b in boxes]),
-            keypoints,
+            encoder,
+            found,
         )
 
     def _predict_category(self, instance_name: str, embedding: np.ndarray, logits: np.ndarray | None) -> int:
@@ -667,7 +668,8 @@ def _ranked(conn, instance, fetch, start: int, num: int, threshold: float | None
     wanted = start + num
     # With a threshold every result above it must be seen to count them; scores descend, so the first
     # one below it ends the list.
-    limit = validation.MAX_WINDOW if threshold is not None else wanted
+    target = validation.MAX_WINDOW if threshold is not None else wanted
+    limit = target
     while True:
         rows = fetch(conn, instance, limit, expected)
         kept = [row for row in rows if threshold is None or row.score >= threshold]
@@ -675,7 +677,7 @@ def _ranked(conn, instance, fetch, start: int, num: int, threshold: float | None
         if distinct:
             seen: set[str] = set()
             kept = [row for row in kept if not (row.product_id in seen or seen.add(row.product_id))]
-        if ended or len(kept) >= (validation.MAX_WINDOW if threshold is not None else wanted) or limit >= MAX_DISTINCT_FETCH:
+        if ended or len(kept) >= target or limit >= MAX_DISTINCT_FETCH:
             break
         limit = min(limit * 4, MAX_DISTINCT_FETCH)
     if threshold is not None or ended:

@@ -16,21 +16,26 @@ CANDIDATES = 30
 MIN_INLIERS = 8
 
 
-def rerank(rows: list, query_keypoints) -> list:
+def rerank(rows: list, query_keypoints, known: dict | None = None) -> list:
     """``rows`` (best first, each with product_id, pic_name, score and the stored ``keypoints``, None for a
     picture stored without them) with the verified ones among the first CANDIDATES moved to the front,
-    most inliers first.
+    most inliers first. ``known``: inlier counts by (product_id, pic_name) from an earlier call with the same
+    query, used and extended, so that a longer window of the same search verifies each picture once.
 
     A verified row's score becomes ``top + (1 - top) * n / (n + MIN_INLIERS)``, ``top`` being the best score
     of the rows left unverified: scores stay in 0..1, ordered as the rows are, and grow with the inliers ``n``.
     """
-    checked = [
-        (position, descriptors.unpack_local(row.keypoints))
-        for position, row in enumerate(rows[:CANDIDATES])
-        if row.keypoints is not None
+    known = {} if known is None else known
+    fresh = [
+        ((row.product_id, row.pic_name), descriptors.unpack_local(row.keypoints))
+        for row in rows[:CANDIDATES]
+        if row.keypoints is not None and (row.product_id, row.pic_name) not in known
     ]
-    counts = descriptors.verify_many(query_keypoints, [f for _, f in checked], min_matches=MIN_INLIERS)
-    inliers = dict(zip((p for p, _ in checked), counts))
+    counts = descriptors.verify_many(query_keypoints, [f for _, f in fresh], min_matches=MIN_INLIERS)
+    known.update(zip((key for key, _ in fresh), counts))
+    inliers = {
+        position: known.get((row.product_id, row.pic_name), 0) for position, row in enumerate(rows[:CANDIDATES])
+    }
     verified: list[tuple[int, object]] = []
     others = []
     for position, row in enumerate(rows):

@@ -235,13 +235,6 @@ def walk_statement(part: sa.TableClause, dim: int, query, limit: int, conditions
     return sa.select(*_columns(part), score).where(*conditions).order_by(distance).limit(limit)
 
 
-def _first_keypoints(part: sa.TableClause, rank, count: int) -> list:
-    # Only the rows ranked within ``count`` read their keypoints (up to ~43 kB each, out of line).
-    if not count:
-        return []
-    return [sa.case((rank <= count, part.c.keypoints)).label("keypoints")]
-
-
 def _exact_statement(
     part: sa.TableClause, query, limit: int, conditions: list,
     silhouette_queries: list, silhouette_margin: float, keypoints_for: int,
@@ -255,14 +248,17 @@ def _exact_statement(
         distance = sa.func.least(
             distance, *(part.c.silhouette.cosine_distance(s) + margin for s in silhouette_queries)
         )
-    score = sa.func.imagesearch.cosine_score(distance).label("score")
-    rank = sa.func.row_number().over(order_by=distance)
-    return (
-        sa.select(*_columns(part), score, *_first_keypoints(part, rank, keypoints_for))
+    if not keypoints_for:
+        score = sa.func.imagesearch.cosine_score(distance).label("score")
+        return sa.select(*_columns(part), score).where(*conditions).order_by(distance).limit(limit)
+    best = (
+        sa.select(part.c.product_id, part.c.pic_name, distance.label("distance"))
         .where(*conditions)
         .order_by(distance)
         .limit(limit)
+        .subquery("best")
     )
+    return _best_rows(part, best, keypoints_for)
 
 
 def _fused_statement(
@@ -282,19 +278,27 @@ def _fused_statement(
         )
     hits = sa.union_all(*branches).subquery("hits")
     least = sa.func.min(hits.c.distance)
-    best = (  # cut to ``limit`` before the join, which then reads only the rows returned
-        sa.select(
-            hits.c.product_id, hits.c.pic_name, least.label("distance"),
-            sa.func.row_number().over(order_by=least).label("rank"),
-        )
+    best = (
+        sa.select(hits.c.product_id, hits.c.pic_name, least.label("distance"))
         .group_by(hits.c.product_id, hits.c.pic_name)
         .order_by(least)
         .limit(limit)
         .subquery("best")
     )
+    return _best_rows(part, best, keypoints_for)
+
+
+def _best_rows(part: sa.TableClause, best: sa.Subquery, keypoints_for: int) -> sa.Select:
+    """The pictures of ``best`` (product_id, pic_name, distance; already cut to the limit, so the join reads
+    only the rows returned), best first, with their scores; the first ``keypoints_for`` also with their
+    keypoints (up to ~43 kB each, read only for those)."""
     score = sa.func.imagesearch.cosine_score(best.c.distance).label("score")
+    keypoints = []
+    if keypoints_for:
+        rank = sa.func.row_number().over(order_by=best.c.distance)
+        keypoints = [sa.case((rank <= keypoints_for, part.c.keypoints)).label("keypoints")]
     return (
-        sa.select(*_columns(part), score, *_first_keypoints(part, best.c.rank, keypoints_for))
+        sa.select(*_columns(part), score, *keypoints)
         .join_from(part, best, sa.and_(part.c.product_id == best.c.product_id, part.c.pic_name == best.c.pic_name))
         .order_by(best.c.distance)
     )
@@ -319,22 +323,42 @@ def labelled_neighbours(
     return [(int(category), float(score)) for category, score in rows]
 
 
+def count_added(conn: sa.Connection, instance_id: int, change: int, *, within_capacity: bool = False) -> bool:
+    """Change the instance's kept picture count (instances.picture_count) by ``change``. The deletes and
+    bulk_load here do it themselves; upsert's caller does for a new picture, ``within_capacity``: an increase
+    that would pass the capacity then changes nothing and returns False."""
+    if not change:
+        return True
+    condition = [instances.c.id == instance_id]
+    if within_capacity:
+        condition.append(instances.c.picture_count + change <= instances.c.capacity)
+    changed = conn.execute(
+        sa.update(instances).where(*condition).values(picture_count=instances.c.picture_count + change)
+    )
+    return changed.rowcount == 1
+
+
 def delete(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str | None) -> list[str]:
     """Delete a product's pictures (or one of them); returns the deleted PicNames."""
     condition = [pictures.c.instance_id == instance_id, pictures.c.product_id == product_id]
     if pic_name is not None:
         condition.append(pictures.c.pic_name == pic_name)
-    return list(conn.execute(sa.delete(pictures).where(*condition).returning(pictures.c.pic_name)).scalars())
+    deleted = list(conn.execute(sa.delete(pictures).where(*condition).returning(pictures.c.pic_name)).scalars())
+    count_added(conn, instance_id, -len(deleted))
+    return deleted
 
 
 def delete_matching(conn: sa.Connection, instance_id: int, filter: Node) -> list[str]:
     """Delete every picture matching ``filter``; returns the deleted PicNames."""
     part = partition(instance_id)
-    return list(conn.execute(sa.delete(part).where(to_sql(filter, part)).returning(part.c.pic_name)).scalars())
+    deleted = list(conn.execute(sa.delete(part).where(to_sql(filter, part)).returning(part.c.pic_name)).scalars())
+    count_added(conn, instance_id, -len(deleted))
+    return deleted
 
 
 def delete_all(conn: sa.Connection, instance_id: int) -> None:
     conn.execute(sa.text(f"TRUNCATE imagesearch.pictures_{int(instance_id)}"))
+    conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(picture_count=0))
 
 
 BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
@@ -374,9 +398,7 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
             loaded += 1
             if progress is not None:
                 progress(loaded)
-    conn.execute(
-        sa.update(instances).where(instances.c.id == instance_id).values(picture_count=instances.c.picture_count + loaded)
-    )
+    count_added(conn, instance_id, loaded)
     conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
     if silhouettes:
         conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))

