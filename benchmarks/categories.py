@@ -41,7 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from imagesearch_pg.categories import OTHER  # noqa: E402
 from imagesearch_pg.config import Settings  # noqa: E402
 from imagesearch_pg.vision import category_prediction as cp  # noqa: E402
-from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, EncoderRegistry  # noqa: E402
+from imagesearch_pg.service_types import SERVICE_TYPES
+from imagesearch_pg.vision.encoders import EncoderRegistry  # noqa: E402
+
+DEFAULT_ENCODER = SERVICE_TYPES["generic"].default_encoder  # the built-in model the service defaults to
 
 FASHION_TO_CATEGORY = {
     "T-shirt/top": 0, "Pullover": 0, "Coat": 0, "Shirt": 0,

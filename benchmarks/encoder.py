@@ -19,8 +19,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imagesearch_pg.config import Settings  # noqa: E402
-from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, EncoderRegistry  # noqa: E402
+from imagesearch_pg.service_types import SERVICE_TYPES
+from imagesearch_pg.vision.encoders import EncoderRegistry  # noqa: E402
 from imagesearch_pg.vision.sessions import cpu_session  # noqa: E402
+
+DEFAULT_ENCODER = SERVICE_TYPES["generic"].default_encoder  # the built-in model the service defaults to
 
 
 def measure(run, batch: int, seconds: float) -> float:

@@ -30,7 +30,7 @@ from benchmarks.common import summary_ms  # noqa: E402
 from benchmarks.search import DIM, clustered_vectors  # noqa: E402
 from imagesearch_pg.errors import InvalidInstance  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
-from imagesearch_pg.store import pictures as picture_store  # noqa: E402
+from imagesearch_pg.store import bulk_load  # noqa: E402
 from imagesearch_pg.store.tables import instances  # noqa: E402
 
 FRACTIONS = (1.0, 0.1, 0.01, 0.001, 0.0001)
@@ -39,18 +39,18 @@ MODULUS = 10_000
 
 def instance_id_of(service: ImageSearch, name: str) -> int:
     service.describe_instance(name)  # InvalidInstance if there is none
-    with service.engine.connect() as conn:
+    with service.database.engine.connect() as conn:
         return conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
 
 
 def load(service: ImageSearch, name: str, vectors: np.ndarray, log) -> int:
     service.create_instance(name, "generic", capacity=max(len(vectors), 1))
     instance_id = instance_id_of(service, name)
-    columns = picture_store.BULK_COLUMNS + ("int_attr",)
+    columns = bulk_load.BULK_COLUMNS + ("int_attr",)
     rows = ((f"p{i}", "0", 88888888, vectors[i], i % MODULUS) for i in range(len(vectors)))
     began = time.perf_counter()
-    with service.engine.begin() as conn:
-        picture_store.bulk_load(conn, instance_id, rows, columns=columns,
+    with service.database.engine.begin() as conn:
+        bulk_load.bulk_load(conn, instance_id, rows, columns=columns,
                                 progress=lambda n: n % 50_000 == 0 and log(f"  loaded {n}"))
     log(f"loaded and indexed {len(vectors)} rows in {time.perf_counter() - began:.0f} s")
     return instance_id
@@ -78,7 +78,7 @@ def main() -> None:
     rng = np.random.default_rng(2)
     query_rows = rng.choice(args.rows, size=args.queries, replace=False)
 
-    url = service.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    url = service.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     naive_sql = (
         f"SELECT product_id FROM imagesearch.pictures_{instance_id} WHERE int_attr < %s "
         f"ORDER BY embedding::vector({DIM}) <=> (SELECT embedding::vector({DIM}) "
@@ -100,7 +100,7 @@ def main() -> None:
 
                 def service_search(row: int) -> list[int]:
                     result = service.search_by_name(name, f"p{row}", "0", num=10, filter=text)
-                    return [int(a.product_id[1:]) for a in result.auctions]
+                    return [int(a.product_id[1:]) for a in result.matches]
 
                 def naive_search(row: int) -> list[int]:
                     return [int(r[0][1:]) for r in raw.execute(naive_sql, (bound, f"p{row}"), prepare=True)]

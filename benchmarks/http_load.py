@@ -36,7 +36,7 @@ from flask_app import signature  # noqa: E402
 from imagesearch_pg.config import Settings  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.service.access_keys import AccessKeys, secret_box  # noqa: E402
-from imagesearch_pg.store import pictures as picture_store  # noqa: E402
+from imagesearch_pg.store import bulk_load  # noqa: E402
 from imagesearch_pg.store.tables import instances  # noqa: E402
 
 
@@ -63,12 +63,12 @@ def main() -> None:
     service.create_instance(name, "generic", capacity=max(args.rows, 1), qps=args.plan_qps)
     server = None
     try:
-        with service.engine.begin() as conn:
+        with service.database.engine.begin() as conn:
             instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
             log(f"loading {args.rows} vectors ...")
             vectors = clustered_vectors(args.rows)
-            picture_store.bulk_load(conn, instance_id, ((f"p{i}", "0", 88888888, v) for i, v in enumerate(vectors)))
-        key_id, secret = AccessKeys(service.engine, secret_box(settings)).create([name])
+            bulk_load.bulk_load(conn, instance_id, ((f"p{i}", "0", 88888888, v) for i, v in enumerate(vectors)))
+        key_id, secret = AccessKeys(service.database, secret_box(settings)).create([name])
 
         port = free_port()
         endpoint = f"127.0.0.1:{port}"

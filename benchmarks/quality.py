@@ -36,7 +36,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imagesearch_pg.service import ImageSearch  # noqa: E402
-from imagesearch_pg.vision.intake import MIN_SIDE  # noqa: E402
+from imagesearch_pg.service_types import SERVICE_TYPES  # noqa: E402
 
 # Fashion-MNIST classes -> product CategoryIds (categories.md), as the issue defines them.
 FASHION_TO_CATEGORY = {
@@ -81,7 +81,7 @@ def main() -> None:
     manifest = json.loads(args.manifest.read_text())
     base = args.manifest.parent
     gallery = manifest["gallery"]
-    min_side = MIN_SIDE[args.service_type]
+    min_side = SERVICE_TYPES[args.service_type].min_side
     product_categories = args.service_type == "product" and all(
         g.get("category") in FASHION_TO_CATEGORY for g in gallery
     )
@@ -118,7 +118,7 @@ def main() -> None:
                 result = service.search_by_picture(name, picture_bytes(base / q["path"], min_side), num=100)
                 times.append(time.perf_counter() - began)
                 self_id = path_to_id.get(q["path"])
-                ranked = [a.product_id for a in result.auctions if a.product_id != self_id]
+                ranked = [a.product_id for a in result.matches if a.product_id != self_id]
                 if q.get("target") is not None:
                     r1 += ranked[:1] == [q["target"]]
                     r10 += q["target"] in ranked[:10]

@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import descriptor_variants as V  # noqa: E402
 from imagesearch_pg.vision import descriptors as D  # noqa: E402
 
 BENCH = Path(os.environ.get("BENCH_DIR", "~/.cache/imagesearch-bench")).expanduser() / "bench"
@@ -100,10 +101,10 @@ def crop_box(im: np.ndarray, box, margin: float = 0.15) -> np.ndarray:
 
 VIEWS = {
     "rgb": lambda im: im,
-    "grey": D.to_grey,
+    "grey": V.to_grey,
     "shape": D.to_shape_image,
-    "invshape": lambda im: D.invert(D.to_shape_image(im)),
-    "edge": D.to_edge_image,
+    "invshape": lambda im: V.invert(D.to_shape_image(im)),
+    "edge": V.to_edge_image,
     "ink": D.silhouette,  # the trademark encoder's stored view: the ink, framed
 }
 
@@ -147,10 +148,10 @@ def encode(items: list[Item], view: str, size: int, flip: bool = False, crop: bo
         if flip:
             ims = [np.ascontiguousarray(im[:, ::-1]) for im in ims]
         fm = encoder().run(ims, ("feature_map",), size=size)["feature_map"]
-        out["avg"].append(D.average(fm))
+        out["avg"].append(V.average(fm))
         out["gem"].append(D.gem(fm, 3.0))
         if regions:
-            out["reg"].append(D.regional_gem(fm, 3.0, regions).astype(np.float16))
+            out["reg"].append(V.regional_gem(fm, 3.0, regions).astype(np.float16))
     res = {k: np.concatenate(v) for k, v in out.items() if v}
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, **res)
@@ -246,10 +247,10 @@ def global_scores(bench: BenchSet, queries: list[Item], r: Recipe) -> np.ndarray
     gal = [descriptor(bench.gallery, v, r)[0] for v in r.gallery_views]
     qw, qr = descriptor(queries, r.query_view, r, crop=r.crop_to_box, regions=r.regions)
     if r.whiten:
-        mean, proj = D.learn_whitening(np.concatenate(gal), r.whiten)
-        gal = [D.apply_whitening(g, mean, proj) for g in gal]
-        qw = D.apply_whitening(qw, mean, proj)
-        qr = D.apply_whitening(qr, mean, proj) if qr is not None else None
+        mean, proj = V.learn_whitening(np.concatenate(gal), r.whiten)
+        gal = [V.apply_whitening(g, mean, proj) for g in gal]
+        qw = V.apply_whitening(qw, mean, proj)
+        qr = V.apply_whitening(qr, mean, proj) if qr is not None else None
     scores = np.full((len(queries), len(bench.gallery)), -np.inf, np.float32)
     for g in gal:
         scores = np.maximum(scores, qw @ g.T)
@@ -284,7 +285,7 @@ def rerank_inliers(bench, queries, scores, k):
     inl = np.zeros(top.shape, np.int32)
     for qi in range(len(queries)):
         for j, gi in enumerate(top[qi]):
-            inl[qi, j] = D.verify(qfeat[qi], gfeat[gi])
+            inl[qi, j] = V.verify(qfeat[qi], gfeat[gi])
     return top, inl
 
 
@@ -348,14 +349,14 @@ def time_recipe(r: Recipe, sample: list[np.ndarray], gallery_local=None, gallery
             for flip in (False, True) if r.flip else (False,):
                 x = np.ascontiguousarray(q[:, ::-1]) if flip else q
                 fm = enc.run([x], ("feature_map",), size=size)["feature_map"]
-                v = D.gem(fm) if r.pool == "gem" else D.average(fm)
+                v = D.gem(fm) if r.pool == "gem" else V.average(fm)
                 if r.regions:
-                    v = D.regional_gem(fm, 3.0, r.regions)[0]
+                    v = V.regional_gem(fm, 3.0, r.regions)[0]
         _ = norm(np.atleast_2d(v)) @ gal.T
         if r.rerank_k and gallery_local is not None:
             qf = D.local_features(im)
             for j in range(r.rerank_k):
-                D.verify(qf, gallery_local[j % len(gallery_local)])
+                V.verify(qf, gallery_local[j % len(gallery_local)])
         search.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for view in r.gallery_views:

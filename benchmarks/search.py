@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import summary_ms  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
-from imagesearch_pg.store import pictures as picture_store  # noqa: E402
+from imagesearch_pg.store import bulk_load  # noqa: E402
+from imagesearch_pg.store import picture_search  # noqa: E402
 from imagesearch_pg.store.tables import instances  # noqa: E402
 
 DIM = 1280
@@ -71,13 +72,13 @@ def main() -> None:
     try:
         log(f"generating {args.rows} vectors ...")
         vectors = clustered_vectors(args.rows)
-        with service.engine.begin() as conn:
+        with service.database.engine.begin() as conn:
             instance_id = conn.execute(
                 instances.select().with_only_columns(instances.c.id).where(instances.c.name == name)
             ).scalar_one()
         began = time.perf_counter()
-        with service.engine.begin() as conn:
-            picture_store.bulk_load(
+        with service.database.engine.begin() as conn:
+            bulk_load.bulk_load(
                 conn, instance_id, ((f"p{i}", f"p{i}.jpg", 88888888, vectors[i]) for i in range(args.rows)),
                 progress=lambda n: n % 20_000 == 0 and log(f"  loaded {n}"),
             )
@@ -94,9 +95,9 @@ def main() -> None:
             f"ORDER BY embedding::vector({DIM}) <=> (SELECT embedding::vector({DIM}) "
             f"FROM imagesearch.pictures_{instance_id} WHERE product_id = %s AND pic_name = %s) LIMIT 10"
         )
-        url = service.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = service.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         with psycopg.connect(url, autocommit=True) as raw:
-            for setting, value in picture_store.HNSW_SETTINGS.items():
+            for setting, value in picture_search.HNSW_SETTINGS.items():
                 raw.execute(f"SET {setting} = {value}")
 
             def run_raw(row: int) -> list[int]:
@@ -104,7 +105,7 @@ def main() -> None:
 
             def run_service(row: int) -> list[int]:
                 result = service.search_by_name(name, f"p{row}", f"p{row}.jpg", num=10)
-                return [int(a.product_id[1:]) for a in result.auctions]
+                return [int(a.product_id[1:]) for a in result.matches]
 
             for row in query_rows[:50]:  # warm caches for both
                 run_raw(int(row)), run_service(int(row))

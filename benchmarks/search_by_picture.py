@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import summary_ms  # noqa: E402
 from benchmarks.search import clustered_vectors  # noqa: E402
 from imagesearch_pg.service import ImageSearch, reranking  # noqa: E402
-from imagesearch_pg.store import pictures as picture_store  # noqa: E402
+from imagesearch_pg.store import bulk_load  # noqa: E402
+from imagesearch_pg.store import picture_search  # noqa: E402
 from imagesearch_pg.store.tables import instances  # noqa: E402
 from imagesearch_pg.vision import descriptors, intake  # noqa: E402
 
@@ -85,14 +86,14 @@ def main() -> None:
     name = f"bench-bypic-{int(time.time())}"
     service.create_instance(name, args.service_type, capacity=args.rows + 100)
     try:
-        with service.engine.begin() as conn:
+        with service.database.engine.begin() as conn:
             instance_id = conn.execute(
                 instances.select().with_only_columns(instances.c.id).where(instances.c.name == name)
             ).scalar_one()
             vectors = clustered_vectors(args.rows)
             rows = ((f"s{i}", "0", 88888888, v) for i, v in enumerate(vectors))
-            columns = picture_store.BULK_COLUMNS
-            encoder = service.encoder_registry.get(service.describe_instance(name).encoder)
+            columns = bulk_load.BULK_COLUMNS
+            encoder = service.encoders.registry.get(service.describe_instance(name).encoder)
             if encoder.silhouettes:
                 silhouettes = clustered_vectors(args.rows, seed=1)
                 stored_keypoints = [
@@ -101,7 +102,7 @@ def main() -> None:
                 ]
                 rows = (row + (silhouettes[i], stored_keypoints[i % 50]) for i, row in enumerate(rows))
                 columns += ("silhouette", "keypoints")
-            picture_store.bulk_load(conn, instance_id, rows, columns=columns)
+            bulk_load.bulk_load(conn, instance_id, rows, columns=columns)
         queries = query_pictures(args.queries)
         for i, picture in enumerate(queries[:5]):
             service.add_image(name, f"q{i}", "0", picture)
@@ -116,7 +117,7 @@ def main() -> None:
         def detect(image):
             if args.service_type == "fabric":  # the whole picture, always
                 return [intake.whole_picture(image)]
-            return service.subject_detector.detect(image, saliency=saliency)
+            return service.pipeline.detector.detect(image, saliency=saliency)
 
         boxes = [detect(image)[0] for image in decoded]
         pairs = list(zip(decoded, boxes))
@@ -125,8 +126,8 @@ def main() -> None:
 
         def search_only(description):
             silhouettes = None if description.silhouettes is None else list(description.silhouettes)
-            with service.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                return picture_store.nearest(
+            with service.database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                return picture_search.nearest(
                     conn, instance_id, dim, description.embedding, limit, None, None, silhouettes,
                     keypoints_for=limit if encoder.silhouettes else 0, silhouette_margin=encoder.silhouette_margin,
                 )

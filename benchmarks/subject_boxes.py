@@ -150,9 +150,10 @@ class ActivationMap:
     scaled, upsampled to 56x56; mask = above 0.3."""
 
     def __init__(self, cache_dir: Path, threads: int):
-        from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, EncoderRegistry
+        from imagesearch_pg.service_types import SERVICE_TYPES
+from imagesearch_pg.vision.encoders import EncoderRegistry
 
-        self.encoder = EncoderRegistry(cache_dir, threads).get(DEFAULT_ENCODER)
+        self.encoder = EncoderRegistry(cache_dir, threads).get(SERVICE_TYPES["generic"].default_encoder)
 
     def __call__(self, image, fraction: float = 0.3):
         fmap = self.encoder.run([image], outputs=("feature_map",))["feature_map"][0].sum(0)
@@ -168,7 +169,7 @@ class U2Saliency:
         self.detector = S.SubjectDetector(cache_dir, threads, S.DetectorSettings(saliency_size=size))
 
     def __call__(self, image):
-        return S.saliency_subjects(self.detector.saliency(image), image.shape[:2], self.detector.settings)[0]
+        return S.saliency_subjects(self.detector.predict(image), image.shape[:2], self.detector.settings)[0]
 
 
 def plain_only(image):

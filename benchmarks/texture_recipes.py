@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import descriptor_variants as V  # noqa: E402
 from imagesearch_pg.vision import descriptors as D  # noqa: E402
 
 MANIFEST = Path("~/.cache/imagesearch-bench/bench/texture/manifest.json").expanduser()
@@ -128,7 +129,7 @@ def describe(rgb, pcas, threads=2) -> dict[str, np.ndarray]:
     d = {"thumb16": norm(thumb16(rgb)), "hist": norm(rgb_hist(rgb))}
     for size in (224, 320, 448):
         fm = fmap([rgb], size, threads)
-        d[f"avg{size}"] = norm(D.average(fm))[0]
+        d[f"avg{size}"] = norm(V.average(fm))[0]
         d[f"gem{size}"] = norm(D.gem(fm))[0]
         if size in pcas:
             d[f"gram{size}"] = gram(fm, pcas[size])[0]
@@ -238,9 +239,9 @@ def time_recipes(query_paths, pcas, n=30):
     fns = {
         "thumb16": lambda im: norm(thumb16(im)),
         "hist": lambda im: norm(rgb_hist(im)),
-        "avg224": lambda im: norm(D.average(fmap([im], 224, 1)))[0],
+        "avg224": lambda im: norm(V.average(fmap([im], 224, 1)))[0],
         "gem224": gem_at(224),
-        "avg448": lambda im: norm(D.average(fmap([im], 448, 1)))[0],
+        "avg448": lambda im: norm(V.average(fmap([im], 448, 1)))[0],
         "gem320": gem_at(320),
         "gem448": gem_at(448),
         "gem224+320": lambda im: (gem_at(224)(im), gem_at(320)(im)),
@@ -348,8 +349,8 @@ def main() -> None:
     if not args.no_distractors:
         dis = np.array([bool(g.get("distractor")) for g in gallery])
         for key, label in (("gem224", "GeM@224"), ("rot2gem224", "rotations 0+90 GeM@224")):
-            mean, proj = D.learn_whitening(G[key][dis], 512)
-            s = D.apply_whitening(Q[key], mean, proj) @ D.apply_whitening(G[key], mean, proj).T
+            mean, proj = V.learn_whitening(G[key][dis], 512)
+            s = V.apply_whitening(Q[key], mean, proj) @ V.apply_whitening(G[key], mean, proj).T
             results[f"{label}, whitened to 512-d (learned on distractors)"] = {
                 "all": recall(s, targets), "photo": recall(s[photo], targets[photo]),
                 "odd": recall(s[odd], targets[odd]), "passes_224": 1 if key == "gem224" else 2,

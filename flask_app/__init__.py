@@ -16,7 +16,7 @@ def create_app(config: dict | None = None) -> Flask:
     INSECURE_NO_AUTH (accept unsigned requests: local trials only)."""
     app = Flask(__name__)
     app.config.from_mapping(
-        SETTINGS=None, SERVICE=None, ACCESS_KEYS=None, INSECURE_NO_AUTH=False, MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        SETTINGS=None, SERVICE=None, INSECURE_NO_AUTH=False, MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         MAX_FORM_MEMORY_SIZE=MAX_BODY_BYTES,
     )
     if config:

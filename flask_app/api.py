@@ -15,10 +15,9 @@ from typing import Callable
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from flask_app import metrics, signature
-from flask_app.extensions import get_access_keys, get_service
+from flask_app import metrics, protocol, signature
+from flask_app.extensions import get_service
 from flask_app.params import Params
-from imagesearch_pg import categories
 from imagesearch_pg.errors import (
     ActionNotAvailable,
     ImageSearchError,
@@ -28,7 +27,6 @@ from imagesearch_pg.errors import (
     SignatureNonceUsed,
 )
 from imagesearch_pg.service import ImageSearch
-from imagesearch_pg.service.models import Auction, PicInfo, SearchResult, protocol_name
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -69,14 +67,14 @@ def _dispatch(name: str | None):
             raise InvalidParameter(f"unknown action {name[:64]!r}; known: {', '.join(sorted(ACTIONS))}")
         body = request.get_data(cache=True)  # limited by MAX_CONTENT_LENGTH before it is read whole
         params = Params({**request.args.to_dict(), **request.form.to_dict()})
-        if not current_app.config["INSECURE_NO_AUTH"]:
-            _authenticate(body, params)
         service = get_service()
+        if not current_app.config["INSECURE_NO_AUTH"]:
+            _authenticate(service, body, params)
         if name in RATE_KINDS:
             service.admit(params.required("InstanceName"), RATE_KINDS[name])
         result = handler(service, params)
     except ImageSearchError as exc:
-        return _error(request_id, exc.code, exc.message, exc.http_status)
+        return _error(request_id, exc.code, exc.message, protocol.http_status(exc))
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         return _error(request_id, "InvalidParameter", f"the request body is over {limit // (1024 * 1024)} MB", 413)
@@ -87,11 +85,11 @@ def _dispatch(name: str | None):
 
 
 def _error(request_id: str, code: str, message: str, status: int):
-    return jsonify({"RequestId": request_id, "Code": code, "Message": message}), status, code
+    return jsonify(protocol.error(request_id, code, message)), status, code
 
 
-def _authenticate(body: bytes, params: Params) -> None:
-    keys = get_access_keys()
+def _authenticate(service: ImageSearch, body: bytes, params: Params) -> None:
+    keys = service.access_keys
     headers = {name.lower(): value for name, value in request.headers.items()}
     signed = signature.verify(request.method, request.path, request.query_string.decode("latin-1"), headers, body,
                               keys.credential)
@@ -100,40 +98,6 @@ def _authenticate(body: bytes, params: Params) -> None:
     instance = params.get("InstanceName")
     if instance is not None and not signed.credential.allows(instance):
         raise NoPermission(f"AccessKey {signed.key_id} may not use instance {instance[:64]!r}")
-
-
-# ---- response pieces --------------------------------------------------------------------------------
-
-
-def _auction(a: Auction) -> dict:
-    out = {"ProductId": a.product_id, "PicName": a.pic_name, "CategoryId": a.category_id}
-    out.update({protocol_name(k): v for k, v in a.attributes.as_dict().items() if v is not None})
-    if a.score is not None:
-        out["Score"] = a.score
-        out["SortExprValues"] = a.sort_expr_values
-    return out
-
-
-def _pic_info(info: PicInfo) -> dict:
-    return {
-        "CategoryId": info.category_id,
-        "Region": info.region,
-        "MultiRegion": [{"Region": region} for region in info.multi_region],
-        "AllCategories": [{"Id": cid, "Name": name} for cid, name in categories.CATEGORIES.items()],
-    }
-
-
-def _search(result: SearchResult) -> dict:
-    body = {
-        "Success": True,
-        "Code": 0,
-        "Msg": "success",
-        "Head": {"DocsFound": result.docs_found, "DocsReturn": result.docs_return, "SearchTime": result.search_time_ms},
-        "Auctions": [_auction(a) for a in result.auctions],
-    }
-    if result.pic_info is not None:
-        body["PicInfo"] = _pic_info(result.pic_info)
-    return body
 
 
 def _search_options(params: Params) -> dict:
@@ -155,20 +119,20 @@ def add_image(service: ImageSearch, params: Params) -> dict:
         params.required("InstanceName"),
         params.required("ProductId"),
         params.required("PicName"),
-        params.required("PicContent"),
+        params.picture("PicContent"),
         category_id=params.int("CategoryId"),
         crop=params.bool("Crop", True),
         region=params.get("Region"),
         attributes=params.attributes(),
     )
-    return {"Success": True, "Code": 0, "Message": "success", "PicInfo": _pic_info(info)}
+    return {**protocol.done(), "PicInfo": protocol.pic_info(info)}
 
 
 @action("SearchImageByPic", rate="search")
 def search_image_by_pic(service: ImageSearch, params: Params) -> dict:
-    return _search(service.search_by_picture(
+    return protocol.search(service.search_by_picture(
         params.required("InstanceName"),
-        params.required("PicContent"),
+        params.picture("PicContent"),
         category_id=params.int("CategoryId"),
         crop=params.bool("Crop", True),
         region=params.get("Region"),
@@ -178,7 +142,7 @@ def search_image_by_pic(service: ImageSearch, params: Params) -> dict:
 
 @action("SearchImageByName", rate="search")
 def search_image_by_name(service: ImageSearch, params: Params) -> dict:
-    return _search(service.search_by_name(
+    return protocol.search(service.search_by_name(
         params.required("InstanceName"),
         params.required("ProductId"),
         params.required("PicName"),
@@ -193,12 +157,12 @@ def search_image_by_filter(service: ImageSearch, params: Params) -> dict:
         params.required("InstanceName"), params.required("Filter"),
         num=params.int("Num", 10), start=params.int("Start", 0),
     )
-    return {"Success": True, "Code": 0, "Msg": "success", "Auctions": [_auction(a) for a in result.auctions]}
+    return protocol.found(Auctions=[protocol.match(m) for m in result.matches])
 
 
 @action("SearchImageByText", rate="search")
 def search_image_by_text(service: ImageSearch, params: Params) -> dict:
-    return _search(service.search_by_text(params.required("InstanceName"), params.required("Text"),
+    return protocol.search(service.search_by_text(params.required("InstanceName"), params.required("Text"),
                                           **_search_options(params)))
 
 
@@ -207,9 +171,9 @@ def check_image_exists(service: ImageSearch, params: Params) -> dict:
     found = service.check_image_exists(
         params.required("InstanceName"), params.required("ProductId"), params.required("PicName")
     )
-    body = {"Success": True, "Code": 0, "Msg": "success", "Exists": found is not None}
+    body = protocol.found(Exists=found is not None)
     if found is not None:
-        body["Auctions"] = _auction(found)
+        body["Auctions"] = protocol.match(found)
     return body
 
 
@@ -219,15 +183,15 @@ def update_image(service: ImageSearch, params: Params) -> dict:
         params.required("InstanceName"), params.required("ProductId"), params.required("PicName"),
         params.attributes(),
     )
-    return {"Success": True, "Code": 0, "Message": "success"}
+    return protocol.done()
 
 
 @action("CompareSimilarByImage", rate="search")
 def compare_similar_by_image(service: ImageSearch, params: Params) -> dict:
     score = service.compare_pictures(
-        params.required("InstanceName"), params.required("PrimaryPicContent"), params.required("SecondaryPicContent")
+        params.required("InstanceName"), params.picture("PrimaryPicContent"), params.picture("SecondaryPicContent")
     )
-    return {"Success": True, "Code": 0, "Msg": "success", "Score": score}
+    return protocol.found(Score=score)
 
 
 def _not_yet(name: str):
@@ -251,22 +215,10 @@ def delete_image(service: ImageSearch, params: Params) -> dict:
         deleted = service.delete_image(instance, filter=params.required("Filter"))
     else:
         deleted = service.delete_image(instance, params.required("ProductId"), params.get("PicName"))
-    return {"Success": True, "Code": 0, "Message": "success", "Data": {"PicNames": deleted.pic_names}}
+    return {**protocol.done(), "Data": {"PicNames": deleted.pic_names}}
 
 
 @action("Detail")
 def detail(service: ImageSearch, params: Params) -> dict:
     instance = service.describe_instance(params.required("InstanceName"))
-    return {
-        "Success": True,
-        "Instance": {
-            "Name": instance.name,
-            "ServiceType": instance.service_type,
-            "Region": instance.region,
-            "Capacity": instance.capacity,
-            "Qps": instance.qps,
-            "TotalCount": instance.picture_count,
-            "UtcCreate": int(instance.created_at.timestamp() * 1000),
-            "UtcExpireTime": None if instance.expires_at is None else int(instance.expires_at.timestamp() * 1000),
-        },
-    }
+    return {"Success": True, "Instance": protocol.instance(instance)}

@@ -7,7 +7,6 @@ import threading
 from flask import current_app
 
 from imagesearch_pg.service import ImageSearch
-from imagesearch_pg.service.access_keys import AccessKeys, secret_box
 
 _lock = threading.Lock()
 
@@ -19,13 +18,3 @@ def get_service() -> ImageSearch:
             if app.config["SERVICE"] is None:
                 app.config["SERVICE"] = ImageSearch.open(app.config["SETTINGS"])
     return app.config["SERVICE"]
-
-
-def get_access_keys() -> AccessKeys:
-    app = current_app
-    if app.config["ACCESS_KEYS"] is None:
-        engine = get_service().engine  # outside the lock, which get_service takes too
-        with _lock:
-            if app.config["ACCESS_KEYS"] is None:
-                app.config["ACCESS_KEYS"] = AccessKeys(engine, secret_box(app.config["SETTINGS"]))
-    return app.config["ACCESS_KEYS"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from flask_app import protocol
+from imagesearch_pg.attributes import ATTRIBUTE_NAMES, INT_ATTRS, Attributes
 from imagesearch_pg.errors import InvalidParameter, MissingParameter
-from imagesearch_pg.service.models import ATTRIBUTE_NAMES, Attributes, protocol_name
+from imagesearch_pg.service.models import public_name
 
 
 class Params:
@@ -18,6 +20,10 @@ class Params:
         if value is None or value == "":
             raise MissingParameter(f"{name} is required")
         return value
+
+    def picture(self, name: str) -> bytes:
+        """A required picture, sent as base64."""
+        return protocol.picture(self.required(name), name)
 
     def int(self, name: str, default: int | None = None) -> int | None:
         value = self.values.get(name)
@@ -53,6 +59,6 @@ class Params:
         """CustomContent, IntAttr..IntAttr4, StrAttr..StrAttr4 (None where absent)."""
         values = {}
         for name in ATTRIBUTE_NAMES:
-            wire = protocol_name(name)
-            values[name] = self.int(wire) if name.startswith("int_attr") else self.get(wire)
+            wire = public_name(name)
+            values[name] = self.int(wire) if name in INT_ATTRS else self.get(wire)
         return Attributes(**values)

@@ -1,36 +1,35 @@
-"""Run the app: gunicorn with worker processes, or Flask's development server with --dev."""
+"""Run the app: gunicorn with worker processes, or Flask's development server with --dev.
+
+``run`` is the library's ``imagesearch_pg.servers`` entry point named ``http`` (pyproject.toml): the
+``imagesearch serve`` command finds it there, so the library never imports this package.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from imagesearch_pg.config import Settings
-from imagesearch_pg.store.database import Database
-from imagesearch_pg.vision.encoders import DEFAULT_ENCODER, EncoderRegistry
-from imagesearch_pg.vision.subject import SubjectDetector
+from imagesearch_pg.service import ImageSearch
 
 log = logging.getLogger(__name__)
 
 
-def prepare(settings: Settings) -> Database:
+def prepare(settings: Settings) -> ImageSearch:
     """Work done once before serving: database up, schema checked, default models built on disk.
 
-    Returns the database handle; with the embedded server it must stay open while serving,
-    since the last process to let go of the server stops it.
+    The returned service must stay open while serving: with the embedded server, the last process to let
+    go of it stops it. Its pooled connections are closed, since forked workers must not inherit them.
     """
-    database = Database.connect(settings)
-    database.ensure_schema()
-    EncoderRegistry(settings.model_cache, settings.onnx_threads).get(DEFAULT_ENCODER).model_path()
-    SubjectDetector(settings.model_cache).model_path()  # fails here, clearly, if its package is missing
-    # Forked workers must not inherit pooled connections.
-    database.engine.dispose()
-    return database
+    service = ImageSearch.open(settings)
+    service.warm_up()
+    service.database.release_connections()
+    return service
 
 
 def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, insecure_no_auth: bool = False) -> None:
     from flask_app import create_app
 
-    database = prepare(settings)
+    service = prepare(settings)
     if insecure_no_auth:
         log.warning(
             "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach %s:%s may read, add and delete "
@@ -43,7 +42,7 @@ def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, in
         else:
             _gunicorn(config, host=host, port=port, workers=workers)
     finally:
-        database.close()
+        service.close()
 
 
 def _gunicorn(config: dict, *, host: str, port: int, workers: int) -> None:

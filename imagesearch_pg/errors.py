@@ -1,6 +1,8 @@
-"""One exception hierarchy: each error carries the protocol's Code and HTTP status.
+"""One exception hierarchy: each error carries its Code (the protocol's error codes, which every door
+reports) and a message that says what was wrong and what is allowed.
 
-The HTTP layer maps these to responses; it never inspects messages.
+Doors map codes to their own outcomes (the HTTP layer to statuses, the CLI to an exit status); none
+inspects messages.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 class ImageSearchError(Exception):
     code = "InternalError"
-    http_status = 500
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -16,92 +17,98 @@ class ImageSearchError(Exception):
 
 
 class InvalidParameter(ImageSearchError):
-    code, http_status = "InvalidParameter", 400
+    code = "InvalidParameter"
 
 
 class MissingParameter(ImageSearchError):
-    code, http_status = "MissingParameter", 400
+    code = "MissingParameter"
 
 
 class InvalidImage(ImageSearchError):
-    code, http_status = "InvalidImage", 400
+    code = "InvalidImage"
 
 
 class InvalidImageFormat(ImageSearchError):
-    code, http_status = "InvalidImageFormat", 400
+    code = "InvalidImageFormat"
 
 
 class InvalidImageSize(ImageSearchError):
-    code, http_status = "InvalidImageSize", 400
+    code = "InvalidImageSize"
 
 
 class InvalidFilter(ImageSearchError):
-    code, http_status = "InvalidFilter", 400
+    code = "InvalidFilter"
 
 
 class InvalidCategory(ImageSearchError):
-    code, http_status = "InvalidCategory", 400
+    code = "InvalidCategory"
 
 
 class InvalidRegion(ImageSearchError):
-    code, http_status = "InvalidRegion", 400
+    code = "InvalidRegion"
 
 
 class OverflowMaxReturnNum(ImageSearchError):
-    code, http_status = "OverflowMaxReturnNum", 400
+    code = "OverflowMaxReturnNum"
 
 
 class OverflowMaxResultNum(ImageSearchError):
-    code, http_status = "OverflowMaxResultNum", 400
+    code = "OverflowMaxResultNum"
 
 
 class InvalidStartParameter(ImageSearchError):
-    code, http_status = "InvalidStartParameter", 400
+    code = "InvalidStartParameter"
 
 
 class InvalidInstance(ImageSearchError):
-    code, http_status = "InvalidInstance", 404
+    code = "InvalidInstance"
 
 
 class InstanceStatusError(ImageSearchError):
-    code, http_status = "InstanceStatusError", 409
+    code = "InstanceStatusError"
 
 
 class NoSpecifiedSearchPic(ImageSearchError):
-    code, http_status = "NoSpecifiedSearchPic", 404
+    code = "NoSpecifiedSearchPic"
+
+
+class DatabaseUnavailable(ImageSearchError):
+    """The database cannot be reached (down, restarting, or refusing connections): a state, not a bug."""
+
+    code = "ServiceUnavailable"
 
 
 class SchemaOutOfDate(ImageSearchError):
     """The configured database's schema is not the one this version needs (an operator's task)."""
 
-    code, http_status = "ServiceUnavailable", 503
+    code = "ServiceUnavailable"
 
 
 class InvalidAccessKeyId(ImageSearchError):
-    code, http_status = "InvalidAccessKeyId", 403
+    code = "InvalidAccessKeyId"
 
 
 class SignatureDoesNotMatch(ImageSearchError):
-    code, http_status = "SignatureDoesNotMatch", 403
+    code = "SignatureDoesNotMatch"
 
 
 class RequestExpired(ImageSearchError):
-    code, http_status = "RequestExpired", 403
+    code = "RequestExpired"
 
 
 class SignatureNonceUsed(ImageSearchError):
-    code, http_status = "SignatureNonceUsed", 403
+    code = "SignatureNonceUsed"
 
 
 class NoPermission(ImageSearchError):
-    code, http_status = "NoPermission", 403
+    code = "NoPermission"
 
 
 class ActionNotAvailable(ImageSearchError):
     """An action of the protocol this version does not serve yet."""
 
-    code, http_status = "ActionNotAvailable", 501
+    code = "ActionNotAvailable"
 
 
 class Throttling(ImageSearchError):
-    code, http_status = "Throttling", 429
+    code = "Throttling"

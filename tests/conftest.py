@@ -48,8 +48,8 @@ def encoders(settings) -> EncoderRegistry:
 
 
 @pytest.fixture(scope="session")
-def service(database, encoders) -> ImageSearch:
-    return ImageSearch(database, encoders)
+def service(database, encoders, settings) -> ImageSearch:
+    return ImageSearch(database, encoders, settings)
 
 
 _names = itertools.count()

@@ -17,6 +17,7 @@ from werkzeug.serving import make_server
 
 from flask_app import create_app, signature
 from imagesearch_pg.service.access_keys import AccessKeys, secret_box
+from imagesearch_pg.store.database import Database
 from tests.pictures import encode, noise, sample_photos
 
 PHOTOS = sample_photos()
@@ -34,7 +35,7 @@ def server(service, settings):
 
 @pytest.fixture(scope="module")
 def keys(service, settings) -> AccessKeys:
-    return AccessKeys(service.engine, secret_box(settings))
+    return AccessKeys(service.database, secret_box(settings))
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +208,7 @@ def test_keys_are_limited_to_their_instances_and_can_be_revoked(server, keys, sh
     limited = sdk_client(server, key_id, secret)
     assert limited.detail(sdk.DetailRequest(instance_name=shop)).body.instance.name == shop
     assert code_of(lambda: limited.detail(sdk.DetailRequest(instance_name=other))) == "NoPermission"
-    assert [k.instances for k in keys.list() if k.id == key_id] == [[shop]]
+    assert [k.instances for k in keys.listing() if k.id == key_id] == [[shop]]
     keys.revoke(key_id)
     assert code_of(lambda: limited.detail(sdk.DetailRequest(instance_name=shop))) == "InvalidAccessKeyId"
 
@@ -257,10 +258,10 @@ def test_throttle_counts_are_shared_between_processes(service, make_instance):
     from imagesearch_pg.errors import Throttling
     from imagesearch_pg.service.throttling import Throttle
 
-    instance_id = service._cached_instance(make_instance("generic").name).id
-    other_engine = sa.create_engine(service.engine.url)
+    instance_id = service.instances.cached(make_instance("generic").name).id
+    other_engine = sa.create_engine(service.database.engine.url)
     try:
-        workers = [Throttle(service.engine), Throttle(other_engine)]
+        workers = [Throttle(service.database), Throttle(Database(other_engine))]
         admitted = 0
         for i in range(10):
             try:

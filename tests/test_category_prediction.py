@@ -15,7 +15,7 @@ import skimage.data
 
 from imagesearch_pg.categories import CATEGORIES, OTHER
 from imagesearch_pg.vision import category_prediction as cp
-from imagesearch_pg.vision.encoders import DEFAULT_ENCODER
+from imagesearch_pg.service_types import SERVICE_TYPES
 
 DATA = Path(cp.__file__).resolve().parent / "data"
 CLASS_NAMES = (DATA / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
@@ -169,7 +169,7 @@ def test_ties_are_deterministic():
 
 @pytest.fixture(scope="module")
 def encoder(encoders):
-    return encoders.get(DEFAULT_ENCODER)
+    return encoders.get(SERVICE_TYPES["generic"].default_encoder)
 
 
 def encode(encoder, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -101,7 +101,7 @@ def test_registration_runs_the_model_and_refuses_a_wrong_spec(service, tmp_path,
 
 def test_a_registered_onnx_file_serves_an_instance_like_the_builtin_one(service, make_instance, tmp_path):
     """The default encoder's own ONNX file, described by a spec, must give the same search results."""
-    builtin = service.encoder_registry.get("efficientnet-lite0")
+    builtin = service.encoders.registry.get("efficientnet-lite0")
     spec = {"name": f"lite0-copy-{tmp_path.name[-6:]}", "onnx": str(builtin.model_path()), "dim": 1280,
             "output": "features", "input_size": 224, "scale": 1.0, "mean": 127.0, "std": 128.0}
     (tmp_path / "lite0.json").write_text(json.dumps(spec))
@@ -117,8 +117,8 @@ def test_a_registered_onnx_file_serves_an_instance_like_the_builtin_one(service,
         for inst in (mine, default):
             service.add_image(inst.name, key, "p", encode(photos[key]))
     query = encode(photos["rocket"])
-    ours = service.search_by_picture(mine.name, query).auctions
-    theirs = service.search_by_picture(default.name, query).auctions
+    ours = service.search_by_picture(mine.name, query).matches
+    theirs = service.search_by_picture(default.name, query).matches
     assert [a.product_id for a in ours] == [a.product_id for a in theirs]
     np.testing.assert_allclose([a.score for a in ours], [a.score for a in theirs], atol=1e-5)
     assert service.describe_instance(mine.name).encoder == registered.name
@@ -181,8 +181,8 @@ def test_text_search_with_a_users_text_model(tmp_path, service, make_instance):
         service.add_image(instance.name, name, "1.png", encode(picture), crop=False)
     for word in ("red", "green", "blue"):
         found = service.search_by_text(instance.name, f"something {word}", num=3)
-        assert found.auctions[0].product_id == word and found.auctions[0].score > 0.95
-    assert service.search_by_text(instance.name, "green", filter='str_attr="x"').auctions == []
+        assert found.matches[0].product_id == word and found.matches[0].score > 0.95
+    assert service.search_by_text(instance.name, "green", filter='str_attr="x"').matches == []
     with pytest.raises(InvalidParameter, match="Text"):
         service.search_by_text(instance.name, "x" * 513)
 

@@ -16,11 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
+from flask_app import protocol
 from imagesearch_pg.errors import InvalidFilter
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.filters import (
-    INT_MAX,
-    INT_MIN,
     INT_OPS,
     MAX_FILTER_LENGTH,
     MAX_NESTING,
@@ -32,7 +31,8 @@ from imagesearch_pg.store.filters import (
     compile_filter,
     parse_filter,
 )
-from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, instances, pictures
+from imagesearch_pg.attributes import INT32_MAX as INT_MAX, INT32_MIN as INT_MIN, INT_ATTRS, STR_ATTRS
+from imagesearch_pg.store.tables import instances, pictures
 from tests.filter_reference import evaluate, evaluate_node
 
 ATTRS = INT_ATTRS + STR_ATTRS
@@ -87,7 +87,7 @@ def raises_invalid(text) -> str:
     with pytest.raises(InvalidFilter) as caught:
         compile_filter(text)
     error = caught.value
-    assert error.code == "InvalidFilter" and error.http_status == 400
+    assert error.code == "InvalidFilter" and protocol.http_status(error) == 400
     assert error.message.startswith("Filter: ")
     return error.message
 

@@ -70,8 +70,9 @@ def test_serve_runs_gunicorn_workers(engine, settings):
         from alibabacloud_tea_openapi import utils_models
 
         from imagesearch_pg.service.access_keys import AccessKeys, secret_box
+        from imagesearch_pg.store.database import Database
 
-        key_id, secret = AccessKeys(engine, secret_box(settings)).create()
+        key_id, secret = AccessKeys(Database(engine), secret_box(settings)).create()
         client = Client(utils_models.Config(access_key_id=key_id, access_key_secret=secret,
                                             endpoint=f"127.0.0.1:{port}", protocol="http"))
         instance = f"gunicorn-{port}"

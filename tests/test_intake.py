@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flask_app import protocol
 from imagesearch_pg.errors import (
     InvalidImage,
     InvalidImageFormat,
@@ -140,9 +141,9 @@ def test_gif_first_frame():
 
 
 def test_base64():
-    assert intake.decode_base64("aGVsbG8=") == b"hello"
+    assert protocol.picture("aGVsbG8=") == b"hello"
     with pytest.raises(InvalidParameter, match="base64"):
-        intake.decode_base64("not base64!")
+        protocol.picture("not base64!")
 
 
 def test_region_parsing():

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from flask_app import protocol
 from imagesearch_pg.errors import ImageSearchError, InvalidImage, InvalidImageFormat, InvalidImageSize
 from imagesearch_pg.vision import intake
 from tests.pictures import encode, noise
@@ -37,7 +38,7 @@ def decode_or_refuse(data: bytes) -> str:
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         outcome = "ok"
     except ImageSearchError as exc:
-        assert exc.http_status == 400 and exc.message
+        assert protocol.http_status(exc) == 400 and exc.message
         outcome = exc.code
     assert time.perf_counter() - began < 5, "decoding must not hang"
     return outcome

@@ -61,7 +61,7 @@ def test_update_image_changes_attributes_not_the_vector(service, filled, engine)
     after = service.check_image_exists(filled, "c", "2").attributes
     assert (after.int_attr, after.str_attr2, after.str_attr, after.custom_content) == (99, "new", "y", "c5")
     assert stored_embedding(engine, filled, "c", "2") == before
-    assert service.search_by_name(filled, "c", "2", filter="int_attr=99").auctions[0].pic_name == "2"
+    assert service.search_by_name(filled, "c", "2", filter="int_attr=99").matches[0].pic_name == "2"
     with pytest.raises(NoSpecifiedSearchPic):
         service.update_image(filled, "c", "9", Attributes(int_attr=1))
     with pytest.raises(MissingParameter):
@@ -88,11 +88,11 @@ def test_delete_by_filter(service, filled):
 
 def test_search_by_filter_lists_in_a_stable_order(service, filled):
     listed = service.search_by_filter(filled, "int_attr >= 1", num=10)
-    assert [(a.product_id, a.pic_name) for a in listed.auctions] == [("a", "2"), ("b", "1"), ("b", "2"), ("c", "1"), ("c", "2")]
-    assert listed.docs_found == 5 and all(a.score is None for a in listed.auctions)
+    assert [(a.product_id, a.pic_name) for a in listed.matches] == [("a", "2"), ("b", "1"), ("b", "2"), ("c", "1"), ("c", "2")]
+    assert listed.docs_found == 5 and all(a.score is None for a in listed.matches)
     page = service.search_by_filter(filled, "int_attr >= 1", num=2, start=2)
-    assert [(a.product_id, a.pic_name) for a in page.auctions] == [("b", "2"), ("c", "1")]
-    assert service.search_by_filter(filled, 'str_attr = "none"').auctions == []
+    assert [(a.product_id, a.pic_name) for a in page.matches] == [("b", "2"), ("c", "1")]
+    assert service.search_by_filter(filled, 'str_attr = "none"').matches == []
     with pytest.raises(MissingParameter):
         service.search_by_filter(filled, "")
     with pytest.raises(InvalidFilter):
@@ -112,7 +112,7 @@ def test_compare_pictures(service, make_instance):
 def test_clear_instance(service, filled):
     service.clear_instance(filled)
     assert service.describe_instance(filled).picture_count == 0
-    assert service.search_by_picture(filled, encode(noise(160, 160, seed=1))).auctions == []
+    assert service.search_by_picture(filled, encode(noise(160, 160, seed=1))).matches == []
     service.add_image(filled, "a", "1", encode(noise(160, 160, seed=1)))
     assert service.describe_instance(filled).picture_count == 1
 
@@ -152,7 +152,7 @@ def test_concurrent_adds_of_one_key_leave_one_writers_row(service, make_instance
     row = service.check_image_exists(instance.name, "same", "key")
     winner = row.attributes.int_attr
     assert row.attributes.str_attr == str(winner)  # all columns from the same writer
-    found = service.search_by_picture(instance.name, pictures[winner], crop=False).auctions[0]
+    found = service.search_by_picture(instance.name, pictures[winner], crop=False).matches[0]
     assert found.score > 0.999  # its vector too
 
 
@@ -161,8 +161,8 @@ def test_a_picture_is_searchable_once_added_and_gone_once_deleted(service, make_
     for i in range(20):
         picture = encode(noise(140, 140, seed=100 + i))
         service.add_image(instance.name, f"p{i}", "1", picture)
-        assert service.search_by_picture(instance.name, picture, num=1).auctions[0].product_id == f"p{i}"
+        assert service.search_by_picture(instance.name, picture, num=1).matches[0].product_id == f"p{i}"
         service.delete_image(instance.name, f"p{i}", "1")
-        assert all(a.product_id != f"p{i}" for a in service.search_by_picture(instance.name, picture).auctions)
+        assert all(a.product_id != f"p{i}" for a in service.search_by_picture(instance.name, picture).matches)
         service.add_image(instance.name, f"p{i}", "1", picture)
     assert service.describe_instance(instance.name).picture_count == 20

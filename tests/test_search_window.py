@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from imagesearch_pg.errors import OverflowMaxResultNum
-from imagesearch_pg.store import pictures as picture_store
+from imagesearch_pg.store import bulk_load
 from imagesearch_pg.store.tables import instances
 
 DIM = 1280
@@ -24,9 +24,9 @@ def shop(service, tmp_path_factory):
     vectors = np.repeat(centres, PER_PRODUCT, axis=0) + 0.3 * np.abs(rng.standard_normal((PRODUCTS * PER_PRODUCT, DIM)))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     rows = ((f"prod{i // PER_PRODUCT}", f"pic{i}", 88888888, v, i) for i, v in enumerate(vectors))
-    with service.engine.begin() as conn:
+    with service.database.engine.begin() as conn:
         instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
-        picture_store.bulk_load(conn, instance_id, rows, columns=picture_store.BULK_COLUMNS + ("int_attr",))
+        bulk_load.bulk_load(conn, instance_id, rows, columns=bulk_load.BULK_COLUMNS + ("int_attr",))
     yield name
     service.delete_instance(name)
 
@@ -36,7 +36,7 @@ def search(service, shop, **options):
 
 
 def keys(result):
-    return [(a.product_id, a.pic_name) for a in result.auctions]
+    return [(a.product_id, a.pic_name) for a in result.matches]
 
 
 def test_pages_tile_the_first_500(service, shop):
@@ -46,9 +46,9 @@ def test_pages_tile_the_first_500(service, shop):
     assert [page.docs_found for page in pages] == [500] * 5  # 720 match; DocsFound stops at the window
     assert keys(search(service, shop, start=499, num=1)) == ranked[499:]
     assert keys(search(service, shop, start=0, num=1)) == [("prod7", "pic42")]
-    scores = [a.score for page in pages for a in page.auctions]
+    scores = [a.score for page in pages for a in page.matches]
     assert scores == sorted(scores, reverse=True)
-    assert len(search(service, shop, start=400, num=100).auctions) == 100
+    assert len(search(service, shop, start=400, num=100).matches) == 100
     with pytest.raises(OverflowMaxResultNum):
         search(service, shop, start=401, num=100)
 
@@ -61,20 +61,20 @@ def test_docs_found_counts_the_matches(service, shop):
 
 
 def test_distinct_product_id_gives_each_product_once_with_its_best_picture(service, shop):
-    everything = search(service, shop, num=100, start=400).auctions  # to compare with: the plain ranking
-    full = [a for start in range(0, 500, 100) for a in search(service, shop, start=start, num=100).auctions]
+    everything = search(service, shop, num=100, start=400).matches  # to compare with: the plain ranking
+    full = [a for start in range(0, 500, 100) for a in search(service, shop, start=start, num=100).matches]
     best = {}
     for auction in full:
         best.setdefault(auction.product_id, auction)
     distinct = search(service, shop, num=100, distinct_product_id=True)
-    products = [a.product_id for a in distinct.auctions]
+    products = [a.product_id for a in distinct.matches]
     assert len(products) == 100 == len(set(products))  # still Num results, though each product has 6
-    for auction in distinct.auctions[:80]:  # the first 80 products all lie within the plain top 500
+    for auction in distinct.matches[:80]:  # the first 80 products all lie within the plain top 500
         assert (auction.pic_name, auction.score) == (best[auction.product_id].pic_name, best[auction.product_id].score)
     assert distinct.docs_found == PRODUCTS
     assert search(service, shop, distinct_product_id=True, filter="int_attr < 50").docs_found == 9  # 50 / 6
     paged = search(service, shop, num=10, start=90, distinct_product_id=True)
-    assert [a.product_id for a in paged.auctions] == products[90:100]
+    assert [a.product_id for a in paged.matches] == products[90:100]
     assert everything  # the plain ranking itself is served
 
 
@@ -82,9 +82,9 @@ def test_score_thresholds(service, shop):
     unfiltered = search(service, shop, num=100)
     assert keys(search(service, shop, num=100, score_threshold=0.0)) == keys(unfiltered)
     assert search(service, shop, score_threshold=0.0).docs_found == 500
-    cut = unfiltered.auctions[30].score
+    cut = unfiltered.matches[30].score
     above = search(service, shop, num=100, score_threshold=cut)
-    assert all(a.score >= cut for a in above.auctions) and len(above.auctions) >= 31
-    assert above.docs_found == len(above.auctions)
+    assert all(a.score >= cut for a in above.matches) and len(above.matches) >= 31
+    assert above.docs_found == len(above.matches)
     top = search(service, shop, num=100, score_threshold=1.0)
-    assert all(a.score == 1.0 for a in top.auctions) and top.docs_found == len(top.auctions) <= 1
+    assert all(a.score == 1.0 for a in top.matches) and top.docs_found == len(top.matches) <= 1

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from flask_app import protocol
 from imagesearch_pg.errors import (
     InvalidCategory,
     InvalidImage,
@@ -74,46 +75,46 @@ def recolour(image):
 def test_same_picture_is_found_first_with_score_above_099(service, gallery):
     for key, photo in PHOTOS.items():
         result = service.search_by_picture(gallery, encode(photo), num=3)
-        assert result.auctions[0].product_id == key
-        assert result.auctions[0].score > 0.99
-        assert result.auctions[0].score >= result.auctions[1].score >= result.auctions[2].score
+        assert result.matches[0].product_id == key
+        assert result.matches[0].score > 0.99
+        assert result.matches[0].score >= result.matches[1].score >= result.matches[2].score
 
 
 @pytest.mark.parametrize("edit", [crop_70, rotate_10, recolour], ids=lambda f: f.__name__)
 def test_edited_copy_is_found_first(service, gallery, edit):
     for key, photo in PHOTOS.items():
         query = encode(edit(photo), "JPEG", quality=85)
-        best = service.search_by_picture(gallery, query, num=1).auctions[0]
+        best = service.search_by_picture(gallery, query, num=1).matches[0]
         assert best.product_id == key, f"{edit.__name__} of {key} found {best.product_id}"
 
 
 def test_search_returns_attributes_and_paging(service, gallery):
     first = service.search_by_picture(gallery, encode(PHOTOS["coffee"]), num=4)
-    assert first.auctions[0].attributes.int_attr == len("coffee")
-    assert first.auctions[0].pic_name == "coffee.png"
+    assert first.matches[0].attributes.int_attr == len("coffee")
+    assert first.matches[0].pic_name == "coffee.png"
     second_page = service.search_by_picture(gallery, encode(PHOTOS["coffee"]), num=2, start=2)
-    assert [a.pic_name for a in second_page.auctions] == [a.pic_name for a in first.auctions[2:4]]
+    assert [a.pic_name for a in second_page.matches] == [a.pic_name for a in first.matches[2:4]]
     assert first.docs_return == 4 and second_page.docs_return == 2
 
 
 def test_score_threshold(service, gallery):
     result = service.search_by_picture(gallery, encode(PHOTOS["rocket"]), num=10, score_threshold=0.99)
-    assert [a.product_id for a in result.auctions] == ["rocket"]
+    assert [a.product_id for a in result.matches] == ["rocket"]
     everything = service.search_by_picture(gallery, encode(PHOTOS["rocket"]), num=10, score_threshold=0.0)
     assert everything.docs_return == len(PHOTOS)
 
 
 def test_search_by_name_finds_itself_first(service, gallery):
     result = service.search_by_name(gallery, "chelsea", "chelsea.png", num=len(PHOTOS))
-    assert result.auctions[0].pic_name == "chelsea.png" and result.auctions[0].score > 0.999
-    assert len(result.auctions) == len(PHOTOS)
+    assert result.matches[0].pic_name == "chelsea.png" and result.matches[0].score > 0.999
+    assert len(result.matches) == len(PHOTOS)
     with pytest.raises(NoSpecifiedSearchPic):
         service.search_by_name(gallery, "chelsea", "missing.png")
 
 
 def test_base64_picture_is_accepted(service, gallery):
-    text = base64.b64encode(encode(PHOTOS["astronaut"])).decode()
-    assert service.search_by_picture(gallery, text, num=1).auctions[0].product_id == "astronaut"
+    text = base64.b64encode(encode(PHOTOS["astronaut"])).decode()  # as the HTTP protocol sends it
+    assert service.search_by_picture(gallery, protocol.picture(text), num=1).matches[0].product_id == "astronaut"
 
 
 def test_region_restricts_the_picture(service, instance):
@@ -122,8 +123,8 @@ def test_region_restricts_the_picture(service, instance):
     service.add_image(instance.name, "coffee", "c", encode(left))
     service.add_image(instance.name, "rocket", "r", encode(right))
     both = encode(np.hstack([left, right]))
-    assert service.search_by_picture(instance.name, both, region="300,600,0,300").auctions[0].product_id == "rocket"
-    assert service.search_by_picture(instance.name, both, region="0,300,0,300").auctions[0].product_id == "coffee"
+    assert service.search_by_picture(instance.name, both, region="300,600,0,300").matches[0].product_id == "rocket"
+    assert service.search_by_picture(instance.name, both, region="0,300,0,300").matches[0].product_id == "coffee"
     info = service.add_image(instance.name, "both", "b", both, region="0,300,0,300")
     assert info.region == "0,300,0,300"
     with pytest.raises(InvalidRegion):
@@ -135,7 +136,7 @@ def test_upsert_replaces_picture_and_attributes(service, instance, engine):
                       attributes=Attributes(int_attr=1, str_attr="old", custom_content="x"))
     service.add_image(instance.name, "p", "a.jpg", encode(PHOTOS["rocket"]), attributes=Attributes(str_attr2="new"))
     assert count_rows(engine, instance.name) == 1
-    best = service.search_by_picture(instance.name, encode(PHOTOS["rocket"]), num=1).auctions[0]
+    best = service.search_by_picture(instance.name, encode(PHOTOS["rocket"]), num=1).matches[0]
     assert best.score > 0.99
     assert best.attributes == Attributes(str_attr2="new")  # last write wins whole, no merge
 
@@ -145,7 +146,7 @@ def test_delete_by_product_and_by_pic_name(service, instance, engine):
         service.add_image(instance.name, "prod" if i < 2 else "other", f"{key}.png", encode(PHOTOS[key]))
     assert service.delete_image(instance.name, "prod", "coffee.png").pic_names == ["coffee.png"]
     top = service.search_by_picture(instance.name, encode(PHOTOS["coffee"]), num=5)
-    assert "coffee.png" not in [a.pic_name for a in top.auctions]
+    assert "coffee.png" not in [a.pic_name for a in top.matches]
     assert sorted(service.delete_image(instance.name, "prod").pic_names) == ["rocket.png"]
     assert service.delete_image(instance.name, "prod").pic_names == []
     assert count_rows(engine, instance.name) == 1
@@ -155,10 +156,10 @@ def test_instances_are_isolated(service, make_instance):
     a, b = make_instance(), make_instance()
     service.add_image(a.name, "same", "same.png", encode(PHOTOS["coffee"]))
     service.add_image(b.name, "same", "same.png", encode(PHOTOS["rocket"]))
-    in_a = service.search_by_picture(a.name, encode(PHOTOS["rocket"]), num=10).auctions
+    in_a = service.search_by_picture(a.name, encode(PHOTOS["rocket"]), num=10).matches
     assert len(in_a) == 1 and in_a[0].score < 0.9  # only a's coffee, far from the rocket
     service.delete_image(a.name, "same")
-    assert service.search_by_picture(b.name, encode(PHOTOS["rocket"]), num=1).auctions[0].score > 0.99
+    assert service.search_by_picture(b.name, encode(PHOTOS["rocket"]), num=1).matches[0].score > 0.99
     assert service.describe_instance(a.name).picture_count == 0
     assert service.describe_instance(b.name).picture_count == 1
 
@@ -264,13 +265,13 @@ def test_other_process_deleting_or_recreating_an_instance(service, database, enc
     other = ImageSearch(database, encoders)  # a second process's service, same database
     made = make_instance()
     service.add_image(made.name, "old", "old.png", encode(PHOTOS["coffee"]))
-    assert service.search_by_picture(made.name, encode(PHOTOS["coffee"])).auctions[0].product_id == "old"
+    assert service.search_by_picture(made.name, encode(PHOTOS["coffee"])).matches[0].product_id == "old"
 
     other.delete_instance(made.name)
     other.create_instance(made.name, "generic")
     other.add_image(made.name, "new", "new.png", encode(PHOTOS["coffee"]))
-    assert service.search_by_picture(made.name, encode(PHOTOS["coffee"])).auctions[0].product_id == "new"
-    assert service.search_by_name(made.name, "new", "new.png").auctions[0].product_id == "new"
+    assert service.search_by_picture(made.name, encode(PHOTOS["coffee"])).matches[0].product_id == "new"
+    assert service.search_by_name(made.name, "new", "new.png").matches[0].product_id == "new"
 
     other.delete_instance(made.name)
     with pytest.raises(InvalidInstance):
@@ -303,12 +304,12 @@ def test_product_category_is_predicted_and_restricts_searches(service, make_inst
     assert again.category_id == 6
     # A search with a CategoryId stays within it; without one it spans every category.
     within = service.search_by_picture(product.name, encode(PHOTOS["coffee"]), category_id=8, num=10)
-    assert [a.product_id for a in within.auctions] == ["cup"]
+    assert [a.product_id for a in within.matches] == ["cup"]
     everything = service.search_by_picture(product.name, encode(PHOTOS["coffee"]), num=10)
-    assert {a.product_id for a in everything.auctions} == {"cup", "snack", "cup2"}
+    assert {a.product_id for a in everything.matches} == {"cup", "snack", "cup2"}
     assert everything.pic_info.category_id in (6, 8)
     by_name = service.search_by_name(product.name, "cup", "cup.png", category_id=6)
-    assert {a.product_id for a in by_name.auctions} == {"snack", "cup2"}
+    assert {a.product_id for a in by_name.matches} == {"snack", "cup2"}
     with pytest.raises(InvalidCategory):
         service.search_by_picture(product.name, encode(PHOTOS["coffee"]), category_id=12345)
 
@@ -318,7 +319,7 @@ def test_other_service_types_are_always_other(service, make_instance):
     info = service.add_image(generic.name, "cup", "cup.png", encode(PHOTOS["coffee"]), category_id=3)
     assert info.category_id == 88888888
     result = service.search_by_picture(generic.name, encode(PHOTOS["coffee"]), category_id=3)
-    assert [a.category_id for a in result.auctions] == [88888888]
+    assert [a.category_id for a in result.matches] == [88888888]
 
 
 def _on_canvas(photo, canvas=(600, 800), at=(150, 200), size=(240, 320), colour=235):
@@ -334,7 +335,7 @@ def test_crop_detects_the_subject_and_both_sides_see_it(service, instance):
     x1, x2, y1, y2 = map(int, info.region.split(","))
     assert abs(x1 - 200) <= 8 and abs(x2 - 520) <= 8 and abs(y1 - 150) <= 8 and abs(y2 - 390) <= 8
     # The bare photo matches the stored page closely because both were cut to the subject.
-    bare = service.search_by_picture(instance.name, encode(PHOTOS["coffee"])).auctions[0]
+    bare = service.search_by_picture(instance.name, encode(PHOTOS["coffee"])).matches[0]
     assert bare.product_id == "coffee" and bare.score > 0.9
     whole = service.add_image(instance.name, "coffee", "whole.png", encode(page), crop=False)
     assert whole.region == "0,800,0,600" and whole.multi_region == ["0,800,0,600"]
@@ -358,9 +359,9 @@ def test_fabric_always_uses_the_whole_picture(service, make_instance):
 
 
 def test_each_service_type_gets_its_default_encoder(make_instance):
-    from imagesearch_pg.vision.encoders import DEFAULT_ENCODERS
+    from imagesearch_pg.service_types import SERVICE_TYPES
 
-    for service_type, encoder in DEFAULT_ENCODERS.items():
+    for service_type, encoder in ((t.name, t.default_encoder) for t in SERVICE_TYPES.values()):
         assert make_instance(service_type).encoder == encoder
 
 
@@ -378,7 +379,7 @@ def test_shape_encoder_ignores_colour_and_polarity(service, make_instance):
     recoloured[(logo == [200, 30, 30]).all(axis=2)] = [20, 90, 220]
     inverted = 255 - logo
     for query in (recoloured, inverted):
-        assert service.search_by_picture(trademark.name, encode(query)).auctions[0].product_id == "ring"
+        assert service.search_by_picture(trademark.name, encode(query)).matches[0].product_id == "ring"
 
 
 def test_texture_encoder_sees_a_quarter_turned_picture_as_the_same(encoders):

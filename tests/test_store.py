@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from imagesearch_pg.store import pictures as picture_store
+from imagesearch_pg.store import bulk_load
+from imagesearch_pg.store import picture_search
 from imagesearch_pg.store.filters import parse_filter
 from imagesearch_pg.store.tables import instances, partition
 
@@ -28,9 +29,9 @@ def loaded(service, tmp_path_factory):
     name = "store-" + tmp_path_factory.mktemp("s").name[-8:].replace("_", "-")
     service.create_instance(name, "generic")
     vectors = clustered_unit_vectors(seed=7)
-    with service.engine.begin() as conn:
+    with service.database.engine.begin() as conn:
         instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
-        count = picture_store.bulk_load(conn, instance_id, ((f"p{i}", "n", 0, v) for i, v in enumerate(vectors)))
+        count = bulk_load.bulk_load(conn, instance_id, ((f"p{i}", "n", 0, v) for i, v in enumerate(vectors)))
     assert count == 3000
     yield name, instance_id, vectors
     service.delete_instance(name)
@@ -54,8 +55,8 @@ def test_search_expression_matches_the_partition_index(engine, loaded):
     with engine.begin() as conn:
         conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
         conn.execute(sa.text("SET LOCAL enable_bitmapscan = off"))
-        query = picture_store.vector(np.ones(DIM, np.float32), DIM)
-        statement = picture_store.walk_statement(partition(instance_id), DIM, query, 10, [])
+        query = picture_search.vector(np.ones(DIM, np.float32), DIM)
+        statement = picture_search.walk_statement(partition(instance_id), DIM, query, 10, [])
         compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
         plan = conn.exec_driver_sql(f"EXPLAIN {compiled}").scalars().all()
     assert any("embedding_hnsw" in line for line in plan), plan
@@ -66,7 +67,7 @@ def test_hnsw_window_is_complete_ordered_and_accurate(engine, loaded, limit):
     _, instance_id, vectors = loaded
     query = vectors[5]
     with engine.connect() as conn:
-        rows = picture_store.nearest(conn, instance_id, DIM, query, limit)
+        rows = picture_search.nearest(conn, instance_id, DIM, query, limit)
     assert len(rows) == limit  # never short, even past ef_search
     scores = [r.score for r in rows]
     assert scores == sorted(scores, reverse=True)
@@ -82,16 +83,16 @@ def attributed(service, tmp_path_factory):
     name = "attrs-" + tmp_path_factory.mktemp("a").name[-8:].replace("_", "-")
     service.create_instance(name, "generic")
     vectors = clustered_unit_vectors(seed=11)
-    columns = picture_store.BULK_COLUMNS + ("int_attr", "str_attr")
+    columns = bulk_load.BULK_COLUMNS + ("int_attr", "str_attr")
     rows = ((f"p{i}", "n", 0, v, i % 1000, "even" if i % 2 == 0 else "odd") for i, v in enumerate(vectors))
-    with service.engine.begin() as conn:
+    with service.database.engine.begin() as conn:
         instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
-        picture_store.bulk_load(conn, instance_id, rows, columns=columns)
+        bulk_load.bulk_load(conn, instance_id, rows, columns=columns)
     yield instance_id, vectors
     service.delete_instance(name)
 
 
-@pytest.mark.parametrize("plan_limit", [0, picture_store.EXACT_SCAN_MAX_ROWS, 10**9])
+@pytest.mark.parametrize("plan_limit", [0, picture_search.EXACT_SCAN_MAX_ROWS, 10**9])
 @pytest.mark.parametrize(
     "text, matches",
     [
@@ -106,12 +107,12 @@ def attributed(service, tmp_path_factory):
 def test_filtered_search_returns_the_exact_top_whatever_the_plan(engine, attributed, monkeypatch, plan_limit, text, matches):
     """Walk, exact scan, or walk falling back to the exact scan: always min(limit, matching) rows, the right ones."""
     instance_id, vectors = attributed
-    monkeypatch.setattr(picture_store, "EXACT_SCAN_MAX_ROWS", plan_limit)
+    monkeypatch.setattr(picture_search, "EXACT_SCAN_MAX_ROWS", plan_limit)
     matching = np.array([i for i in range(len(vectors)) if matches(i)], int)
     for seed, limit in ((0, 10), (1, 100)):
         query = vectors[seed * 17]
         with engine.connect() as conn:
-            rows = picture_store.nearest(conn, instance_id, DIM, query, limit, parse_filter(text))
+            rows = picture_search.nearest(conn, instance_id, DIM, query, limit, parse_filter(text))
         assert len(rows) == min(limit, len(matching))
         if len(matching):
             exact = set(matching[np.argsort(-(vectors[matching] @ query))[:limit]])
@@ -129,7 +130,7 @@ def test_planner_estimates_follow_the_filter(engine, attributed):
 
     with engine.connect() as conn:
         def estimate(text):
-            return picture_store.estimated_rows(conn, part, [to_sql(parse_filter(text), part)])
+            return picture_search.estimated_rows(conn, part, [to_sql(parse_filter(text), part)])
 
         assert estimate("int_attr = 7") < 30
         assert 200 < estimate("int_attr < 100") < 500
@@ -144,14 +145,14 @@ def test_silhouette_fusion_ranks_by_the_least_distance_with_the_margin(service, 
     service.create_instance(name, "trademark")
     try:
         embeddings, silhouettes = clustered_unit_vectors(seed=11, count=600), clustered_unit_vectors(seed=12, count=600)
-        with service.engine.begin() as conn:
+        with service.database.engine.begin() as conn:
             instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
             rows = (
                 (f"p{i}", "n", 88888888, e, s, i % 2, f"keypoints of {i}".encode())
                 for i, (e, s) in enumerate(zip(embeddings, silhouettes))
             )
-            picture_store.bulk_load(
-                conn, instance_id, rows, columns=picture_store.BULK_COLUMNS + ("silhouette", "int_attr", "keypoints")
+            bulk_load.bulk_load(
+                conn, instance_id, rows, columns=bulk_load.BULK_COLUMNS + ("silhouette", "int_attr", "keypoints")
             )
         query, views = embeddings[3], [silhouettes[40], silhouettes[41] * 0.7 + silhouettes[42] * 0.3]
         views = [v / np.linalg.norm(v) for v in views]
@@ -162,7 +163,7 @@ def test_silhouette_fusion_ranks_by_the_least_distance_with_the_margin(service, 
         candidates = np.arange(600) if not filtered else np.arange(1, 600, 2)
         expected = candidates[np.argsort(distance[candidates])[:10]]
         with engine.connect() as conn:
-            found = picture_store.nearest(
+            found = picture_search.nearest(
                 conn, instance_id, DIM, query, 10, parse_filter("int_attr = 1") if filtered else None, None,
                 views, silhouette_margin=margin, keypoints_for=4,
             )

@@ -245,7 +245,7 @@ def test_the_network_comes_from_the_installed_package(detector):
     path = detector.model_path()
     assert path.exists() and path.parent == detector.cache_dir
     assert detector.model_path() == path  # built once, then reused
-    saliency = detector.saliency(skimage.data.coffee())
+    saliency = detector.predict(skimage.data.coffee())
     size = detector.settings.saliency_size
     assert saliency.shape == (size, size) and 0.0 <= saliency.min() and saliency.max() <= 1.0
 

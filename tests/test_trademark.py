@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from imagesearch_pg.service import Attributes, reranking
+from benchmarks import descriptor_variants as V
 from imagesearch_pg.vision import descriptors
 from tests.pictures import encode, sample_photos
 
@@ -93,8 +94,8 @@ def test_a_recoloured_or_inverted_mark_is_found_first(service, marks, kind):
     inverted[ink] = (255, 255, 255)
     for query in (recoloured, inverted):
         result = service.search_by_picture(marks, encode(query))
-        assert result.auctions[0].product_id == f"mark{kind}"
-        scores = [a.score for a in result.auctions]
+        assert result.matches[0].product_id == f"mark{kind}"
+        scores = [a.score for a in result.matches]
         assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
 
 
@@ -112,7 +113,7 @@ def test_marks_pasted_on_photos_rank_higher_than_with_the_plain_encoder(service,
         found = []
         for kind in range(6):
             result = service.search_by_picture(instance_name, encode(in_the_wild(mark(kind))), num=9)
-            found.append([a.product_id for a in result.auctions].index(f"mark{kind}"))
+            found.append([a.product_id for a in result.matches].index(f"mark{kind}"))
         return found
 
     recipe, gem = ranks(marks), ranks(plain.name)
@@ -123,21 +124,21 @@ def test_marks_pasted_on_photos_rank_higher_than_with_the_plain_encoder(service,
 def test_filters_and_paging_hold_with_silhouettes(service, marks):
     query = encode(in_the_wild(mark(2), colour=(250, 220, 0)))
     only_photos = service.search_by_picture(marks, query, filter="int_attr=9", num=10)
-    assert {a.product_id for a in only_photos.auctions} == {"coffee", "chelsea", "rocket"}
-    found = service.search_by_picture(marks, query, filter="int_attr<9", num=10).auctions
+    assert {a.product_id for a in only_photos.matches} == {"coffee", "chelsea", "rocket"}
+    found = service.search_by_picture(marks, query, filter="int_attr<9", num=10).matches
     assert found[0].product_id == "mark2" and len(found) == 6
-    everything = service.search_by_picture(marks, query, num=9).auctions
+    everything = service.search_by_picture(marks, query, num=9).matches
     assert len({(a.product_id, a.pic_name) for a in everything}) == 9
-    second_page = service.search_by_picture(marks, query, start=3, num=3).auctions
+    second_page = service.search_by_picture(marks, query, start=3, num=3).matches
     assert [a.product_id for a in second_page] == [a.product_id for a in everything[3:6]]
     # A ScoreThreshold or DistinctProductId search fetches a long window: the re-ranking still applies
-    wide = service.search_by_picture(marks, query, num=9, score_threshold=0.0, distinct_product_id=True).auctions
+    wide = service.search_by_picture(marks, query, num=9, score_threshold=0.0, distinct_product_id=True).matches
     assert [a.product_id for a in wide] == [a.product_id for a in everything]
 
 
 def test_search_by_name_uses_the_stored_silhouette(service, marks):
     result = service.search_by_name(marks, "mark4", "m.png", num=3)
-    assert result.auctions[0].product_id == "mark4" and result.auctions[0].score > 0.99
+    assert result.matches[0].product_id == "mark4" and result.matches[0].score > 0.99
 
 
 def test_silhouette_is_the_same_whatever_the_colours():
@@ -145,7 +146,7 @@ def test_silhouette_is_the_same_whatever_the_colours():
     inverted = 255 - logo
     green = logo.copy()
     green[(logo != 255).any(axis=2)] = (30, 160, 60)
-    masks = [descriptors.ink_mask(image) for image in (logo, inverted, green)]
+    masks = [V.ink_mask(image) for image in (logo, inverted, green)]
     assert (masks[0] == masks[1]).all() and (masks[0] == masks[2]).all()
 
 
@@ -172,7 +173,7 @@ def test_rerank_moves_geometric_matches_first():
         keypoints = property(lambda self: stored.get((self[0], "p")))
         _mapping = property(lambda self: {"product_id": self[0], "pic_name": "p", "score": self[1]})
 
-    assert descriptors.verify(features, descriptors.unpack_local(stored[("copy", "p")])) >= reranking.MIN_INLIERS
+    assert V.verify(features, descriptors.unpack_local(stored[("copy", "p")])) >= reranking.MIN_INLIERS
     rows = [Row(("other", 0.9)), Row(("copy", 0.6)), Row(("unstored", 0.5))]
     ranked = reranking.rerank(rows, features)
     assert [r.product_id for r in ranked] == ["copy", "other", "unstored"]

@@ -1,4 +1,5 @@
-"""AccessKey pairs for signed requests: created (the secret shown once), listed, revoked, looked up.
+"""AccessKey pairs for signed requests: created (the secret shown once), listed, revoked, looked up; and
+the nonces of signed requests, each accepted once.
 
 The server must compute the same HMAC as the client, so it needs each secret itself: secrets are stored
 encrypted with the deployment's secret key (Fernet), never in clear. That key comes from
@@ -14,13 +15,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import InvalidParameter
 from imagesearch_pg.service import validation
-from imagesearch_pg.store.tables import access_keys, request_nonces
+from imagesearch_pg.store import access_keys as key_store
+from imagesearch_pg.store.database import Database
 
 # A process remembers a looked-up key this long: one database read less per request, and a revoked key
 # stops working within this time everywhere.
@@ -68,8 +69,8 @@ def secret_box(settings: Settings) -> Fernet:
 
 
 class AccessKeys:
-    def __init__(self, engine: sa.Engine, box: Fernet):
-        self.engine = engine
+    def __init__(self, database: Database, box: Fernet):
+        self.database = database
         self.box = box
         self._remembered: dict[str, tuple[float, Credential | None]] = {}
 
@@ -80,33 +81,18 @@ class AccessKeys:
             validation.instance_name(name)
         key_id = KEY_ID_PREFIX + secrets.token_hex(10)
         secret = secrets.token_urlsafe(24)
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.insert(access_keys).values(
-                    id=key_id,
-                    secret_encrypted=self.box.encrypt(secret.encode()),
-                    instances=sorted(set(instances)) if instances else None,
-                )
-            )
+        with self.database.transaction() as conn:
+            key_store.insert(conn, key_id, self.box.encrypt(secret.encode()), sorted(set(instances)) if instances else None)
         return key_id, secret
 
-    def list(self) -> list[AccessKey]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(access_keys.c.id, access_keys.c.instances, access_keys.c.created_at, access_keys.c.revoked_at)
-                .order_by(access_keys.c.created_at, access_keys.c.id)
-            )
-            return [AccessKey(*row) for row in rows]
+    def listing(self) -> list[AccessKey]:
+        with self.database.reading() as conn:
+            return [AccessKey(*row) for row in key_store.listing(conn)]
 
     def revoke(self, key_id: str) -> None:
-        with self.engine.begin() as conn:
-            revoked = conn.execute(
-                sa.update(access_keys)
-                .where(access_keys.c.id == key_id, access_keys.c.revoked_at.is_(None))
-                .values(revoked_at=sa.func.now())
-                .returning(access_keys.c.id)
-            ).first()
-        if revoked is None:
+        with self.database.transaction() as conn:
+            revoked = key_store.revoke(conn, key_id)
+        if not revoked:
             raise InvalidParameter(f"no active AccessKey {key_id[:64]!r}")
 
     def credential(self, key_id: str) -> Credential | None:
@@ -123,12 +109,8 @@ class AccessKeys:
         return found
 
     def _read_credential(self, key_id: str) -> Credential | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(access_keys.c.secret_encrypted, access_keys.c.instances).where(
-                    access_keys.c.id == key_id, access_keys.c.revoked_at.is_(None)
-                )
-            ).first()
+        with self.database.reading() as conn:
+            row = key_store.active(conn, key_id)
         if row is None:
             return None
         try:
@@ -138,15 +120,7 @@ class AccessKeys:
         return Credential(secret, None if row.instances is None else frozenset(row.instances))
 
     def first_use_of_nonce(self, nonce: str, window: timedelta) -> bool:
-        """Record a request nonce; False if it was seen before (a replay). Nonces older than ``window``
-        are forgotten: a request that old is refused for its date anyway."""
-        with self.engine.begin() as conn:
-            fresh = conn.execute(
-                sa.dialects.postgresql.insert(request_nonces)
-                .values(nonce=nonce)
-                .on_conflict_do_nothing(index_elements=["nonce"])
-                .returning(request_nonces.c.nonce)
-            ).first()
-            if secrets.randbelow(100) == 0:  # now and then, drop the expired ones
-                conn.execute(sa.delete(request_nonces).where(request_nonces.c.seen_at < sa.func.now() - 2 * window))
-        return fresh is not None
+        """Record a request nonce; False if it was seen before (a replay). Nonces are kept twice ``window``:
+        a request older than ``window`` is refused for its date anyway."""
+        with self.database.transaction() as conn:
+            return key_store.record_nonce(conn, nonce, 2 * window)

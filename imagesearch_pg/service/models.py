@@ -1,35 +1,32 @@
-"""Plain result and argument objects of the service layer (Python names; the HTTP layer renames them)."""
+"""Plain result objects of the service layer, with Python names.
+
+``public_name`` gives the names users see for their fields in every door (the HTTP API, the CLI's tables
+and --json, the console): the protocol's names, written here once. Envelopes, statuses and encodings of
+the protocol live in flask_app/protocol.py.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from imagesearch_pg.attributes import ATTRIBUTE_NAMES, Attributes
 
-@dataclass(frozen=True)
-class Attributes:
-    """What a picture carries besides its vector."""
-
-    custom_content: str | None = None
-    int_attr: int | None = None
-    int_attr2: int | None = None
-    int_attr3: int | None = None
-    int_attr4: int | None = None
-    str_attr: str | None = None
-    str_attr2: str | None = None
-    str_attr3: str | None = None
-    str_attr4: str | None = None
-
-    def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+# The fields whose public name is not their Python name in PascalCase.
+_PUBLIC_NAMES = {"picture_count": "TotalCount", "created_at": "UtcCreate", "expires_at": "UtcExpireTime"}
 
 
-ATTRIBUTE_NAMES = tuple(f.name for f in fields(Attributes))
+def public_name(name: str) -> str:
+    """int_attr2 -> IntAttr2, picture_count -> TotalCount."""
+    return _PUBLIC_NAMES.get(name) or "".join(part.capitalize() for part in name.split("_"))
 
 
-def protocol_name(name: str) -> str:
-    """int_attr2 -> IntAttr2: the protocol's spelling of a Python name."""
-    return "".join(part.capitalize() for part in name.split("_"))
+def public_record(values: dict) -> dict:
+    """A record under its public names, times as milliseconds since the epoch (as the protocol has them)."""
+    return {
+        public_name(key): int(value.timestamp() * 1000) if isinstance(value, datetime) else value
+        for key, value in values.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -47,10 +44,16 @@ class Instance:
     expires_at: datetime | None
     picture_count: int
 
+    def as_dict(self) -> dict:
+        """What every door shows of an instance."""
+        shown = ("name", "service_type", "region", "capacity", "qps", "picture_count", "encoder", "created_at",
+                 "expires_at")
+        return {name: getattr(self, name) for name in shown}
+
 
 @dataclass(frozen=True)
 class PicInfo:
-    """What the service saw in a picture: its category and subject box(es)."""
+    """What the service saw in a picture: its category and subject box(es), as x1,x2,y1,y2 text."""
 
     category_id: int
     region: str
@@ -58,30 +61,39 @@ class PicInfo:
 
 
 @dataclass(frozen=True)
-class Auction:
-    """One search result."""
+class Match:
+    """One picture found: a search result (with its score) or a listed or checked picture (score None)."""
 
     product_id: str
     pic_name: str
     category_id: int
-    score: float | None  # None where there is no query (SearchImageByFilter, CheckImageExists)
+    score: float | None
     attributes: Attributes
 
-    @property
-    def sort_expr_values(self) -> str:
-        return f"{self.score};0"
+    @classmethod
+    def from_row(cls, row, score: float | None) -> "Match":
+        """A stored picture's result columns (store.pictures.RESULT_COLUMNS) as a Match."""
+        attributes = Attributes(**{name: getattr(row, name) for name in ATTRIBUTE_NAMES})
+        return cls(row.product_id, row.pic_name, row.category_id, score, attributes)
+
+    def as_dict(self) -> dict:
+        """Key, score (when there is one), category and every attribute (None where it has no value)."""
+        shown = {"product_id": self.product_id, "pic_name": self.pic_name, "category_id": self.category_id}
+        if self.score is not None:
+            shown["score"] = self.score
+        return {**shown, **self.attributes.as_dict()}
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    docs_found: int
+    docs_found: int  # how many pictures match, counted up to the 500-result window
     search_time_ms: int
-    auctions: list[Auction]
-    pic_info: PicInfo | None = None
+    matches: list[Match]
+    pic_info: PicInfo | None = None  # searches with a picture only
 
     @property
     def docs_return(self) -> int:
-        return len(self.auctions)
+        return len(self.matches)
 
 
 @dataclass(frozen=True)

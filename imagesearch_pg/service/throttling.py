@@ -8,37 +8,22 @@ defaults, as the hosted service has.
 
 from __future__ import annotations
 
-import secrets
-
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
-
 from imagesearch_pg.errors import Throttling
-from imagesearch_pg.store.tables import request_counts
+from imagesearch_pg.store import request_counts
+from imagesearch_pg.store.database import Database
 
 ADD_PER_SECOND = 5
 DELETE_PER_SECOND = 20
+KINDS = ("add", "delete", "search")
 
 
 class Throttle:
-    def __init__(self, engine: sa.Engine):
-        self.engine = engine
+    def __init__(self, database: Database):
+        self.database = database
 
     def admit(self, instance_id: int, kind: str, limit: int) -> None:
         """Count one request; raise Throttling if it is over ``limit`` in the current second."""
-        second = sa.func.floor(sa.extract("epoch", sa.func.clock_timestamp()))
-        statement = (
-            insert(request_counts)
-            .values(instance_id=instance_id, kind=kind, second=second, count=1)
-            .on_conflict_do_update(
-                index_elements=["instance_id", "kind", "second"],
-                set_={"count": request_counts.c.count + 1},
-            )
-            .returning(request_counts.c.count)
-        )
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            count = conn.execute(statement).scalar_one()
-            if secrets.randbelow(1000) == 0:  # now and then, forget old seconds
-                conn.execute(sa.delete(request_counts).where(request_counts.c.second < second - 60))
+        with self.database.reading() as conn:
+            count = request_counts.count_request(conn, instance_id, kind)
         if count > limit:
             raise Throttling(f"more than {limit} {kind} requests per second on this instance; retry shortly")

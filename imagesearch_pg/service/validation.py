@@ -1,21 +1,33 @@
-"""Checks on request values, each failing with the protocol's error before anything is touched."""
+"""Checks on request values, each failing with a typed error before anything is touched."""
 
 from __future__ import annotations
 
 import re
 
+from imagesearch_pg import categories
+from imagesearch_pg.attributes import (
+    INT32_MAX,
+    INT32_MIN,
+    INT_ATTRS,
+    MAX_CUSTOM_CONTENT,
+    MAX_STR_ATTR,
+    STR_ATTRS,
+    Attributes,
+)
 from imagesearch_pg.errors import (
+    InvalidCategory,
     InvalidParameter,
     InvalidStartParameter,
     MissingParameter,
     OverflowMaxResultNum,
     OverflowMaxReturnNum,
 )
+from imagesearch_pg.service.models import public_name
+from imagesearch_pg.service_types import SERVICE_TYPES
 
-INT32 = (-(2**31), 2**31 - 1)
 MAX_NUM, MAX_WINDOW = 100, 500
+MAX_KEY_LENGTH = 512  # ProductId and PicName
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-SERVICE_TYPES = ("product", "generic", "fabric", "trademark")
 
 
 def text(name: str, value: str | None, *, max_len: int, required: bool = False, min_len: int = 0) -> str | None:
@@ -32,14 +44,43 @@ def text(name: str, value: str | None, *, max_len: int, required: bool = False, 
     return value
 
 
+def picture_key(product_id: str, pic_name: str | None, *, pic_name_required: bool = True) -> None:
+    """ProductId and PicName: 1-512 characters each (PicName may be left out where it is optional)."""
+    text("ProductId", product_id, min_len=1, max_len=MAX_KEY_LENGTH, required=True)
+    text("PicName", pic_name, min_len=1, max_len=MAX_KEY_LENGTH, required=pic_name_required)
+
+
 def int32(name: str, value: int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParameter(f"{name} must be an integer")
-    if not (INT32[0] <= value <= INT32[1]):
-        raise InvalidParameter(f"{name} must be a 32-bit signed integer ({INT32[0]}..{INT32[1]}), got {value}")
+    if not (INT32_MIN <= value <= INT32_MAX):
+        raise InvalidParameter(f"{name} must be a 32-bit signed integer ({INT32_MIN}..{INT32_MAX}), got {value}")
     return value
+
+
+def attributes(given: Attributes) -> dict:
+    """The attributes as column values, each checked."""
+    values = given.as_dict()
+    text(public_name("custom_content"), values["custom_content"], max_len=MAX_CUSTOM_CONTENT)
+    for name in INT_ATTRS:
+        int32(public_name(name), values[name])
+    for name in STR_ATTRS:
+        text(public_name(name), values[name], max_len=MAX_STR_ATTR)
+    return values
+
+
+def category(service_type: str, category_id: int | None) -> int | None:
+    """A given CategoryId on an instance of a type with categories (product); None when none is given or
+    the type has none (its pictures are all in Other, whatever a client sends)."""
+    if category_id is None or not SERVICE_TYPES[service_type].categories:
+        return None
+    if isinstance(category_id, bool) or not isinstance(category_id, int) or category_id not in categories.CATEGORIES:
+        raise InvalidCategory(
+            f"CategoryId {category_id!r} is not a category; allowed: {', '.join(map(str, categories.CATEGORIES))}"
+        )
+    return category_id
 
 
 def window(num: int, start: int) -> None:

@@ -43,11 +43,11 @@ from typing import Union
 import sqlalchemy as sa
 
 from imagesearch_pg.errors import InvalidFilter
-from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, pictures
+from imagesearch_pg.attributes import INT32_MAX, INT32_MIN, INT_ATTRS, STR_ATTRS
+from imagesearch_pg.store.tables import pictures
 
 MAX_FILTER_LENGTH = 4096
 MAX_NESTING = 64
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 INT_OPS = (">", ">=", "<", "<=", "=", "!=")
 STR_OPS = ("=", "!=")
@@ -338,10 +338,10 @@ class Parser:
         if field in INT_ATTRS:
             if token.kind != INT:
                 raise self.expected(f"an integer {where} ({field} is an integer field)")
-            if token.value is None or not INT_MIN <= token.value <= INT_MAX:
+            if token.value is None or not INT32_MIN <= token.value <= INT32_MAX:
                 raise _fail(
                     token.position,
-                    f"integer {_show(token)} is out of the 32-bit range {INT_MIN}..{INT_MAX}",
+                    f"integer {_show(token)} is out of the 32-bit range {INT32_MIN}..{INT32_MAX}",
                 )
         elif token.kind != STRING:
             error = self.expected(f"a double-quoted string {where} ({field} is a string field)")

@@ -1,27 +1,29 @@
-"""Queries over imagesearch.pictures. Each instance's rows live in its own partition with its own HNSW index."""
+"""Writes and plain reads of imagesearch.pictures (the nearest-picture queries are in picture_search).
+
+Each instance's rows live in its own partition (tables.partition) with its own HNSW index.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import sqlalchemy as sa
-from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects.postgresql import insert
 
 from imagesearch_pg.store.filters import Node, to_sql
-from imagesearch_pg.store.query_vectors import halfvec_parameter, vector_parameter
-from imagesearch_pg.store.tables import INT_ATTRS, STR_ATTRS, instances, partition, pictures
+from imagesearch_pg.store.instances import count_added, reset_count
+from imagesearch_pg.store.tables import partition, pictures
 
-# Every connection starts with these (database.create_engine). ef_search 100 measured recall@10 0.998 on
-# 100k vectors; strict_order iterative scans let one HNSW scan go past ef_search rows, still in exact
-# distance order, so a window of up to 500 results needs no per-query setting.
-HNSW_SETTINGS = {"hnsw.ef_search": "100", "hnsw.iterative_scan": "strict_order"}
-
+# What a search or a listing returns of a picture: no vectors, keypoints or bookkeeping.
 RESULT_COLUMNS = [
     c
     for c in pictures.c
     if c.name
     not in ("instance_id", "embedding", "silhouette", "keypoints", "category_given", "created_at", "updated_at")
 ]
+
+
+def result_columns(part: sa.TableClause) -> list:
+    return [part.c[c.name] for c in RESULT_COLUMNS]
 
 
 def upsert(
@@ -50,7 +52,7 @@ def stored(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str
     """The stored picture's result columns (no vectors), or None."""
     part = partition(instance_id)
     return conn.execute(
-        sa.select(*_columns(part)).where(part.c.product_id == product_id, part.c.pic_name == pic_name)
+        sa.select(*result_columns(part)).where(part.c.product_id == product_id, part.c.pic_name == pic_name)
     ).first()
 
 
@@ -65,13 +67,13 @@ def update_attributes(conn: sa.Connection, instance_id: int, product_id: str, pi
     return changed is not None
 
 
-def listing(conn: sa.Connection, instance_id: int, filter: Node | None, limit: int, offset: int) -> list[sa.Row]:
+def listing(conn: sa.Connection, instance_id: int, filter: Node, limit: int, offset: int) -> list[sa.Row]:
     """Pictures matching ``filter`` in a stable order (ProductId, then PicName), without scores."""
     part = partition(instance_id)
     return list(
         conn.execute(
-            sa.select(*_columns(part))
-            .where(*_conditions(part, filter, None))
+            sa.select(*result_columns(part))
+            .where(to_sql(filter, part))
             .order_by(part.c.product_id, part.c.pic_name)
             .limit(limit)
             .offset(offset)
@@ -90,252 +92,6 @@ def exists(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str
         ).first()
         is not None
     )
-
-
-def stored_embedding(instance_id: int, dim: int, product_id: str, pic_name: str) -> sa.ScalarSelect:
-    """The stored vector of one picture as a scalar subquery, so a search by name is one round trip."""
-    part = partition(instance_id)
-    return (
-        sa.select(sa.cast(part.c.embedding, Vector(dim)))
-        .where(part.c.product_id == product_id, part.c.pic_name == pic_name)
-        .scalar_subquery()
-    )
-
-
-def stored_silhouette(instance_id: int, dim: int, product_id: str, pic_name: str) -> sa.ScalarSelect:
-    part = partition(instance_id)
-    return (
-        sa.select(sa.cast(part.c.silhouette, HALFVEC(dim)))
-        .where(part.c.product_id == product_id, part.c.pic_name == pic_name)
-        .scalar_subquery()
-    )
-
-
-# A filtered search whose matches the planner estimates at no more than this many scores every match
-# exactly (bitmap scans over the attribute indexes of migration 0008); above it, the matches are common
-# enough that the HNSW walk, skipping the others, finds the nearest ones quickly. Chosen with
-# benchmarks/filtered_search.py (docs/benchmarks.md).
-EXACT_SCAN_MAX_ROWS = 5000
-
-
-def nearest(
-    conn: sa.Connection,
-    instance_id: int,
-    dim: int,
-    query: np.ndarray | sa.ScalarSelect,
-    limit: int,
-    filter: Node | None = None,
-    category_id: int | None = None,
-    silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
-    expected: float | None = None,
-    keypoints_for: int = 0,
-    silhouette_margin: float = 0.0,
-) -> list[sa.Row]:
-    """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column; with a
-    ``filter`` (parsed) or a category, the ``limit`` nearest among the matching pictures, or all of them
-    when fewer match: never fewer because an index walk gave up.
-
-    The plan is chosen per query: unfiltered, the HNSW index; filtered, an exact scan of the matching rows
-    when the planner expects few of them, else the HNSW walk with the filter, falling back to the exact
-    scan if the walk ends with fewer than ``limit`` rows (hnsw.max_scan_tuples reached).
-    With ``silhouettes`` (vectors or stored_silhouette subqueries, trademark encoder) a picture's distance
-    is the least of its embedding's to ``query`` and its silhouette's to each of them plus
-    ``silhouette_margin``.
-    ``expected``: the planner's estimate of the matches (estimate()), if the caller has it already.
-    ``keypoints_for`` (searches with ``silhouettes``): the first that many rows carry the stored
-    ``keypoints`` too, the others None, for re-ranking without a second round trip.
-    """
-    part = partition(instance_id)
-    conditions = _conditions(part, filter, category_id)
-    query = vector(query, dim)
-    silhouette_queries = [_halfvec(vector, dim, f"s{i}") for i, vector in enumerate(silhouettes or ())]
-    if keypoints_for and not silhouette_queries:
-        raise ValueError("keypoints come with searches by silhouettes (trademark encoders)")
-    fusion = (silhouette_queries, silhouette_margin, keypoints_for)
-    if not conditions:
-        statement = (
-            _fused_statement(part, dim, query, limit, *fusion)
-            if silhouette_queries
-            else walk_statement(part, dim, query, limit, [])
-        )
-        return list(conn.execute(statement))
-    if expected is None and not silhouette_queries:
-        expected = estimated_rows(conn, part, conditions)
-    if not silhouette_queries and expected > EXACT_SCAN_MAX_ROWS:
-        rows = list(conn.execute(walk_statement(part, dim, query, limit, conditions)))
-        if len(rows) == limit:
-            return rows
-    return list(conn.execute(_exact_statement(part, query, limit, conditions, *fusion)))
-
-
-def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None,
-          distinct_products: bool, cap: int, expected: float | None = None) -> int:
-    """How many pictures (or distinct products) match, counting no further than ``cap``.
-
-    Rows are about a page each (the vector stays in line), so counting reads a page per match: when the
-    planner expects ten times ``cap`` matching pictures or more, the answer is ``cap`` without counting.
-    """
-    part = partition(instance_id)
-    conditions = _conditions(part, filter, category_id)
-    if not distinct_products and not conditions:  # the instance keeps its own count
-        total = conn.execute(sa.select(instances.c.picture_count).where(instances.c.id == instance_id)).scalar_one()
-        return min(cap, total)
-    if not distinct_products:
-        expected = estimated_rows(conn, part, conditions) if expected is None else expected
-        if expected >= 10 * cap:
-            return cap
-    column = part.c.product_id if distinct_products else sa.literal(1)
-    matching = sa.select(column).select_from(part).where(*conditions)
-    if distinct_products:
-        matching = matching.distinct()
-    return conn.execute(sa.select(sa.func.count()).select_from(matching.limit(cap).subquery())).scalar_one()
-
-
-def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None) -> float | None:
-    """The planner's estimate of the pictures a filter and category match; None when there is neither."""
-    part = partition(instance_id)
-    conditions = _conditions(part, filter, category_id)
-    return estimated_rows(conn, part, conditions) if conditions else None
-
-
-def estimated_rows(conn: sa.Connection, part: sa.TableClause, conditions: list) -> float:
-    """The planner's estimate of the rows matching ``conditions`` (bound parameters, no execution)."""
-    statement = sa.select(sa.literal(1)).select_from(part)
-    if conditions:
-        statement = statement.where(*conditions)
-    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
-    return float(plan[0]["Plan"]["Plan Rows"])
-
-
-def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | None) -> list:
-    return ([] if filter is None else [to_sql(filter, part)]) + (
-        [] if category_id is None else [part.c.category_id == category_id]
-    )
-
-
-def vector(query: np.ndarray | sa.ScalarSelect, dim: int):
-    """A query vector as a bound, cast SQL expression (a stored_embedding subquery as it is)."""
-    return query if isinstance(query, sa.ScalarSelect) else vector_parameter("q", query, dim)
-
-
-def _halfvec(query: np.ndarray | sa.ScalarSelect, dim: int, name: str):
-    return query if isinstance(query, sa.ScalarSelect) else halfvec_parameter(name, query, dim)
-
-
-def _columns(part: sa.TableClause) -> list:
-    return [part.c[c.name] for c in RESULT_COLUMNS]
-
-
-def walk_statement(part: sa.TableClause, dim: int, query, limit: int, conditions: list) -> sa.Select:
-    """The HNSW walk: ``query`` is a vector expression (see vector()), ``conditions`` SQL expressions."""
-    # The cast matches the partition's expression index; without it the index is not used.
-    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
-    score = sa.func.imagesearch.cosine_score(distance).label("score")
-    return sa.select(*_columns(part), score).where(*conditions).order_by(distance).limit(limit)
-
-
-def _exact_statement(
-    part: sa.TableClause, query, limit: int, conditions: list,
-    silhouette_queries: list, silhouette_margin: float, keypoints_for: int,
-) -> sa.Select:
-    # No cast: the planner cannot use the HNSW index, so it finds the matching rows by their attributes
-    # and scores each of them.
-    distance = part.c.embedding.cosine_distance(query)
-    if silhouette_queries:
-        # least() skips NULLs: a picture stored without a silhouette ranks by its embedding.
-        margin = sa.literal(float(silhouette_margin))
-        distance = sa.func.least(
-            distance, *(part.c.silhouette.cosine_distance(s) + margin for s in silhouette_queries)
-        )
-    if not keypoints_for:
-        score = sa.func.imagesearch.cosine_score(distance).label("score")
-        return sa.select(*_columns(part), score).where(*conditions).order_by(distance).limit(limit)
-    best = (
-        sa.select(part.c.product_id, part.c.pic_name, distance.label("distance"))
-        .where(*conditions)
-        .order_by(distance)
-        .limit(limit)
-        .subquery("best")
-    )
-    return _best_rows(part, best, keypoints_for)
-
-
-def _fused_statement(
-    part: sa.TableClause, dim: int, query, limit: int,
-    silhouette_queries: list, silhouette_margin: float, keypoints_for: int,
-) -> sa.Select:
-    # Each query vector walks its own index for its ``limit`` nearest; a picture in the fused top ``limit``
-    # is in the top ``limit`` of the vector that gives its least distance, so the union holds them all.
-    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
-    branches = [sa.select(part.c.product_id, part.c.pic_name, distance.label("distance")).order_by(distance).limit(limit)]
-    margin = sa.literal(float(silhouette_margin))
-    for s in silhouette_queries:
-        d = sa.cast(part.c.silhouette, HALFVEC(dim)).cosine_distance(s)
-        # ordered by the bare distance (the index's expression), ranked with the margin added
-        branches.append(
-            sa.select(part.c.product_id, part.c.pic_name, (d + margin).label("distance")).order_by(d).limit(limit)
-        )
-    hits = sa.union_all(*branches).subquery("hits")
-    least = sa.func.min(hits.c.distance)
-    best = (
-        sa.select(hits.c.product_id, hits.c.pic_name, least.label("distance"))
-        .group_by(hits.c.product_id, hits.c.pic_name)
-        .order_by(least)
-        .limit(limit)
-        .subquery("best")
-    )
-    return _best_rows(part, best, keypoints_for)
-
-
-def _best_rows(part: sa.TableClause, best: sa.Subquery, keypoints_for: int) -> sa.Select:
-    """The pictures of ``best`` (product_id, pic_name, distance; already cut to the limit, so the join reads
-    only the rows returned), best first, with their scores; the first ``keypoints_for`` also with their
-    keypoints (up to ~43 kB each, read only for those)."""
-    score = sa.func.imagesearch.cosine_score(best.c.distance).label("score")
-    keypoints = []
-    if keypoints_for:
-        rank = sa.func.row_number().over(order_by=best.c.distance)
-        keypoints = [sa.case((rank <= keypoints_for, part.c.keypoints)).label("keypoints")]
-    return (
-        sa.select(*_columns(part), score, *keypoints)
-        .join_from(part, best, sa.and_(part.c.product_id == best.c.product_id, part.c.pic_name == best.c.pic_name))
-        .order_by(best.c.distance)
-    )
-
-
-def labelled_neighbours(
-    conn: sa.Connection, instance_id: int, dim: int, query: np.ndarray, k: int
-) -> list[tuple[int, float]]:
-    """(category, score) of the ``k`` nearest pictures whose category a user gave.
-
-    Approximate on purpose (it feeds a vote): the HNSW index with the connection's iterative scan keeps
-    looking past unlabelled pictures until it has ``k`` labelled ones or hits hnsw.max_scan_tuples.
-    """
-    part = partition(instance_id)
-    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(vector_parameter("q", query, dim))
-    rows = conn.execute(
-        sa.select(part.c.category_id, sa.func.imagesearch.cosine_score(distance))
-        .where(part.c.category_given)
-        .order_by(distance)
-        .limit(k)
-    )
-    return [(int(category), float(score)) for category, score in rows]
-
-
-def count_added(conn: sa.Connection, instance_id: int, change: int, *, within_capacity: bool = False) -> bool:
-    """Change the instance's kept picture count (instances.picture_count) by ``change``. The deletes and
-    bulk_load here do it themselves; upsert's caller does for a new picture, ``within_capacity``: an increase
-    that would pass the capacity then changes nothing and returns False."""
-    if not change:
-        return True
-    condition = [instances.c.id == instance_id]
-    if within_capacity:
-        condition.append(instances.c.picture_count + change <= instances.c.capacity)
-    changed = conn.execute(
-        sa.update(instances).where(*condition).values(picture_count=instances.c.picture_count + change)
-    )
-    return changed.rowcount == 1
 
 
 def delete(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str | None) -> list[str]:
@@ -357,51 +113,8 @@ def delete_matching(conn: sa.Connection, instance_id: int, filter: Node) -> list
 
 
 def delete_all(conn: sa.Connection, instance_id: int) -> None:
+    """Every picture of the instance, at once (the caller holds the instance's exclusive lock)."""
     conn.execute(sa.text(f"TRUNCATE imagesearch.pictures_{int(instance_id)}"))
-    conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(picture_count=0))
+    reset_count(conn, instance_id)
 
 
-BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
-BULK_TYPES = {
-    "product_id": "text", "pic_name": "text", "category_id": "int4", "embedding": "vector",
-    "silhouette": "halfvec", "keypoints": "bytea",
-    **{name: "int4" for name in INT_ATTRS}, **{name: "text" for name in STR_ATTRS},
-}
-
-
-def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, columns: tuple = BULK_COLUMNS) -> int:
-    """Load many new pictures at once: ``rows`` yields tuples of ``columns`` (by default product_id,
-    pic_name, category_id, embedding; silhouette and keypoints may follow).
-
-    The instance's HNSW indexes are dropped, the rows are streamed with binary COPY, and the indexes are
-    built once afterwards (parallel). Runs in the caller's transaction; existing keys make it fail whole.
-    """
-    from pgvector import HalfVector
-    from pgvector.psycopg import register_vector
-
-    raw = conn.connection.driver_connection
-    register_vector(raw)
-    silhouettes = "silhouette" in columns
-    conn.execute(sa.select(sa.func.imagesearch.drop_picture_index(instance_id)))
-    if silhouettes:
-        conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
-    loaded = 0
-    with raw.cursor().copy(
-        f"COPY imagesearch.pictures (instance_id, {', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)"
-    ) as copy:
-        copy.set_types(["int4", *(BULK_TYPES[c] for c in columns)])
-        at = columns.index("silhouette") if silhouettes else -1
-        for row in rows:
-            if silhouettes:  # numpy arrays go out as vector unless told they are halfvec
-                row = (*row[:at], HalfVector(row[at]), *row[at + 1 :])
-            copy.write_row((instance_id, *row))
-            loaded += 1
-            if progress is not None:
-                progress(loaded)
-    count_added(conn, instance_id, loaded)
-    conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
-    if silhouettes:
-        conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
-    # Fresh statistics, so the planner sees the loaded rows at once rather than after autovacuum.
-    conn.execute(sa.text(f"ANALYZE imagesearch.pictures_{int(instance_id)}"))
-    return loaded

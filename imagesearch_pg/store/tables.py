@@ -11,10 +11,9 @@ import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects import postgresql as pg
 
-metadata = sa.MetaData(schema="imagesearch")
+from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
 
-INT_ATTRS = ("int_attr", "int_attr2", "int_attr3", "int_attr4")
-STR_ATTRS = ("str_attr", "str_attr2", "str_attr3", "str_attr4")
+metadata = sa.MetaData(schema="imagesearch")
 
 encoders = sa.Table(
     "encoders",

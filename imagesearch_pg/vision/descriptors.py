@@ -1,4 +1,5 @@
-"""Pure descriptor helpers (numpy in, numpy out) chosen by ``benchmarks/recipes.py``.
+"""Pure descriptor helpers (numpy in, numpy out) that the encoders use, chosen by ``benchmarks/recipes.py``
+(the variants tried and not chosen are in ``benchmarks/descriptor_variants.py``).
 
 Everything here works on arrays the encoder already returns (the last feature map of
 EfficientNet-Lite0, N x C x h x w after ReLU6) or on RGB uint8 pictures; nothing loads a model.
@@ -15,11 +16,6 @@ import numpy as np
 # Pooling of the last feature map
 
 
-def average(feature_map: np.ndarray) -> np.ndarray:
-    """Average pooling, N x C x h x w -> N x C (what the network's own ``features`` output is)."""
-    return feature_map.reshape(feature_map.shape[0], feature_map.shape[1], -1).mean(axis=2)
-
-
 def gem(feature_map: np.ndarray, p: float = 3.0, eps: float = 1e-6) -> np.ndarray:
     """Generalised-mean pooling, N x C x h x w -> N x C: ``(mean(x ** p)) ** (1 / p)`` per channel.
 
@@ -33,85 +29,19 @@ def gem(feature_map: np.ndarray, p: float = 3.0, eps: float = 1e-6) -> np.ndarra
     return np.power(np.power(x / peak, p).mean(axis=2), 1.0 / p) * peak[:, :, 0]
 
 
-def region_windows(h: int, w: int, levels: int = 3) -> list[tuple[int, int, int, int]]:
-    """R-MAC style square windows (y0, y1, x0, x1) over an h x w grid: the whole grid, then for
-    l = 2..levels an l x l grid of windows of side ``2 * min(h, w) / (l + 1)`` (about 40 % overlap)."""
-    windows = [(0, h, 0, w)]
-    for level in range(2, levels + 1):
-        side = max(1, int(round(2 * min(h, w) / (level + 1))))
-        ys = np.unique(np.linspace(0, h - side, level).round().astype(int))
-        xs = np.unique(np.linspace(0, w - side, level).round().astype(int))
-        windows += [(y, y + side, x, x + side) for y in ys for x in xs]
-    return windows
-
-
-def regional_gem(feature_map: np.ndarray, p: float = 3.0, levels: int = 3) -> np.ndarray:
-    """GeM over each window of :func:`region_windows`: N x C x h x w -> N x R x C.
-
-    These are region proposals over the query at the cost of one network pass: each region is
-    searched and the best-scoring region wins (``max`` over regions of the cosine)."""
-    x = np.power(np.maximum(feature_map.astype(np.float32), 1e-6), p)
-    # Integral image over the grid makes each window sum O(1).
-    integral = np.zeros(x.shape[:2] + (x.shape[2] + 1, x.shape[3] + 1), np.float64)
-    integral[:, :, 1:, 1:] = x.cumsum(axis=2).cumsum(axis=3)
-    out = []
-    for y0, y1, x0, x1 in region_windows(x.shape[2], x.shape[3], levels):
-        total = integral[:, :, y1, x1] - integral[:, :, y0, x1] - integral[:, :, y1, x0] + integral[:, :, y0, x0]
-        # Differences of an integral image can come out a hair below zero: clamp before the root.
-        out.append(np.power(np.maximum(total / ((y1 - y0) * (x1 - x0)), 0.0), 1.0 / p).astype(np.float32))
-    return np.stack(out, axis=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Whitening
-
-
-def learn_whitening(vectors: np.ndarray, dim: int = 256, shrinkage: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """PCA-whitening learned from L2-normalised descriptors (rows). Returns (mean, projection C x dim).
-
-    ``shrinkage`` is the power of the eigenvalues divided out (1 = full whitening, 0 = plain PCA).
-    It helps instance search (logos) and hurts category search: use it for the trademark/generic
-    types only. It must be learned from pictures of the user's own instance (e.g. the first few
-    thousand pictures added, re-fitted as the collection grows), stored with the index, and every
-    stored vector re-projected when it is re-fitted.
-    """
-    mean = vectors.mean(axis=0)
-    centred = vectors - mean
-    cov = centred.T @ centred / max(1, len(vectors) - 1)
-    eigval, eigvec = np.linalg.eigh(cov)
-    order = np.argsort(eigval)[::-1][:dim]
-    eigval, eigvec = np.maximum(eigval[order], 1e-9), eigvec[:, order]
-    return mean.astype(np.float32), (eigvec / np.power(eigval, shrinkage / 2)).astype(np.float32)
-
-
-def apply_whitening(vectors: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    """Project with :func:`learn_whitening`'s output and L2-normalise the rows."""
-    out = (vectors - mean) @ projection
-    return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-
-
 # ----------------------------------------------------------------------------------------------
 # Colour-invariant views of a picture (trademark type)
 
 
-def _grey(rgb: np.ndarray) -> np.ndarray:
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """One-channel luminance (a grey picture as it is)."""
     if rgb.ndim == 2:
         return rgb
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def _three(grey: np.ndarray) -> np.ndarray:
-    return np.repeat(grey[:, :, None], 3, axis=2)
-
-
-def to_grey(rgb: np.ndarray) -> np.ndarray:
-    """Greyscale as a 3-channel RGB picture (hue no longer matters; luminance and polarity still do)."""
-    return _three(_grey(rgb))
-
-
-def invert(rgb: np.ndarray) -> np.ndarray:
-    """Photographic negative: a dark logo on white becomes a light logo on black."""
-    return 255 - rgb
+def grey_to_rgb(channel: np.ndarray) -> np.ndarray:
+    return np.repeat(channel[:, :, None], 3, axis=2)
 
 
 def to_shape_image(rgb: np.ndarray) -> np.ndarray:
@@ -124,41 +54,26 @@ def to_shape_image(rgb: np.ndarray) -> np.ndarray:
     darker than its middle grey, so a logo on a dark background, or a recoloured logo, looks like
     a dark mark on a light background, as logos are usually filed.
     """
-    grey = _grey(rgb).astype(np.float32)
-    lo, hi = np.percentile(grey, (1, 99))
-    grey = np.clip((grey - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255)
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    values = grey(rgb).astype(np.float32)
+    lo, hi = np.percentile(values, (1, 99))
+    values = np.clip((values - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255)
+    border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
     if np.median(border) < 128:
-        grey = 255 - grey
-    return _three(grey.astype(np.uint8))
+        values = 255 - values
+    return grey_to_rgb(values.astype(np.uint8))
 
 
-def to_edge_image(rgb: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """Gradient-magnitude line drawing (dark edges on white), invariant to colour and polarity."""
-    grey = cv2.GaussianBlur(_grey(rgb).astype(np.float32), (0, 0), sigma)
-    mag = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
-    scale = max(float(np.percentile(mag, 99)), 1e-3)
-    return _three((255 - np.clip(mag * (255.0 / scale), 0, 255)).astype(np.uint8))
-
-
-def _shape_from_mask(mask: np.ndarray) -> np.ndarray:
+def mask_to_shape(mask: np.ndarray) -> np.ndarray:
+    """Black where ``mask`` is True, white elsewhere, as RGB: the view silhouettes are encoded from."""
     out = np.full(mask.shape, 255, np.uint8)
     out[mask] = 0
-    return _three(out)
+    return grey_to_rgb(out)
 
 
-def ink_mask(rgb: np.ndarray, threshold: float = 40.0) -> np.ndarray:
-    """Binary shape view of a mark filed on a plain background: pixels whose colour differs from the
-    border's median colour by more than ``threshold`` (Lab distance) become black, the rest white.
-
-    This is the gallery side of the colour-layer recipe: whatever the mark's colour, and whether it
-    is dark on light or light on dark, it becomes the same black silhouette on white.
-    """
-    return _shape_from_mask(_ink(rgb, threshold))
-
-
-def _ink(rgb: np.ndarray, threshold: float = 40.0) -> np.ndarray:
-    """:func:`ink_mask` as a boolean mask, True on the ink."""
+def ink(rgb: np.ndarray, threshold: float = 40.0) -> np.ndarray:
+    """The ink of a mark filed on a plain background, True where a pixel's colour differs from the border's
+    median colour by more than ``threshold`` (Lab distance). Whatever the mark's colour, and whether it is
+    dark on light or light on dark, it gives the same mask: the gallery side of the colour-layer recipe."""
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     border = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
     difference = lab.astype(np.float32) - np.median(border, axis=0).astype(np.float32)
@@ -174,13 +89,13 @@ def framed(mask: np.ndarray, margin: float = 0.1) -> np.ndarray | None:
         return None
     y1, y2, x1, x2 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     pad = max(1, int(round(margin * max(y2 - y1, x2 - x1))))
-    return _shape_from_mask(np.pad(mask[y1:y2, x1:x2], pad))
+    return mask_to_shape(np.pad(mask[y1:y2, x1:x2], pad))
 
 
 def silhouette(rgb: np.ndarray) -> np.ndarray:
-    """The stored side of the colour-layer recipe: the picture's ink (:func:`ink_mask`), framed."""
-    ink = _ink(rgb)
-    return framed(ink) if ink.any() else _shape_from_mask(ink)
+    """The stored side of the colour-layer recipe: the picture's ink (:func:`ink`), framed."""
+    mask = ink(rgb)
+    return framed(mask) if mask.any() else mask_to_shape(mask)
 
 
 def colour_layers(
@@ -212,7 +127,7 @@ def colour_layers(
         if not min_fraction <= m.mean() <= max_fraction:
             continue
         full = cv2.resize(m * 255, (w, h), interpolation=cv2.INTER_LINEAR) > 127
-        views.append(_shape_from_mask(full))
+        views.append(mask_to_shape(full))
     return views
 
 
@@ -232,7 +147,7 @@ def local_features(rgb: np.ndarray, max_keypoints: int = 300, both_polarities: b
     frame while the 4 x 4 grid of cells is turned by 180 degrees: the same histograms, cells reversed.
     """
     sift = cv2.SIFT_create(nfeatures=max_keypoints)
-    kps, desc = sift.detectAndCompute(_grey(rgb), None)
+    kps, desc = sift.detectAndCompute(grey(rgb), None)
     points = np.array([[k.pt[0], k.pt[1], k.size, k.angle] for k in kps], np.float32).reshape(-1, KEYPOINT_FIELDS)
     desc = np.zeros((0, 128), np.uint8) if desc is None else np.clip(desc, 0, 255).astype(np.uint8)
     if both_polarities and len(points):
@@ -255,11 +170,6 @@ def unpack_local(data: bytes):
     kp = np.frombuffer(data[4 : 4 + 16 * n], np.float32).reshape(n, KEYPOINT_FIELDS)
     desc = np.frombuffer(data[4 + 16 * n :], np.uint8).reshape(n, 128)
     return kp, desc
-
-
-def verify(query_features, candidate_features, ratio: float = 0.8, threshold: float = 6.0) -> int:
-    """Geometric verification of one candidate: see :func:`verify_many`."""
-    return verify_many(query_features, [candidate_features], ratio, threshold)[0]
 
 
 def verify_many(

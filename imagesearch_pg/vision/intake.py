@@ -7,8 +7,6 @@ EXIF orientation is honoured: the picture is turned upright before limits and re
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import warnings
 from dataclasses import dataclass
@@ -16,18 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imagesearch_pg.service_types import SERVICE_TYPES
 from imagesearch_pg.errors import (
     ImageSearchError,
     InvalidImage,
     InvalidImageFormat,
     InvalidImageSize,
-    InvalidParameter,
     InvalidRegion,
 )
 
 MAX_PICTURE_BYTES = 4 * 1024 * 1024
 MAX_SIDE = 4096
-MIN_SIDE = {"product": 100, "generic": 100, "trademark": 200, "fabric": 448}
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 
 # The declared size is checked right after Image.open, before any pixel is decoded, with a message that
@@ -46,13 +43,6 @@ class Box:
 
     def to_region(self) -> str:
         return f"{self.x1},{self.x2},{self.y1},{self.y2}"
-
-
-def decode_base64(text: str, parameter: str = "PicContent") -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidParameter(f"{parameter} is not valid base64") from None
 
 
 def read_picture(data: bytes, service_type: str) -> np.ndarray:
@@ -87,7 +77,7 @@ def read_picture(data: bytes, service_type: str) -> np.ndarray:
 
 def _check_sides(size: tuple[int, int], service_type: str) -> None:
     width, height = size
-    low = MIN_SIDE[service_type]
+    low = SERVICE_TYPES[service_type].min_side
     if not (low <= width <= MAX_SIDE and low <= height <= MAX_SIDE):
         raise InvalidImageSize(
             f"the picture is {width}x{height} px; each side must be {low}-{MAX_SIDE} px on a {service_type} instance"
@@ -124,6 +114,3 @@ def parse_region(region: str, width: int, height: int) -> Box:
         )
     return Box(x1, x2, y1, y2)
 
-
-def whole_picture(image: np.ndarray) -> Box:
-    return Box(0, image.shape[1], 0, image.shape[0])

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from imagesearch_pg.vision.encoders import InferenceModel, _write_atomically
+from imagesearch_pg.vision.inference_model import InferenceModel, write_atomically
 from imagesearch_pg.vision import transforms
 from imagesearch_pg.vision.intake import Box
 
@@ -265,15 +265,15 @@ def build_u2netp(source: bytes, size: int) -> bytes:
 class SubjectDetector(InferenceModel):
     """Main subject first, then the other distinct subjects, as Boxes in pixels of the given picture.
 
-    The U2-Net-p session is created on first use of the saliency path; pictures on a plain background
-    never load it."""
+    ``predict(image)`` is U2-Net-p's saliency map; its session is created on first use of the saliency path,
+    so pictures on a plain background never load it."""
 
     name = "u2netp"
     mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
     std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-    def __init__(self, cache_dir: Path, threads: int = 2, settings: DetectorSettings = DEFAULT_SETTINGS):
-        super().__init__(cache_dir, threads)
+    def __init__(self, cache_dir: Path, threads: int = 2, settings: DetectorSettings = DEFAULT_SETTINGS, session=None):
+        super().__init__(cache_dir, threads, session)
         self.settings = settings
 
     def model_path(self) -> Path:
@@ -288,18 +288,17 @@ class SubjectDetector(InferenceModel):
         key = hashlib.sha256(source + f"{BUILDER_VERSION}:{size}".encode()).hexdigest()[:16]
         path = self.cache_dir / f"{self.name}-{size}-{key}.onnx"
         if not path.exists():
-            _write_atomically(path, build_u2netp(source, size))
+            write_atomically(path, build_u2netp(source, size))
         return path
 
-    def saliency(self, image: np.ndarray) -> np.ndarray:
+    def _predict(self, image: np.ndarray) -> np.ndarray:
         """U2-Net-p's salient-object probability, ``saliency_size`` square, values in [0, 1]."""
         size = self.settings.saliency_size
         x = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
         x /= max(1.0, float(x.max()))  # the model was trained on pictures scaled by their maximum
         x = (x - self.mean) / self.std
         batch = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-        session = self.session
-        (out,) = session.run(None, {session.get_inputs()[0].name: batch})
+        (out,) = self._session.run(None, {self._session.get_inputs()[0].name: batch})
         return np.clip(out[0, 0], 0.0, 1.0)
 
     def detect(self, image: np.ndarray, *, saliency: bool = True) -> list[Box]:
@@ -315,4 +314,4 @@ class SubjectDetector(InferenceModel):
             return plain
         if not saliency:
             return [whole(*image.shape[:2])]
-        return saliency_subjects(self.saliency(small), image.shape[:2], self.settings)
+        return saliency_subjects(self.predict(small), image.shape[:2], self.settings)

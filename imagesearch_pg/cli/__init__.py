@@ -1,0 +1,99 @@
+"""The ``imagesearch`` command. Every subcommand goes through the service layer.
+
+One module per area: instances and encoders, pictures, access keys; output helpers in ``output``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from importlib.metadata import entry_points
+
+import click
+
+from imagesearch_pg import logs
+from imagesearch_pg.cli.context import ServiceHolder, fail
+from imagesearch_pg.config import Settings
+from imagesearch_pg.errors import ImageSearchError
+from imagesearch_pg.store.database import Database
+
+
+def main() -> None:
+    # SIGTERM ends the command like Ctrl-C would, so exit handlers run and an embedded server this
+    # process started is stopped when it was the last user (gunicorn's master installs its own handler).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    cli(standalone_mode=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ImageSearchError as exc:
+            fail(exc)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Search by image, inside PostgreSQL.
+
+    Uses IMAGESEARCH_DATABASE_URL when set, otherwise an embedded PostgreSQL under IMAGESEARCH_HOME.
+    """
+    logs.configure(verbose)
+    holder = ServiceHolder()
+    ctx.obj = holder
+    ctx.call_on_close(holder.close)
+
+
+# ---- db ---------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Schema management (alembic)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Bring the database schema to REVISION (default: head)."""
+    database = Database.connect(Settings.from_env())
+    try:
+        click.echo(f"schema at {database.upgrade_schema(revision)}")
+    finally:
+        database.close()
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database."""
+    database = Database.connect(Settings.from_env())
+    try:
+        click.echo(database.schema_revision() or "empty (no schema)")
+    finally:
+        database.close()
+
+
+# ---- serve ------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--dev", is_flag=True, help="Flask's development server (one process, auto-reload off).")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Accept unsigned requests from anyone (local trials only; logged loudly).")
+def serve(host: str, port: int, workers: int, dev: bool, insecure_no_auth: bool) -> None:
+    """Run the HTTP service."""
+    # The HTTP layer is another package (flask_app); its server is found by entry point (pyproject.toml).
+    (server,) = entry_points(group="imagesearch_pg.servers", name="http")
+    server.load()(Settings.from_env(), host=host, port=port, workers=workers, dev=dev,
+                  insecure_no_auth=insecure_no_auth)
+
+
+from imagesearch_pg.cli import instances, keys, pictures  # noqa: E402  (they add their commands to cli)
+
+__all__ = ["cli", "main", "instances", "keys", "pictures"]

@@ -1,0 +1,100 @@
+"""`imagesearch instance ...` and `imagesearch encoder ...`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from imagesearch_pg.cli import cli
+from imagesearch_pg.cli.context import ServiceHolder, confirmed, pass_service, yes_option
+from imagesearch_pg.cli.output import records, table
+from imagesearch_pg.service.models import public_record
+from imagesearch_pg.service_types import SERVICE_TYPES
+
+
+@cli.group()
+def instance() -> None:
+    """Create, list, show, clear and delete instances."""
+
+
+@instance.command("create")
+@click.argument("name")
+@click.option("--type", "service_type", type=click.Choice(list(SERVICE_TYPES)), required=True, help="Service type.")
+@click.option("--capacity", type=int, default=None, help="Most pictures the instance may hold.")
+@click.option("--qps", type=int, default=None, help="Queries per second of the instance's plan.")
+@click.option("--region", default="local", show_default=True)
+@click.option("--encoder", default=None,
+              help="A built-in encoder or one registered with `imagesearch encoder register` "
+                   "(default: the service type's).")
+@pass_service
+def instance_create(holder: ServiceHolder, name, service_type, capacity, qps, region, encoder) -> None:
+    """Create an instance NAME."""
+    options = {k: v for k, v in {"capacity": capacity, "qps": qps}.items() if v is not None}
+    created = holder.get().create_instance(name, service_type, region=region, encoder=encoder, **options)
+    click.echo(f"created {created.service_type} instance {created.name} (capacity {created.capacity}, qps {created.qps})")
+
+
+@instance.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_service
+def instance_list(holder: ServiceHolder, as_json: bool) -> None:
+    """List instances."""
+    rows = [i.as_dict() for i in holder.get().list_instances()]
+    records(rows, ["Name", "ServiceType", "TotalCount", "Capacity", "Qps", "Region"], as_json)
+
+
+@instance.command("show")
+@click.argument("name")
+@pass_service
+def instance_show(holder: ServiceHolder, name: str) -> None:
+    """Print an instance's details as JSON."""
+    click.echo(json.dumps(public_record(holder.get().describe_instance(name).as_dict()), indent=2))
+
+
+@instance.command("clear")
+@click.argument("name")
+@yes_option
+@pass_service
+def instance_clear(holder: ServiceHolder, name: str, yes: bool) -> None:
+    """Delete every picture of instance NAME (the instance stays)."""
+    confirmed(yes, f"Delete every picture of instance {name!r}?")
+    holder.get().clear_instance(name)
+    click.echo(f"cleared instance {name}")
+
+
+@instance.command("delete")
+@click.argument("name")
+@yes_option
+@pass_service
+def instance_delete(holder: ServiceHolder, name: str, yes: bool) -> None:
+    """Delete an instance and all its pictures."""
+    confirmed(yes, f"Delete instance {name} and all its pictures?")
+    holder.get().delete_instance(name)
+    click.echo(f"deleted instance {name}")
+
+
+@cli.group()
+def encoder() -> None:
+    """Register and list encoders (bring your own ONNX model)."""
+
+
+@encoder.command("register")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_service
+def encoder_register(holder: ServiceHolder, spec: Path) -> None:
+    """Register the ONNX encoder described by SPEC (TOML or JSON; see the README)."""
+    registered = holder.get().register_encoder(spec)
+    click.echo(f"registered encoder {registered.name} ({registered.dim}-d, {registered.onnx})")
+
+
+@encoder.command("list")
+@pass_service
+def encoder_list(holder: ServiceHolder) -> None:
+    """List the encoders instances can use."""
+    rows = [
+        {"Name": e["name"], "Dim": e["dim"], "Model": e["spec"]["onnx"] if e["spec"] else "built-in"}
+        for e in holder.get().list_encoders()
+    ]
+    table(rows, ["Name", "Dim", "Model"])

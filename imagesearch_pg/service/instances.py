@@ -1,0 +1,151 @@
+"""Instances: create, list, describe, delete, clear; their request plans; the per-process cache of their
+immutable facts that every read uses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, TypeVar
+
+import sqlalchemy as sa
+
+from imagesearch_pg.errors import InvalidInstance, InvalidParameter
+from imagesearch_pg.service import validation
+from imagesearch_pg.service.encoders import EncoderCatalog
+from imagesearch_pg.service.models import Instance
+from imagesearch_pg.service.throttling import ADD_PER_SECOND, DELETE_PER_SECOND, Throttle
+from imagesearch_pg.service_types import SERVICE_TYPES
+from imagesearch_pg.store import encoders as encoder_store
+from imagesearch_pg.store import instances as instance_store
+from imagesearch_pg.store import pictures as picture_store
+from imagesearch_pg.store.database import Database, PartitionMissing
+from imagesearch_pg.store.instances import InstanceRef
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_CAPACITY = 1_000_000
+DEFAULT_QPS = 10
+MAX_CAPACITY = 1_000_000_000
+MAX_QPS = 100_000
+
+
+class Instances:
+    def __init__(self, database: Database, encoders: EncoderCatalog):
+        self.database = database
+        self.encoders = encoders
+        self.throttle = Throttle(database)
+        self._cache: dict[str, InstanceRef] = {}
+
+    def create(
+        self,
+        name: str,
+        service_type: str,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        qps: int = DEFAULT_QPS,
+        region: str = "local",
+        tags: dict | None = None,
+        encoder: str | None = None,
+    ) -> Instance:
+        """Create an instance; ``encoder`` defaults to the service type's."""
+        validation.instance_name(name)
+        validation.service_type(service_type)
+        encoder = SERVICE_TYPES[service_type].default_encoder if encoder is None else encoder
+        validation.positive("capacity", capacity, MAX_CAPACITY)
+        validation.positive("qps", qps, MAX_QPS)
+        validation.text("region", region, max_len=64, required=True)
+        validation.text("encoder", encoder, min_len=1, max_len=64, required=True)
+        with self.database.transaction() as conn:
+            dim = encoder_store.dim_of(conn, encoder)
+            if dim is None:
+                known = ", ".join(encoder_store.names(conn))
+                raise InvalidParameter(f"encoder {encoder!r} is not registered; registered: {known}")
+            values = dict(name=name, service_type=service_type, capacity=capacity, qps=qps, region=region,
+                          tags=tags or {}, status="active", encoder=encoder, embedding_dim=dim)
+            if instance_store.insert(conn, values, silhouettes=self.encoders.get(encoder).silhouettes) is None:
+                raise InvalidParameter(f"an instance named {name!r} already exists")
+        log.info("instance created", extra={"instance": name, "service_type": service_type})
+        return self.describe(name)
+
+    def listing(self) -> list[Instance]:
+        with self.database.reading() as conn:
+            return [Instance(**row) for row in instance_store.public_rows(conn)]
+
+    def describe(self, name: str) -> Instance:
+        _check_name(name)
+        with self.database.reading() as conn:
+            rows = instance_store.public_rows(conn, name)
+        if not rows:
+            raise _missing(name)
+        return Instance(**rows[0])
+
+    def delete(self, name: str) -> None:
+        with self.database.transaction() as conn:
+            instance = self.locked(conn, name, "share")
+            instance_store.delete(conn, instance.id)
+        self._cache.pop(name, None)
+        log.info("instance deleted", extra={"instance": name})
+
+    def clear(self, name: str) -> None:
+        """Delete every picture of the instance at once (the instance stays)."""
+        with self.database.transaction() as conn:
+            # No add or delete of this instance runs meanwhile (they take a key-share lock).
+            instance = self.locked(conn, name, "exclusive")
+            picture_store.delete_all(conn, instance.id)
+        log.info("instance cleared", extra={"instance": name})
+
+    def admit(self, name: str, kind: str) -> None:
+        """Count a request of ``kind`` (add, delete or search) against the instance's rate; raises Throttling
+        over it. Searches get the instance's QPS plan; adds and deletes the hosted service's defaults."""
+        instance = self.cached(name)
+        limit = {"add": ADD_PER_SECOND, "delete": DELETE_PER_SECOND, "search": instance.qps}[kind]
+        self.throttle.admit(instance.id, kind, limit)
+
+    def locked(self, conn: sa.Connection, name: str, lock: str) -> InstanceRef:
+        """The instance as it is now, locked for a write in ``conn`` (see store.instances.find)."""
+        _check_name(name)
+        instance = instance_store.find(conn, name, lock=lock)
+        if instance is None:
+            raise _missing(name)
+        return instance
+
+    def cached(self, name: str) -> InstanceRef:
+        """The instance's immutable facts (id, type, encoder, dimension), cached for reads.
+
+        A cached entry can only be stale if the instance was deleted (and perhaps re-created under a new
+        id, ids are never reused); reads then find its partition gone and come back through read().
+        """
+        cached = self._cache.get(name)
+        if cached is None:
+            cached = self._cache[name] = self.current(name)
+        return cached
+
+    def current(self, name: str) -> InstanceRef:
+        """The instance as it is now (not cached)."""
+        _check_name(name)
+        with self.database.reading() as conn:
+            instance = instance_store.find(conn, name)
+        if instance is None:
+            raise _missing(name)
+        return instance
+
+    def read(self, name: str, work: Callable[[sa.Connection, InstanceRef], T]) -> T:
+        """Run a read of the instance's pictures on an autocommit connection (no locks)."""
+        for attempt in (1, 2):
+            instance = self.cached(name)
+            try:
+                with self.database.reading() as conn:
+                    return work(conn, instance)
+            except PartitionMissing:
+                self._cache.pop(name, None)  # deleted meanwhile: look it up again
+                if attempt == 2:
+                    raise _missing(name) from None
+        raise AssertionError("unreachable")
+
+
+def _check_name(name: str) -> None:
+    validation.text("InstanceName", name, min_len=1, max_len=64, required=True)
+
+
+def _missing(name: str) -> InvalidInstance:
+    return InvalidInstance(f"no instance named {str(name)[:80]!r}")

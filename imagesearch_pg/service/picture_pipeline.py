@@ -1,0 +1,91 @@
+"""The way every picture goes, to be stored or searched with: bytes -> upright RGB -> subject -> vectors.
+
+Category prediction is the step after it (``category``): the only step that reads the database.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagesearch_pg import categories
+from imagesearch_pg.errors import MissingParameter
+from imagesearch_pg.service.encoders import EncoderCatalog
+from imagesearch_pg.service.instances import Instances
+from imagesearch_pg.service.models import PicInfo
+from imagesearch_pg.service_types import SERVICE_TYPES
+from imagesearch_pg.store import picture_search
+from imagesearch_pg.store.instances import InstanceRef
+from imagesearch_pg.vision import category_prediction, intake
+from imagesearch_pg.vision.encoders import Description, Encoder
+from imagesearch_pg.vision.intake import Box
+from imagesearch_pg.vision.subject import SubjectDetector, whole
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A picture made ready to store or to search with."""
+
+    description: Description
+    boxes: list[Box]  # the subject first
+    encoder: Encoder
+    keypoints: Future | None  # of Encoder.keypoints(), computed meanwhile on another thread
+
+    def pic_info(self, category_id: int) -> PicInfo:
+        return PicInfo(category_id, self.boxes[0].to_region(), [box.to_region() for box in self.boxes])
+
+
+class PicturePipeline:
+    def __init__(self, encoders: EncoderCatalog, cache_dir: Path, threads: int):
+        self.encoders = encoders
+        self.detector = SubjectDetector(cache_dir, threads)
+        # Keypoints (OpenCV, which releases the GIL) are found while the database searches.
+        self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keypoints")
+
+    def prepare(self, instance: InstanceRef, picture: bytes, *, crop: bool, region: str | None, query: bool,
+                keypoints: bool = False) -> Prepared:
+        """The picture decoded, cut to its subject (a given Region wins; Crop as the service type allows) and
+        described by the instance's encoder; with ``keypoints`` (and an encoder that has them) its local
+        features are found meanwhile on another thread."""
+        if picture is None or len(picture) == 0:
+            raise MissingParameter("PicContent is required")
+        rules = SERVICE_TYPES[instance.service_type]
+        image = intake.read_picture(bytes(picture), instance.service_type)
+        height, width = image.shape[:2]
+        if region:
+            boxes = [intake.parse_region(region, width, height)]
+        elif crop and rules.crops:
+            boxes = self.detector.detect(image, saliency=rules.saliency)
+        else:
+            boxes = [whole(height, width)]
+        encoder = self.encoders.get(instance.encoder)
+        description = encoder.describe(image, boxes[0], query=query)
+        # Started after the network (which keeps both cores busy), so it overlaps the database's work.
+        found = (
+            self._background.submit(encoder.keypoints, image, boxes[0], query=query)
+            if keypoints and encoder.silhouettes
+            else None
+        )
+        return Prepared(description, boxes, encoder, found)
+
+    def close(self) -> None:
+        self._background.shutdown()
+
+
+def category(instances: Instances, instance: InstanceRef, prepared: Prepared, given: int | None) -> int:
+    """The picture's category: ``given`` (validation.category), else on instances of a type with
+    categories the encoder's ImageNet logits fused with a vote of the instance's nearest user-labelled
+    pictures; on the other types every picture is in Other."""
+    if not SERVICE_TYPES[instance.service_type].categories:
+        return categories.OTHER
+    if given is not None:
+        return given
+    description = prepared.description
+    neighbours = instances.read(
+        instance.name,
+        lambda conn, current: picture_search.labelled_neighbours(
+            conn, current.id, current.embedding_dim, description.embedding, category_prediction.NEIGHBOURS
+        ),
+    )
+    return category_prediction.predict_category(description.logits, neighbours)

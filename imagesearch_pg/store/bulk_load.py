@@ -1,0 +1,53 @@
+"""Bulk loading of new pictures: binary COPY with the HNSW indexes built once afterwards."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
+from imagesearch_pg.store.instances import count_added
+
+BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
+BULK_TYPES = {
+    "product_id": "text", "pic_name": "text", "category_id": "int4", "embedding": "vector",
+    "silhouette": "halfvec", "keypoints": "bytea",
+    **{name: "int4" for name in INT_ATTRS}, **{name: "text" for name in STR_ATTRS},
+}
+
+
+def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, columns: tuple = BULK_COLUMNS) -> int:
+    """Load many new pictures at once: ``rows`` yields tuples of ``columns`` (by default product_id,
+    pic_name, category_id, embedding; silhouette and keypoints may follow).
+
+    The instance's HNSW indexes are dropped, the rows are streamed with binary COPY, and the indexes are
+    built once afterwards (parallel). Runs in the caller's transaction; existing keys make it fail whole.
+    """
+    from pgvector import HalfVector
+    from pgvector.psycopg import register_vector
+
+    raw = conn.connection.driver_connection
+    register_vector(raw)
+    silhouettes = "silhouette" in columns
+    conn.execute(sa.select(sa.func.imagesearch.drop_picture_index(instance_id)))
+    if silhouettes:
+        conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
+    loaded = 0
+    with raw.cursor().copy(
+        f"COPY imagesearch.pictures (instance_id, {', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int4", *(BULK_TYPES[c] for c in columns)])
+        at = columns.index("silhouette") if silhouettes else -1
+        for row in rows:
+            if silhouettes:  # numpy arrays go out as vector unless told they are halfvec
+                row = (*row[:at], HalfVector(row[at]), *row[at + 1 :])
+            copy.write_row((instance_id, *row))
+            loaded += 1
+            if progress is not None:
+                progress(loaded)
+    count_added(conn, instance_id, loaded)
+    conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
+    if silhouettes:
+        conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
+    # Fresh statistics, so the planner sees the loaded rows at once rather than after autovacuum.
+    conn.execute(sa.text(f"ANALYZE imagesearch.pictures_{int(instance_id)}"))
+    return loaded

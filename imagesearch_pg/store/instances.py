@@ -1,0 +1,88 @@
+"""imagesearch.instances: an instance's row, its partition of the pictures, and its kept picture count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from imagesearch_pg.store.tables import instances
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """What the service needs of an instance to work on it; immutable once the instance exists."""
+
+    id: int
+    name: str
+    service_type: str
+    encoder: str
+    embedding_dim: int
+    qps: int
+
+
+_REF_COLUMNS = [instances.c[name] for name in ("id", "name", "service_type", "encoder", "embedding_dim", "qps")]
+_PUBLIC_COLUMNS = [c for c in instances.c if c.name != "id"]
+
+
+def insert(conn: sa.Connection, values: dict, *, silhouettes: bool) -> int | None:
+    """A new instance with its partition (and silhouette index); None if the name is taken."""
+    created = conn.execute(
+        pg_insert(instances).values(values).on_conflict_do_nothing(index_elements=["name"]).returning(instances.c.id)
+    ).scalar()
+    if created is not None:
+        conn.execute(sa.select(sa.func.imagesearch.create_picture_partition(created)))
+        if silhouettes:
+            conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(created)))
+    return created
+
+
+def find(conn: sa.Connection, name: str, *, lock: str | None = None) -> InstanceRef | None:
+    """The instance named ``name``, or None. ``lock="share"`` (a key-share lock) keeps the instance and its
+    partition from being dropped under a write; ``lock="exclusive"`` also waits for, and keeps out, every
+    other write of the instance."""
+    query = sa.select(*_REF_COLUMNS).where(instances.c.name == name)
+    if lock == "exclusive":
+        query = query.with_for_update()
+    elif lock == "share":
+        query = query.with_for_update(key_share=True)
+    row = conn.execute(query).first()
+    return None if row is None else InstanceRef(*row)
+
+
+def public_rows(conn: sa.Connection, name: str | None = None) -> list[dict]:
+    """Every column but the id, of one instance (``name``) or of all, by name."""
+    query = sa.select(*_PUBLIC_COLUMNS).order_by(instances.c.name)
+    if name is not None:
+        query = query.where(instances.c.name == name)
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def delete(conn: sa.Connection, instance_id: int) -> None:
+    """The instance and its partition (every picture of it, at once)."""
+    conn.execute(sa.select(sa.func.imagesearch.drop_picture_partition(instance_id)))
+    conn.execute(sa.delete(instances).where(instances.c.id == instance_id))
+
+
+def count_added(conn: sa.Connection, instance_id: int, change: int, *, within_capacity: bool = False) -> bool:
+    """Change the instance's kept picture count (instances.picture_count) by ``change``: every write of
+    pictures calls this. ``within_capacity``: an increase that would pass the capacity changes nothing and
+    returns False."""
+    if not change:
+        return True
+    condition = [instances.c.id == instance_id]
+    if within_capacity:
+        condition.append(instances.c.picture_count + change <= instances.c.capacity)
+    changed = conn.execute(
+        sa.update(instances).where(*condition).values(picture_count=instances.c.picture_count + change)
+    )
+    return changed.rowcount == 1
+
+
+def reset_count(conn: sa.Connection, instance_id: int) -> None:
+    conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(picture_count=0))
+
+
+def picture_count(conn: sa.Connection, instance_id: int) -> int:
+    return conn.execute(sa.select(instances.c.picture_count).where(instances.c.id == instance_id)).scalar_one()
