@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -31,16 +30,13 @@ from benchmarks.search import DIM, clustered_vectors  # noqa: E402
 from imagesearch_pg.errors import InvalidInstance  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.store import bulk_load  # noqa: E402
-from imagesearch_pg.store.tables import instances  # noqa: E402
 
 FRACTIONS = (1.0, 0.1, 0.01, 0.001, 0.0001)
 MODULUS = 10_000
 
 
 def instance_id_of(service: ImageSearch, name: str) -> int:
-    service.describe_instance(name)  # InvalidInstance if there is none
-    with service.database.engine.connect() as conn:
-        return conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
+    return service.instances.cached(name).id  # InvalidInstance if there is none
 
 
 def load(service: ImageSearch, name: str, vectors: np.ndarray, log) -> int:
@@ -49,9 +45,9 @@ def load(service: ImageSearch, name: str, vectors: np.ndarray, log) -> int:
     columns = bulk_load.BULK_COLUMNS + ("int_attr",)
     rows = ((f"p{i}", "0", 88888888, vectors[i], i % MODULUS) for i in range(len(vectors)))
     began = time.perf_counter()
-    with service.database.engine.begin() as conn:
+    with service.database.transaction() as conn:
         bulk_load.bulk_load(conn, instance_id, rows, columns=columns,
-                                progress=lambda n: n % 50_000 == 0 and log(f"  loaded {n}"))
+                            progress=lambda n: n % 50_000 == 0 and log(f"  loaded {n}"))
     log(f"loaded and indexed {len(vectors)} rows in {time.perf_counter() - began:.0f} s")
     return instance_id
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import requests
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -35,9 +34,7 @@ from benchmarks.search import clustered_vectors  # noqa: E402
 from flask_app import signature  # noqa: E402
 from imagesearch_pg.config import Settings  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
-from imagesearch_pg.service.access_keys import AccessKeys, secret_box  # noqa: E402
 from imagesearch_pg.store import bulk_load  # noqa: E402
-from imagesearch_pg.store.tables import instances  # noqa: E402
 
 
 def free_port() -> int:
@@ -63,12 +60,12 @@ def main() -> None:
     service.create_instance(name, "generic", capacity=max(args.rows, 1), qps=args.plan_qps)
     server = None
     try:
-        with service.database.engine.begin() as conn:
-            instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
+        instance_id = service.instances.cached(name).id
+        with service.database.transaction() as conn:
             log(f"loading {args.rows} vectors ...")
             vectors = clustered_vectors(args.rows)
             bulk_load.bulk_load(conn, instance_id, ((f"p{i}", "0", 88888888, v) for i, v in enumerate(vectors)))
-        key_id, secret = AccessKeys(service.database, secret_box(settings)).create([name])
+        key_id, secret = service.access_keys.create([name])
 
         port = free_port()
         endpoint = f"127.0.0.1:{port}"

@@ -26,7 +26,6 @@ from benchmarks.common import summary_ms  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.store import bulk_load  # noqa: E402
 from imagesearch_pg.store import picture_search  # noqa: E402
-from imagesearch_pg.store.tables import instances  # noqa: E402
 
 DIM = 1280
 
@@ -72,12 +71,9 @@ def main() -> None:
     try:
         log(f"generating {args.rows} vectors ...")
         vectors = clustered_vectors(args.rows)
-        with service.database.engine.begin() as conn:
-            instance_id = conn.execute(
-                instances.select().with_only_columns(instances.c.id).where(instances.c.name == name)
-            ).scalar_one()
+        instance_id = service.instances.cached(name).id
         began = time.perf_counter()
-        with service.database.engine.begin() as conn:
+        with service.database.transaction() as conn:
             bulk_load.bulk_load(
                 conn, instance_id, ((f"p{i}", f"p{i}.jpg", 88888888, vectors[i]) for i in range(args.rows)),
                 progress=lambda n: n % 20_000 == 0 and log(f"  loaded {n}"),

@@ -29,8 +29,9 @@ from benchmarks.search import clustered_vectors  # noqa: E402
 from imagesearch_pg.service import ImageSearch, reranking  # noqa: E402
 from imagesearch_pg.store import bulk_load  # noqa: E402
 from imagesearch_pg.store import picture_search  # noqa: E402
-from imagesearch_pg.store.tables import instances  # noqa: E402
+from imagesearch_pg.service_types import SERVICE_TYPES  # noqa: E402
 from imagesearch_pg.vision import descriptors, intake  # noqa: E402
+from imagesearch_pg.vision.subject import whole  # noqa: E402
 
 
 def query_pictures(count: int) -> list[bytes]:
@@ -86,10 +87,8 @@ def main() -> None:
     name = f"bench-bypic-{int(time.time())}"
     service.create_instance(name, args.service_type, capacity=args.rows + 100)
     try:
-        with service.database.engine.begin() as conn:
-            instance_id = conn.execute(
-                instances.select().with_only_columns(instances.c.id).where(instances.c.name == name)
-            ).scalar_one()
+        instance_id = service.instances.cached(name).id
+        with service.database.transaction() as conn:
             vectors = clustered_vectors(args.rows)
             rows = ((f"s{i}", "0", 88888888, v) for i, v in enumerate(vectors))
             columns = bulk_load.BULK_COLUMNS
@@ -112,12 +111,12 @@ def main() -> None:
 
         dim = service.describe_instance(name).embedding_dim
         decoded = [intake.read_picture(q, args.service_type) for q in queries]
-        saliency = args.service_type != "trademark"  # as the service does (colour layers stand in)
+        rules = SERVICE_TYPES[args.service_type]  # as the service does
 
         def detect(image):
-            if args.service_type == "fabric":  # the whole picture, always
-                return [intake.whole_picture(image)]
-            return service.pipeline.detector.detect(image, saliency=saliency)
+            if not rules.crops:
+                return [whole(*image.shape[:2])]
+            return service.pipeline.detector.detect(image, saliency=rules.saliency)
 
         boxes = [detect(image)[0] for image in decoded]
         pairs = list(zip(decoded, boxes))
@@ -126,7 +125,7 @@ def main() -> None:
 
         def search_only(description):
             silhouettes = None if description.silhouettes is None else list(description.silhouettes)
-            with service.database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with service.database.reading() as conn:
                 return picture_search.nearest(
                     conn, instance_id, dim, description.embedding, limit, None, None, silhouettes,
                     keypoints_for=limit if encoder.silhouettes else 0, silhouette_margin=encoder.silhouette_margin,

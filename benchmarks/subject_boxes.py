@@ -151,7 +151,7 @@ class ActivationMap:
 
     def __init__(self, cache_dir: Path, threads: int):
         from imagesearch_pg.service_types import SERVICE_TYPES
-from imagesearch_pg.vision.encoders import EncoderRegistry
+        from imagesearch_pg.vision.encoders import EncoderRegistry
 
         self.encoder = EncoderRegistry(cache_dir, threads).get(SERVICE_TYPES["generic"].default_encoder)
 

@@ -29,25 +29,37 @@ BEGIN
     PERFORM imagesearch.create_picture_index(p_instance_id);
 END $$;
 
--- The instance's HNSW index. Bulk loads drop it (drop_picture_index), load, and build it once here:
--- one parallel build is far faster than inserting row by row into the graph.
-CREATE FUNCTION imagesearch.create_picture_index(p_instance_id integer) RETURNS void
+-- An HNSW index of one vector column of an instance's partition (cosine; m=16, ef_construction=64), on the
+-- cast to the instance's dimension that queries repeat. Bulk loads drop the indexes (drop_vector_index),
+-- load, and build them once here: one parallel build is far faster than inserting row by row into the graph.
+-- p_column is 'embedding' (vector) or 'silhouette' (halfvec, migration 0006).
+CREATE FUNCTION imagesearch.create_vector_index(p_instance_id integer, p_column text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     part text := imagesearch.partition_name(p_instance_id);
+    kind text := CASE p_column WHEN 'embedding' THEN 'vector' WHEN 'silhouette' THEN 'halfvec' END;
     dim integer;
 BEGIN
+    IF kind IS NULL THEN
+        RAISE EXCEPTION 'no vector column %', p_column;
+    END IF;
     SELECT embedding_dim INTO STRICT dim FROM imagesearch.instances WHERE id = p_instance_id;
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON imagesearch.%I'
-                   ' USING hnsw ((embedding::vector(%s)) vector_cosine_ops) WITH (m = 16, ef_construction = 64)',
-                   part || '_embedding_hnsw', part, dim);
+                   ' USING hnsw ((%I::%s(%s)) %s) WITH (m = 16, ef_construction = 64)',
+                   part || '_' || p_column || '_hnsw', part, p_column, kind, dim, kind || '_cosine_ops');
 END $$;
 
-CREATE FUNCTION imagesearch.drop_picture_index(p_instance_id integer) RETURNS void
+CREATE FUNCTION imagesearch.drop_vector_index(p_instance_id integer, p_column text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    EXECUTE format('DROP INDEX IF EXISTS imagesearch.%I', imagesearch.partition_name(p_instance_id) || '_embedding_hnsw');
+    EXECUTE format('DROP INDEX IF EXISTS imagesearch.%I', imagesearch.partition_name(p_instance_id) || '_' || p_column || '_hnsw');
 END $$;
+
+CREATE FUNCTION imagesearch.create_picture_index(p_instance_id integer) RETURNS void
+LANGUAGE sql AS $$ SELECT imagesearch.create_vector_index(p_instance_id, 'embedding') $$;
+
+CREATE FUNCTION imagesearch.drop_picture_index(p_instance_id integer) RETURNS void
+LANGUAGE sql AS $$ SELECT imagesearch.drop_vector_index(p_instance_id, 'embedding') $$;
 
 CREATE FUNCTION imagesearch.drop_picture_partition(p_instance_id integer) RETURNS void
 LANGUAGE plpgsql AS $$

@@ -3,19 +3,7 @@
 -- page and stays in line (STORAGE MAIN, set on the parent column by migration 0006).
 
 CREATE FUNCTION imagesearch.create_silhouette_index(p_instance_id integer) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    part text := imagesearch.partition_name(p_instance_id);
-    dim integer;
-BEGIN
-    SELECT embedding_dim INTO STRICT dim FROM imagesearch.instances WHERE id = p_instance_id;
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON imagesearch.%I'
-                   ' USING hnsw ((silhouette::halfvec(%s)) halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)',
-                   part || '_silhouette_hnsw', part, dim);
-END $$;
+LANGUAGE sql AS $$ SELECT imagesearch.create_vector_index(p_instance_id, 'silhouette') $$;
 
 CREATE FUNCTION imagesearch.drop_silhouette_index(p_instance_id integer) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE format('DROP INDEX IF EXISTS imagesearch.%I', imagesearch.partition_name(p_instance_id) || '_silhouette_hnsw');
-END $$;
+LANGUAGE sql AS $$ SELECT imagesearch.drop_vector_index(p_instance_id, 'silhouette') $$;

@@ -53,26 +53,24 @@ def instance_show(holder: ServiceHolder, name: str) -> None:
     click.echo(json.dumps(public_record(holder.get().describe_instance(name).as_dict()), indent=2))
 
 
-@instance.command("clear")
-@click.argument("name")
-@yes_option
-@pass_service
-def instance_clear(holder: ServiceHolder, name: str, yes: bool) -> None:
-    """Delete every picture of instance NAME (the instance stays)."""
-    confirmed(yes, f"Delete every picture of instance {name!r}?")
-    holder.get().clear_instance(name)
-    click.echo(f"cleared instance {name}")
+def _removal(command: str, summary: str, question: str, remove, done: str) -> None:
+    """`instance clear` and `instance delete`: asked first unless --yes."""
+
+    @instance.command(command, help=summary)
+    @click.argument("name")
+    @yes_option
+    @pass_service
+    def run(holder: ServiceHolder, name: str, yes: bool) -> None:
+        confirmed(yes, question.format(name=name))
+        remove(holder.get(), name)
+        click.echo(done.format(name=name))
 
 
-@instance.command("delete")
-@click.argument("name")
-@yes_option
-@pass_service
-def instance_delete(holder: ServiceHolder, name: str, yes: bool) -> None:
-    """Delete an instance and all its pictures."""
-    confirmed(yes, f"Delete instance {name} and all its pictures?")
-    holder.get().delete_instance(name)
-    click.echo(f"deleted instance {name}")
+_removal("clear", "Delete every picture of instance NAME (the instance stays).",
+         "Delete every picture of instance {name!r}?", lambda service, name: service.clear_instance(name),
+         "cleared instance {name}")
+_removal("delete", "Delete an instance and all its pictures.", "Delete instance {name} and all its pictures?",
+         lambda service, name: service.delete_instance(name), "deleted instance {name}")
 
 
 @cli.group()

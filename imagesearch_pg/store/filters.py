@@ -265,18 +265,18 @@ class Parser:
         return node
 
     def expr(self) -> Node:
-        operands = [self.term()]
-        while self.keyword() == "or":
-            self.advance()
-            operands.append(self.term())
-        return _combine(Or, operands)
+        return self.joined("or", Or, self.term)
 
     def term(self) -> Node:
-        operands = [self.factor()]
-        while self.keyword() == "and":
+        return self.joined("and", And, self.factor)
+
+    def joined(self, keyword: str, kind: type, operand) -> Node:
+        """``operand ( keyword operand )*``, merged into one ``kind`` node when there are several."""
+        operands = [operand()]
+        while self.keyword() == keyword:
             self.advance()
-            operands.append(self.factor())
-        return _combine(And, operands)
+            operands.append(operand())
+        return _combine(kind, operands)
 
     def factor(self) -> Node:
         if self.token.kind != LPAREN:

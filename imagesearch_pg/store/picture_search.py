@@ -22,20 +22,13 @@ from imagesearch_pg.store.tables import partition
 HNSW_SETTINGS = {"hnsw.ef_search": "100", "hnsw.iterative_scan": "strict_order"}
 
 
-def stored_embedding(instance_id: int, dim: int, product_id: str, pic_name: str) -> sa.ScalarSelect:
-    """The stored vector of one picture as a scalar subquery, so a search by name is one round trip."""
+def stored_vector(instance_id: int, dim: int, product_id: str, pic_name: str, column: str = "embedding"):
+    """One picture's stored ``embedding`` (or ``silhouette``) as a scalar subquery cast to its index's type,
+    so that a search by a stored picture is one round trip."""
     part = partition(instance_id)
+    kind = {"embedding": Vector, "silhouette": HALFVEC}[column]
     return (
-        sa.select(sa.cast(part.c.embedding, Vector(dim)))
-        .where(part.c.product_id == product_id, part.c.pic_name == pic_name)
-        .scalar_subquery()
-    )
-
-
-def stored_silhouette(instance_id: int, dim: int, product_id: str, pic_name: str) -> sa.ScalarSelect:
-    part = partition(instance_id)
-    return (
-        sa.select(sa.cast(part.c.silhouette, HALFVEC(dim)))
+        sa.select(sa.cast(part.c[column], kind(dim)))
         .where(part.c.product_id == product_id, part.c.pic_name == pic_name)
         .scalar_subquery()
     )
@@ -68,7 +61,7 @@ def nearest(
     The plan is chosen per query: unfiltered, the HNSW index; filtered, an exact scan of the matching rows
     when the planner expects few of them, else the HNSW walk with the filter, falling back to the exact
     scan if the walk ends with fewer than ``limit`` rows (hnsw.max_scan_tuples reached).
-    With ``silhouettes`` (vectors or stored_silhouette subqueries, trademark encoder) a picture's distance
+    With ``silhouettes`` (vectors or stored_vector subqueries, trademark encoder) a picture's distance
     is the least of its embedding's to ``query`` and its silhouette's to each of them plus
     ``silhouette_margin``.
     ``expected``: the planner's estimate of the matches (estimate()), if the caller has it already.
@@ -144,7 +137,7 @@ def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | No
 
 
 def vector(query: np.ndarray | sa.ScalarSelect, dim: int):
-    """A query vector as a bound, cast SQL expression (a stored_embedding subquery as it is)."""
+    """A query vector as a bound, cast SQL expression (a stored_vector subquery as it is)."""
     return query if isinstance(query, sa.ScalarSelect) else vector_parameter("q", query, dim)
 
 
