@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import percentile  # noqa: E402
 from benchmarks.search import clustered_vectors  # noqa: E402
-from flask_app import signature  # noqa: E402
+from benchmarks import signed_requests  # noqa: E402
 from imagesearch_pg.config import Settings  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.store import bulk_load  # noqa: E402
@@ -105,7 +105,7 @@ def main() -> None:
                 body = f"InstanceName={name}&ProductId=p{row}&PicName=0&Num=10".encode()
                 began = time.perf_counter()
                 try:
-                    headers = signature.signed_headers(endpoint, key_id, secret, body, action="SearchImageByName")
+                    headers = signed_requests.signed_headers(endpoint, key_id, secret, body, action="SearchImageByName")
                     response = session.post(f"http://{endpoint}/", data=body, headers=headers, timeout=30)
                     outcome = str(response.status_code)
                 except requests.RequestException as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, quote
@@ -99,23 +98,3 @@ def verify(method: str, path: str, query_string: str, headers: dict[str, str], b
         raise SignatureDoesNotMatch("the signature does not match the request (check the AccessKeySecret)")
     return SignedRequest(key_id, nonce, credential)
 
-
-def signed_headers(host: str, key_id: str, secret: str, body: bytes, *, action: str, query: str = "",
-                   date: datetime | None = None, nonce: str | None = None) -> dict[str, str]:
-    """The client's side, as the official SDK signs a POST to ``/``: the headers to send with ``body``
-    (for tools and tests that make requests by hand)."""
-    headers = {
-        "host": host,
-        "x-acs-action": action,
-        "x-acs-version": "2020-12-14",
-        "x-acs-date": (date or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "x-acs-signature-nonce": nonce or uuid.uuid4().hex,
-        "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
-        "content-type": "application/x-www-form-urlencoded",
-    }
-    names = sorted(headers)
-    text = string_to_sign("POST", "/", query, headers, names, headers["x-acs-content-sha256"])
-    headers["Authorization"] = (
-        f"{ALGORITHM} Credential={key_id},SignedHeaders={';'.join(names)},Signature={sign(secret, text)}"
-    )
-    return headers

@@ -15,6 +15,7 @@ from alibabacloud_tea_openapi import utils_models
 from alibabacloud_tea_openapi.exceptions import ClientException, ServerException
 from werkzeug.serving import make_server
 
+from benchmarks import signed_requests
 from flask_app import create_app, signature
 from imagesearch_pg.service.access_keys import AccessKeys, secret_box
 from imagesearch_pg.store.database import Database
@@ -153,7 +154,7 @@ def test_errors_arrive_as_sdk_exceptions_with_the_protocols_codes(client, shop, 
 
 
 def signed_request(endpoint, key_id, secret, body: bytes, *, action="Detail", **changes):
-    return signature.signed_headers(endpoint, key_id, secret, body, action=action, **changes)
+    return signed_requests.signed_headers(endpoint, key_id, secret, body, action=action, **changes)
 
 
 def post(endpoint, headers, body: bytes, query=""):

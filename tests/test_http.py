@@ -13,7 +13,9 @@ import urllib.request
 import pytest
 
 from flask_app import create_app
+from imagesearch_pg.service import ImageSearch
 from imagesearch_pg.store import schema
+from imagesearch_pg.store.database import Database, create_engine
 
 
 @pytest.fixture
@@ -27,6 +29,37 @@ def test_health(client):
     body = response.get_json()
     assert body["status"] == "ok" and body["schema"] == schema.head_revision()
     assert body["database"] in ("embedded", "external")
+
+
+@pytest.fixture
+def unreachable_client(settings, encoders):
+    """The app over a service whose database refuses connections (nothing listens on port 1)."""
+    database = Database(create_engine("postgresql://nobody@127.0.0.1:1/none"))
+    service = ImageSearch(database, encoders, settings)
+    yield create_app({"SETTINGS": settings, "SERVICE": service, "INSECURE_NO_AUTH": True, "TESTING": True}).test_client()
+    service.close()
+
+
+def test_an_unreachable_database_is_a_503_not_a_bug(unreachable_client):
+    response = unreachable_client.post("/", data={"InstanceName": "shop"}, headers={"x-acs-action": "Detail"})
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["Code"] == "ServiceUnavailable" and "database is unavailable" in body["Message"]
+    health = unreachable_client.get("/health")
+    assert health.status_code == 503 and health.get_json()["database"] == "unreachable"
+
+
+def test_the_library_never_imports_the_http_layer():
+    # Every module of imagesearch_pg, the CLI included; `serve` reaches flask_app by entry point only.
+    code = (
+        "import sys, pkgutil, importlib, imagesearch_pg\n"
+        "for m in pkgutil.walk_packages(imagesearch_pg.__path__, 'imagesearch_pg.'):\n"
+        "    if m.name != 'imagesearch_pg.__main__': importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'flask_app'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_serving_process_never_imports_onnxruntime():
@@ -70,7 +103,6 @@ def test_serve_runs_gunicorn_workers(engine, settings):
         from alibabacloud_tea_openapi import utils_models
 
         from imagesearch_pg.service.access_keys import AccessKeys, secret_box
-        from imagesearch_pg.store.database import Database
 
         key_id, secret = AccessKeys(Database(engine), secret_box(settings)).create()
         client = Client(utils_models.Config(access_key_id=key_id, access_key_secret=secret,

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
 from imagesearch_pg.store.instances import count_added
+from imagesearch_pg.store.tables import partition_name, pictures
 
 BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
 BULK_TYPES = {
@@ -33,7 +34,7 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
         conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
     loaded = 0
     with raw.cursor().copy(
-        f"COPY imagesearch.pictures (instance_id, {', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)"
+        f"COPY {pictures.fullname} (instance_id, {', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
         copy.set_types(["int4", *(BULK_TYPES[c] for c in columns)])
         at = columns.index("silhouette") if silhouettes else -1
@@ -49,5 +50,5 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
     if silhouettes:
         conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
     # Fresh statistics, so the planner sees the loaded rows at once rather than after autovacuum.
-    conn.execute(sa.text(f"ANALYZE imagesearch.pictures_{int(instance_id)}"))
+    conn.execute(sa.text(f"ANALYZE {partition_name(instance_id, qualified=True)}"))
     return loaded

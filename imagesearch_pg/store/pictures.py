@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from imagesearch_pg.store.filters import Node, to_sql
 from imagesearch_pg.store.instances import count_added, reset_count
-from imagesearch_pg.store.tables import partition, pictures
+from imagesearch_pg.store.tables import partition, partition_name, pictures
 
 # What a search or a listing returns of a picture: no vectors, keypoints or bookkeeping.
 RESULT_COLUMNS = [
@@ -114,7 +114,7 @@ def delete_matching(conn: sa.Connection, instance_id: int, filter: Node) -> list
 
 def delete_all(conn: sa.Connection, instance_id: int) -> None:
     """Every picture of the instance, at once (the caller holds the instance's exclusive lock)."""
-    conn.execute(sa.text(f"TRUNCATE imagesearch.pictures_{int(instance_id)}"))
+    conn.execute(sa.text(f"TRUNCATE {partition_name(instance_id, qualified=True)}"))
     reset_count(conn, instance_id)
 
 

@@ -105,6 +105,12 @@ tasks = sa.Table(
 )
 
 
+def partition_name(instance_id: int, *, qualified: bool = False) -> str:
+    """The name of an instance's partition, as imagesearch.create_picture_partition() makes it (sql/0001)."""
+    name = f"pictures_{int(instance_id)}"
+    return f"{metadata.schema}.{name}" if qualified else name
+
+
 @functools.lru_cache(maxsize=4096)
 def partition(instance_id: int) -> sa.TableClause:
     """An instance's own partition of ``pictures``.
@@ -113,7 +119,5 @@ def partition(instance_id: int) -> sa.TableClause:
     instance, and picks the partition's HNSW index even right after a bulk load.
     """
     return sa.table(
-        f"pictures_{int(instance_id)}",
-        *(sa.column(c.name, c.type) for c in pictures.c),
-        schema="imagesearch",
+        partition_name(instance_id), *(sa.column(c.name, c.type) for c in pictures.c), schema=metadata.schema
     )

@@ -1,0 +1,1 @@
+"""Pictures in, vectors out: intake, subject detection, encoders. Knows nothing of the database."""

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 __all__ = ["build_efficientnet_lite0", "BUILDER_VERSION", "BN_EPSILON", "INPUT_NAME", "OUTPUT_NAMES",
            "IMAGE_SIZE", "PIXEL_MEAN", "PIXEL_STD"]
 
-# Part of the cache key of built models (see vision/encoders.py): bump it whenever the graph
+# Part of the cache key of built models (see vision/encoders/efficientnet.py): bump it whenever the graph
 # this module writes changes (names, outputs, padding, numerics), so stale caches are rebuilt.
 BUILDER_VERSION = "1"
 OPSET = 17

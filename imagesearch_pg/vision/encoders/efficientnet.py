@@ -91,7 +91,7 @@ class EfficientNetLite0Texture(EfficientNetLite0Gem):
 class EfficientNetLite0Trademark(EfficientNetLite0Gem):
     """Marks whatever their colours, on busy backgrounds: GeM Lite0 of the subject, plus silhouettes and SIFT.
 
-    A stored mark gives one silhouette (its ink on its plain background, descriptors.ink_mask); a query gives
+    A stored mark gives one silhouette (its ink on its plain background, descriptors.ink); a query gives
     one per colour layer (descriptors.colour_layers), so a recoloured mark pasted on a photo still yields its
     own silhouette. Searches take the best of picture-vs-picture and layer-vs-silhouette scores, then move
     geometrically verified matches (descriptors.verify) to the front. Chosen in benchmarks/recipes.py.
