@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask
+import uuid
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
 
 from imagesearch_pg.config import Settings
 
@@ -29,4 +32,19 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
+    app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+def _http_error(error: HTTPException):
+    """Flask's own refusals (no such path, wrong method, ...) in the protocol's shape."""
+    from flask_app import protocol
+
+    code, message = {
+        404: ("InvalidPath", "no such path: the API is POST /; GET /health and GET /metrics"),
+        405: ("MethodNotAllowed", "this path does not take that method: the API is POST /"),
+        413: ("InvalidParameter", f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MB"),
+    }.get(error.code, ("InvalidParameter", error.description or error.name))
+    response = jsonify(protocol.error(str(uuid.uuid4()).upper(), code, message))
+    response.status_code = error.code or 400
+    return response

@@ -20,18 +20,22 @@ from flask_app.extensions import get_service
 from flask_app.params import Params
 from imagesearch_pg.errors import (
     ActionNotAvailable,
+    DatabaseUnavailable,
     ImageSearchError,
     InvalidParameter,
+    InvalidVersion,
     MissingParameter,
     NoPermission,
     SignatureNonceUsed,
 )
+from imagesearch_pg.logs import Every
 from imagesearch_pg.service import ImageSearch
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 ACTIONS: dict[str, Callable[[ImageSearch, Params], dict]] = {}
+_UNAVAILABLE_LOG = Every(10.0)  # while the database is down: one line per 10 s per process
 # Which rate each action counts against (ImageSearch.admit); actions not listed are not throttled.
 RATE_KINDS: dict[str, str] = {}
 
@@ -66,14 +70,20 @@ def _dispatch(name: str | None):
         if handler is None:
             raise InvalidParameter(f"unknown action {name[:64]!r}; known: {', '.join(sorted(ACTIONS))}")
         body = request.get_data(cache=True)  # limited by MAX_CONTENT_LENGTH before it is read whole
-        params = Params({**request.args.to_dict(), **request.form.to_dict()})
+        params = Params.of(request.args, request.form)
         service = get_service()
         if not current_app.config["INSECURE_NO_AUTH"]:
             _authenticate(service, body, params)
+        version = request.headers.get("x-acs-version")
+        if version is not None and version != protocol.VERSION:  # absent: the one version there is
+            raise InvalidVersion(f"x-acs-version must be {protocol.VERSION}, the API version this server speaks; "
+                                 f"got {version[:32]!r}")
         if name in RATE_KINDS:
             service.admit(params.required("InstanceName"), RATE_KINDS[name])
         result = handler(service, params)
     except ImageSearchError as exc:
+        if isinstance(exc, DatabaseUnavailable) and _UNAVAILABLE_LOG:
+            log.warning("answering 503: %s", exc.message, extra={"request_id": request_id})
         return _error(request_id, exc.code, exc.message, protocol.http_status(exc))
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
@@ -95,8 +105,8 @@ def _authenticate(service: ImageSearch, body: bytes, params: Params) -> None:
                               keys.credential)
     if not keys.first_use_of_nonce(signed.nonce, signature.DATE_WINDOW):
         raise SignatureNonceUsed("this x-acs-signature-nonce was already used: each request needs a new one")
-    instance = params.get("InstanceName")
-    if instance is not None and not signed.credential.allows(instance):
+    instance = params.required("InstanceName")  # every action names one
+    if not signed.credential.allows(instance):
         raise NoPermission(f"AccessKey {signed.key_id} may not use instance {instance[:64]!r}")
 
 
@@ -212,6 +222,9 @@ for _name in ("IncreaseInstance", "IncreaseList", "DumpMeta", "DumpMetaList"):
 def delete_image(service: ImageSearch, params: Params) -> dict:
     instance = params.required("InstanceName")
     if params.bool("IsDeleteByFilter", False):
+        given = [name for name in ("ProductId", "PicName") if params.get(name)]
+        if given:
+            raise InvalidParameter(f"a delete by Filter (IsDeleteByFilter=true) takes no {' or '.join(given)}")
         deleted = service.delete_image(instance, filter=params.required("Filter"))
     else:
         deleted = service.delete_image(instance, params.required("ProductId"), params.get("PicName"))

@@ -10,9 +10,11 @@ from imagesearch_pg import categories
 from imagesearch_pg.errors import ImageSearchError, InvalidParameter
 from imagesearch_pg.service.models import Instance, Match, PicInfo, SearchResult, public_record
 
+VERSION = "2020-12-14"
+
 # The spec's status for each Code; a Code not listed is a bug (500).
 HTTP_STATUS = {
-    "InvalidParameter": 400, "MissingParameter": 400, "InvalidImage": 400, "InvalidImageFormat": 400,
+    "InvalidParameter": 400, "InvalidVersion": 400, "MissingParameter": 400, "InvalidImage": 400, "InvalidImageFormat": 400,
     "InvalidImageSize": 400, "InvalidFilter": 400, "InvalidCategory": 400, "InvalidRegion": 400,
     "OverflowMaxReturnNum": 400, "OverflowMaxResultNum": 400, "InvalidStartParameter": 400,
     "InvalidAccessKeyId": 403, "SignatureDoesNotMatch": 403, "RequestExpired": 403, "SignatureNonceUsed": 403,
@@ -75,4 +77,5 @@ def search(result: SearchResult) -> dict:
 
 
 def instance(i: Instance) -> dict:
-    return public_record(i.as_dict())
+    """Detail's Instance: the protocol's fields (the encoder is this server's own, shown by the CLI)."""
+    return public_record({k: v for k, v in i.as_dict().items() if k != "encoder"})

@@ -30,6 +30,7 @@ def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, in
     from flask_app import create_app
 
     service = prepare(settings)
+    service.database.keep_running()  # the embedded server is started again if it dies
     if insecure_no_auth:
         log.warning(
             "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach %s:%s may read, add and delete "
@@ -48,6 +49,7 @@ def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, in
 def _gunicorn(config: dict, *, host: str, port: int, workers: int) -> None:
     import os
     import shutil
+    import sys
     import tempfile
 
     from gunicorn.app.base import BaseApplication
@@ -67,14 +69,18 @@ def _gunicorn(config: dict, *, host: str, port: int, workers: int) -> None:
         def load_config(self):
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "gthread")
+            # Connections on an asyncio loop, requests on 4 threads (flask_app/front.py: why not gthread).
+            self.cfg.set("worker_class", "flask_app.front.FrontWorker")
             self.cfg.set("threads", 4)
+            self.cfg.set("keepalive", 2)
             self.cfg.set("timeout", 60)
             self.cfg.set("accesslog", "-")
             self.cfg.set("loglevel", "warning")  # quiet by default: start-up chatter only with -v
             self.cfg.set("preload_app", False)
             self.cfg.set("control_socket_disable", True)  # one shared path would clash between servers
             self.cfg.set("child_exit", child_exit)
+            self.cfg.set("when_ready", lambda server: print(
+                f"imagesearch-pg listening on http://{host}:{port} ({workers} workers)", file=sys.stderr, flush=True))
 
         def load(self):
             return create_app(config)

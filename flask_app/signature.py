@@ -22,9 +22,10 @@ ALGORITHM = "ACS3-HMAC-SHA256"
 # A request's x-acs-date may differ from the server's clock by this much either way; nonces are kept as
 # long, so a replay is refused either for its nonce or for its date.
 DATE_WINDOW = timedelta(minutes=15)
-# Headers a signature must cover: without them a captured request could be replayed with a fresh nonce or
-# date, or with another body.
-REQUIRED_SIGNED = ("x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce")
+# Headers a signature must cover besides every x-acs-* header sent (the action and version among them) and,
+# with a body, content-type (it decides how the body is read): without them a captured request could be
+# sent again as another action, to another host, with a fresh nonce or date, or with another body.
+REQUIRED_SIGNED = ("host", "x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce")
 
 _AUTHORIZATION = re.compile(
     rf"^{ALGORITHM} Credential=(?P<key>[^,\s]+),\s*SignedHeaders=(?P<headers>[^,\s]*),\s*Signature=(?P<signature>[0-9a-f]{{64}})$"
@@ -49,8 +50,21 @@ def parse_authorization(header: str | None) -> tuple[str, list[str], str]:
 
 
 def canonical_query(query_string: str) -> str:
+    """Keys and values percent-encoded (RFC 3986 unreserved characters kept), sorted: 'a%3D%26b=1' and
+    'a=&b=1' sign differently."""
     pairs = sorted(parse_qsl(query_string, keep_blank_values=True))
-    return "&".join(f"{key}={quote(value, safe='~', encoding='utf-8')}" for key, value in pairs)
+    return "&".join(f"{_encoded(key)}={_encoded(value)}" for key, value in pairs)
+
+
+def _encoded(text: str) -> str:
+    return quote(text, safe="~", encoding="utf-8")
+
+
+def required_headers(headers: dict[str, str], body: bytes) -> list[str]:
+    required = {*REQUIRED_SIGNED, *(name for name in headers if name.startswith("x-acs-"))}
+    if body:
+        required.add("content-type")
+    return sorted(required)
 
 
 def string_to_sign(method: str, path: str, query_string: str, headers: dict[str, str], signed: list[str],
@@ -67,13 +81,17 @@ def sign(secret: str, text: str) -> str:
 
 def verify(method: str, path: str, query_string: str, headers: dict[str, str], body: bytes, credential_of,
            now: datetime | None = None) -> SignedRequest:
-    """Check a request's signature; ``headers`` lower-cased names; ``credential_of(key_id)`` gives the key's
+    """Check a request's signature; ``headers`` with lower-cased names (a header sent twice arrives as one,
+    its values joined, as WSGI servers pass them, and is checked so); ``credential_of(key_id)`` gives the key's
     credential (with its ``secret``) or None. Returns the key id, nonce (the caller records it) and
     credential, or raises the protocol's error."""
     key_id, signed, signature = parse_authorization(headers.get("authorization"))
-    missing = [name for name in REQUIRED_SIGNED if name not in signed]
+    missing = [name for name in required_headers(headers, body) if name not in signed]
     if missing:
-        raise SignatureDoesNotMatch(f"the signature must cover the headers {', '.join(missing)}")
+        raise SignatureDoesNotMatch(
+            f"the signature must cover the headers {', '.join(missing)} (host, content-type with a body, and "
+            "every x-acs-* header sent)"
+        )
     payload_hash = hashlib.sha256(body).hexdigest()
     if headers.get("x-acs-content-sha256", "").strip().lower() != payload_hash:
         raise SignatureDoesNotMatch("x-acs-content-sha256 is not the SHA-256 of the request body")

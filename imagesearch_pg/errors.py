@@ -20,6 +20,12 @@ class InvalidParameter(ImageSearchError):
     code = "InvalidParameter"
 
 
+class InvalidVersion(ImageSearchError):
+    """A request for an API version other than the one served."""
+
+    code = "InvalidVersion"
+
+
 class MissingParameter(ImageSearchError):
     code = "MissingParameter"
 

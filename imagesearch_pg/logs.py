@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -15,6 +17,24 @@ class KeyValueFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+class Every:
+    """True at most once per ``seconds``: for a condition that repeats on every request (the database is down),
+    one log line now and then rather than one per request."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next:
+                return False
+            self._next = now + self.seconds
+            return True
 
 
 def configure(verbosity: int = 0) -> None:

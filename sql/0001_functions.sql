@@ -56,10 +56,10 @@ BEGIN
 END $$;
 
 CREATE FUNCTION imagesearch.create_picture_index(p_instance_id integer) RETURNS void
-LANGUAGE sql AS $$ SELECT imagesearch.create_vector_index(p_instance_id, 'embedding') $$;
+LANGUAGE plpgsql AS $$ BEGIN PERFORM imagesearch.create_vector_index(p_instance_id, 'embedding'); END $$;
 
 CREATE FUNCTION imagesearch.drop_picture_index(p_instance_id integer) RETURNS void
-LANGUAGE sql AS $$ SELECT imagesearch.drop_vector_index(p_instance_id, 'embedding') $$;
+LANGUAGE plpgsql AS $$ BEGIN PERFORM imagesearch.drop_vector_index(p_instance_id, 'embedding'); END $$;
 
 CREATE FUNCTION imagesearch.drop_picture_partition(p_instance_id integer) RETURNS void
 LANGUAGE plpgsql AS $$

@@ -3,7 +3,7 @@
 -- page and stays in line (STORAGE MAIN, set on the parent column by migration 0006).
 
 CREATE FUNCTION imagesearch.create_silhouette_index(p_instance_id integer) RETURNS void
-LANGUAGE sql AS $$ SELECT imagesearch.create_vector_index(p_instance_id, 'silhouette') $$;
+LANGUAGE plpgsql AS $$ BEGIN PERFORM imagesearch.create_vector_index(p_instance_id, 'silhouette'); END $$;
 
 CREATE FUNCTION imagesearch.drop_silhouette_index(p_instance_id integer) RETURNS void
-LANGUAGE sql AS $$ SELECT imagesearch.drop_vector_index(p_instance_id, 'silhouette') $$;
+LANGUAGE plpgsql AS $$ BEGIN PERFORM imagesearch.drop_vector_index(p_instance_id, 'silhouette'); END $$;

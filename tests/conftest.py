@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 
 import pytest
+from werkzeug.serving import make_server
+
+from flask_app import create_app
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.service import ImageSearch
+from imagesearch_pg.service.access_keys import AccessKeys
 from imagesearch_pg.store import schema
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.vision.encoders import EncoderRegistry
@@ -73,3 +78,31 @@ def make_instance(service):
 @pytest.fixture
 def instance(make_instance):
     return make_instance("generic")
+
+
+@pytest.fixture
+def shop(make_instance):
+    return make_instance("generic").name
+
+
+# ---- the HTTP API on a free port (Werkzeug's threaded server; tests/test_front.py runs the real one) -------
+
+
+@pytest.fixture(scope="session")
+def server(service, settings):
+    app = create_app({"SETTINGS": settings, "SERVICE": service})
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="session")
+def keys(service) -> AccessKeys:
+    return service.access_keys
+
+
+@pytest.fixture(scope="session")
+def credentials(keys):
+    return keys.create()

@@ -13,35 +13,13 @@ from alibabacloud_imagesearch20201214 import models as sdk
 from alibabacloud_imagesearch20201214.client import Client
 from alibabacloud_tea_openapi import utils_models
 from alibabacloud_tea_openapi.exceptions import ClientException, ServerException
-from werkzeug.serving import make_server
 
-from benchmarks import signed_requests
 from flask_app import create_app, signature
-from imagesearch_pg.service.access_keys import AccessKeys, secret_box
 from imagesearch_pg.store.database import Database
+from tests.http_requests import post, signed_request
 from tests.pictures import encode, noise, sample_photos
 
 PHOTOS = sample_photos()
-
-
-@pytest.fixture(scope="module")
-def server(service, settings):
-    app = create_app({"SETTINGS": settings, "SERVICE": service})
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-
-
-@pytest.fixture(scope="module")
-def keys(service, settings) -> AccessKeys:
-    return AccessKeys(service.database, secret_box(settings))
-
-
-@pytest.fixture(scope="module")
-def credentials(keys):
-    return keys.create()
 
 
 def sdk_client(endpoint: str, key_id: str, secret: str) -> Client:
@@ -54,11 +32,6 @@ def sdk_client(endpoint: str, key_id: str, secret: str) -> Client:
 @pytest.fixture(scope="module")
 def client(server, credentials) -> Client:
     return sdk_client(server, *credentials)
-
-
-@pytest.fixture
-def shop(make_instance):
-    return make_instance("generic").name
 
 
 def b64(picture: bytes) -> str:
@@ -151,15 +124,6 @@ def test_errors_arrive_as_sdk_exceptions_with_the_protocols_codes(client, shop, 
 
 
 # ---- signatures, with hand-made requests ------------------------------------------------------------
-
-
-def signed_request(endpoint, key_id, secret, body: bytes, *, action="Detail", **changes):
-    return signed_requests.signed_headers(endpoint, key_id, secret, body, action=action, **changes)
-
-
-def post(endpoint, headers, body: bytes, query=""):
-    response = requests.post(f"http://{endpoint}/" + (f"?{query}" if query else ""), data=body, headers=headers, timeout=30)
-    return response.status_code, response.json()
 
 
 def test_hand_signed_request_passes_and_any_change_fails(server, credentials, shop):

@@ -32,7 +32,7 @@ from imagesearch_pg.store.filters import (
     parse_filter,
 )
 from imagesearch_pg.attributes import INT32_MAX as INT_MAX, INT32_MIN as INT_MIN, INT_ATTRS, STR_ATTRS
-from imagesearch_pg.store.tables import instances, pictures
+from imagesearch_pg.store.tables import instances, key_digest, pictures
 from tests.filter_reference import evaluate, evaluate_node
 
 ATTRS = INT_ATTRS + STR_ATTRS
@@ -57,6 +57,7 @@ def insert_rows(conn: sa.Connection, instance_id: int, rows: list[dict]) -> None
             [
                 {
                     "instance_id": instance_id,
+                    "key_digest": key_digest(f"p{i}", "pic"),
                     "product_id": f"p{i}",
                     "pic_name": "pic",
                     "category_id": 88888888,

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -16,6 +12,7 @@ from flask_app import create_app
 from imagesearch_pg.service import ImageSearch
 from imagesearch_pg.store import schema
 from imagesearch_pg.store.database import Database, create_engine
+from tests.serving import health, serving
 
 
 @pytest.fixture
@@ -68,33 +65,11 @@ def test_the_serving_process_never_imports_onnxruntime():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_serve_runs_gunicorn_workers(engine, settings):
-    port = _free_port()
-    env = dict(os.environ,
-               IMAGESEARCH_DATABASE_URL=engine.url.render_as_string(hide_password=False),
-               IMAGESEARCH_HOME=str(settings.home))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "imagesearch_pg", "serve", "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-                    body = json.loads(response.read())
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not come up: {server.communicate()[1][-2000:]}")
-                time.sleep(0.3)
-        assert body == {"status": "ok", "database": "external", "schema": schema.head_revision()}
+def test_serve_runs_gunicorn_workers(engine, settings, service):
+    env = {"IMAGESEARCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "IMAGESEARCH_HOME": str(settings.home)}
+    with serving(env, workers=2) as (server, port):
+        assert health(port) == (200, {"status": "ok", "database": "external", "schema": schema.head_revision()})
 
         # The protocol through the workers, signed with a key made here (same home, same secret key file),
         # and the metrics of all workers in one scrape.
@@ -102,32 +77,23 @@ def test_serve_runs_gunicorn_workers(engine, settings):
         from alibabacloud_imagesearch20201214.client import Client
         from alibabacloud_tea_openapi import utils_models
 
-        from imagesearch_pg.service.access_keys import AccessKeys, secret_box
-
-        key_id, secret = AccessKeys(Database(engine), secret_box(settings)).create()
+        key_id, secret = service.access_keys.create()
         client = Client(utils_models.Config(access_key_id=key_id, access_key_secret=secret,
                                             endpoint=f"127.0.0.1:{port}", protocol="http"))
         instance = f"gunicorn-{port}"
-        client_service = None
+        service.create_instance(instance, "generic")
         try:
-            from imagesearch_pg.service import ImageSearch
-
-            client_service = ImageSearch.open(settings)
-            client_service.create_instance(instance, "generic")
             for _ in range(6):
                 assert client.detail(sdk.DetailRequest(instance_name=instance)).body.instance.name == instance
         finally:
-            if client_service is not None:
-                client_service.delete_instance(instance)
-                client_service.close()
+            service.delete_instance(instance)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             scraped = response.read().decode()
         counted = [line for line in scraped.splitlines()
                    if line.startswith('imagesearch_requests_total{action="Detail",code="OK"}')]
         assert counted and float(counted[0].split()[-1]) == 6.0, scraped[:2000]
         assert "imagesearch_request_seconds_bucket" in scraped
-    finally:
-        server.terminate()
-        stdout, stderr = server.communicate(timeout=30)
+    stdout, stderr = server.output
     assert server.returncode == 0, stderr[-2000:]
-    assert '"GET /health HTTP/1.1" 200' in stdout  # gunicorn's access log
+    assert '"GET /health HTTP/1.1" 200' in stdout  # the access log
+    assert f"listening on http://127.0.0.1:{port} (2 workers)" in stderr  # the start-up line

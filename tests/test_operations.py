@@ -166,3 +166,15 @@ def test_a_picture_is_searchable_once_added_and_gone_once_deleted(service, make_
         assert all(a.product_id != f"p{i}" for a in service.search_by_picture(instance.name, picture).matches)
         service.add_image(instance.name, f"p{i}", "1", picture)
     assert service.describe_instance(instance.name).picture_count == 20
+
+
+def test_keys_of_512_characters_in_any_script_are_stored_found_and_deleted(service, instance):
+    # 512 characters of CJK and of emoji are 1.5 kB and 2 kB of UTF-8: more than a b-tree entry holds.
+    product, pic = "日本語" * 170 + "日本", "😀" * 512
+    service.add_image(instance.name, product, pic, encode(PHOTOS["coffee"]))
+    service.add_image(instance.name, product, pic, encode(PHOTOS["coffee"]), attributes=Attributes(int_attr=2))
+    assert service.describe_instance(instance.name).picture_count == 1  # the second add replaced the first
+    assert service.check_image_exists(instance.name, product, pic).attributes.int_attr == 2
+    assert service.search_by_name(instance.name, product, pic, num=1).matches[0].pic_name == pic
+    assert service.delete_image(instance.name, product).pic_names == [pic]
+    assert service.check_image_exists(instance.name, product, pic) is None

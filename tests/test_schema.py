@@ -84,8 +84,8 @@ def test_partition_refuses_a_vector_of_another_dimension(make_instance, engine):
         with pytest.raises(sa.exc.IntegrityError, match="_dim"):
             conn.execute(
                 sa.text(
-                    "INSERT INTO imagesearch.pictures (instance_id, product_id, pic_name, category_id, embedding)"
-                    " VALUES (:i, 'p', 'n', 0, '[1,2,3]')"
+                    "INSERT INTO imagesearch.pictures (instance_id, key_digest, product_id, pic_name, category_id,"
+                    " embedding) VALUES (:i, '\\x00', 'p', 'n', 0, '[1,2,3]')"
                 ),
                 {"i": iid},
             )
@@ -136,3 +136,24 @@ def test_a_given_database_is_not_upgraded_behind_its_owners_back(scratch_engine,
     assert schema.current_revision(scratch_engine) is None
     schema.upgrade(scratch_engine)
     ImageSearch.open(given).close()
+
+
+def test_pictures_stored_before_0012_get_their_key_digest(scratch_engine):
+    from imagesearch_pg.store.tables import key_digest
+
+    schema.upgrade(scratch_engine, "0011")
+    with scratch_engine.begin() as conn:
+        iid = conn.execute(sa.text(
+            "INSERT INTO imagesearch.instances (name, service_type, capacity, qps, region, encoder, embedding_dim)"
+            " VALUES ('old', 'generic', 10, 1, 'local', 'efficientnet-lite0-gem', 3) RETURNING id")).scalar()
+        conn.execute(sa.text("SELECT imagesearch.create_picture_partition(:i)"), {"i": iid})
+        conn.execute(sa.text(
+            "INSERT INTO imagesearch.pictures (instance_id, product_id, pic_name, category_id, embedding)"
+            " VALUES (:i, '日本', 'é.jpg', 0, '[1,2,3]')"), {"i": iid})
+    schema.upgrade(scratch_engine)
+    with scratch_engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT key_digest FROM imagesearch.pictures WHERE instance_id = :i"), {"i": iid}).scalar()
+    assert bytes(stored) == key_digest("日本", "é.jpg")
+    schema.downgrade(scratch_engine, "0011")  # and back: the key is (instance_id, product_id, pic_name) again
+    with scratch_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM imagesearch.pictures")).scalar() == 1

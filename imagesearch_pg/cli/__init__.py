@@ -89,9 +89,14 @@ def db_current() -> None:
 def serve(host: str, port: int, workers: int, dev: bool, insecure_no_auth: bool) -> None:
     """Run the HTTP service."""
     # The HTTP layer is another package (flask_app); its server is found by entry point (pyproject.toml).
-    (server,) = entry_points(group="imagesearch_pg.servers", name="http")
-    server.load()(Settings.from_env(), host=host, port=port, workers=workers, dev=dev,
-                  insecure_no_auth=insecure_no_auth)
+    found = list(entry_points(group="imagesearch_pg.servers", name="http"))
+    if len(found) != 1:
+        raise click.ClickException(
+            "the HTTP server is not installed: install imagesearch-pg with pip (its flask_app package registers "
+            "the entry point imagesearch_pg.servers:http)"
+        )
+    found[0].load()(Settings.from_env(), host=host, port=port, workers=workers, dev=dev,
+                    insecure_no_auth=insecure_no_auth)
 
 
 from imagesearch_pg.cli import instances, keys, pictures  # noqa: E402  (they add their commands to cli)

@@ -42,7 +42,7 @@ def instance_create(holder: ServiceHolder, name, service_type, capacity, qps, re
 def instance_list(holder: ServiceHolder, as_json: bool) -> None:
     """List instances."""
     rows = [i.as_dict() for i in holder.get().list_instances()]
-    records(rows, ["Name", "ServiceType", "TotalCount", "Capacity", "Qps", "Region"], as_json)
+    records(rows, ["Name", "ServiceType", "TotalCount", "Capacity", "Qps", "Region"], as_json, indent=2)
 
 
 @instance.command("show")

@@ -9,11 +9,11 @@ import click
 from imagesearch_pg.service.models import public_record
 
 
-def records(rows: list[dict], columns: list[str], as_json: bool) -> None:
+def records(rows: list[dict], columns: list[str], as_json: bool, indent: int | None = None) -> None:
     """Rows of Python-named values, shown under their public names (those of the HTTP API)."""
     shown = [public_record(row) for row in rows]
     if as_json:
-        click.echo(json.dumps(shown, ensure_ascii=False, indent=None))
+        click.echo(json.dumps(shown, ensure_ascii=False, indent=indent))
     else:
         table(shown, columns)
 

@@ -1,12 +1,13 @@
 """ImageSearch: the one object every door calls (HTTP, CLI, benchmarks, and the coming worker and console).
 
-It opens the process's resources and hands each call to the area that owns it (instances, encoders,
-pictures, searching, access keys); it holds no logic of its own beyond turning keyword arguments into
-requests.
+It opens the process's resources, answers for the process (health, model warm-up), and hands each
+operation to the area that owns it (instances, encoders, pictures, searching, access keys), turning
+keyword arguments into requests on the way.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from imagesearch_pg.attributes import Attributes
 from imagesearch_pg.config import Settings
+from imagesearch_pg.errors import DatabaseUnavailable
 from imagesearch_pg.service.access_keys import AccessKeys, secret_box
 from imagesearch_pg.service.encoders import EncoderCatalog
 from imagesearch_pg.service.instances import DEFAULT_CAPACITY, DEFAULT_QPS, Instances
@@ -51,6 +53,7 @@ class ImageSearch:
         self.pictures = Pictures(self.instances, self.pipeline)
         self.searches = Searches(self.instances, self.pipeline)
         self._access_keys: AccessKeys | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> "ImageSearch":
@@ -71,16 +74,19 @@ class ImageSearch:
     @property
     def access_keys(self) -> AccessKeys:
         """The deployment's AccessKey pairs (their secret key is read or made on first use)."""
-        if self._access_keys is None:
-            self._access_keys = AccessKeys(self.database, secret_box(self.settings or Settings.from_env()))
-        return self._access_keys
+        with self._lock:
+            if self._access_keys is None:
+                self._access_keys = AccessKeys(self.database, secret_box(self.settings or Settings.from_env()))
+            return self._access_keys
 
     # ---- the process --------------------------------------------------------------------------------
 
     def health(self) -> Health:
-        if not self.database.ping():
+        try:
+            revision = self.database.schema_revision()
+        except DatabaseUnavailable:
             return Health("unreachable", None)
-        return Health("embedded" if self.database.is_embedded else "external", self.database.schema_revision())
+        return Health("embedded" if self.database.is_embedded else "external", revision)
 
     def warm_up(self) -> None:
         """Make the default models' files ready on disk (built once from packaged weights) without loading

@@ -1,6 +1,6 @@
 """The way every picture goes, to be stored or searched with: bytes -> upright RGB -> subject -> vectors.
 
-Category prediction is the step after it (``category``): the only step that reads the database.
+Category prediction is the step after it (``category``), apart because it reads the instance's pictures.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagesearch_pg import categories
-from imagesearch_pg.errors import MissingParameter
+from imagesearch_pg.errors import InvalidParameter, MissingParameter
 from imagesearch_pg.service.encoders import EncoderCatalog
 from imagesearch_pg.service.instances import Instances
 from imagesearch_pg.service.models import PicInfo
@@ -50,6 +50,8 @@ class PicturePipeline:
         features are found meanwhile on another thread."""
         if picture is None or len(picture) == 0:
             raise MissingParameter("PicContent is required")
+        if not isinstance(picture, (bytes, bytearray, memoryview)):
+            raise InvalidParameter(f"the picture must be its file's bytes, got {type(picture).__name__}")
         rules = SERVICE_TYPES[instance.service_type]
         image = intake.read_picture(bytes(picture), instance.service_type)
         height, width = image.shape[:2]

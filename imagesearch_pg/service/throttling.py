@@ -14,7 +14,6 @@ from imagesearch_pg.store.database import Database
 
 ADD_PER_SECOND = 5
 DELETE_PER_SECOND = 20
-KINDS = ("add", "delete", "search")
 
 
 class Throttle:

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
 from imagesearch_pg.store.instances import count_added
-from imagesearch_pg.store.tables import partition_name, pictures
+from imagesearch_pg.store.tables import key_digest, partition_name, pictures
 
 BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
 BULK_TYPES = {
@@ -17,8 +17,8 @@ BULK_TYPES = {
 
 
 def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, columns: tuple = BULK_COLUMNS) -> int:
-    """Load many new pictures at once: ``rows`` yields tuples of ``columns`` (by default product_id,
-    pic_name, category_id, embedding; silhouette and keypoints may follow).
+    """Load many new pictures at once: ``rows`` yields tuples of ``columns`` (product_id and pic_name first,
+    by default then category_id and embedding; silhouette and keypoints may follow).
 
     The instance's HNSW indexes are dropped, the rows are streamed with binary COPY, and the indexes are
     built once afterwards (parallel). Runs in the caller's transaction; existing keys make it fail whole.
@@ -34,14 +34,14 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
         conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
     loaded = 0
     with raw.cursor().copy(
-        f"COPY {pictures.fullname} (instance_id, {', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)"
+        f"COPY {pictures.fullname} (instance_id, key_digest, {', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int4", *(BULK_TYPES[c] for c in columns)])
+        copy.set_types(["int4", "bytea", *(BULK_TYPES[c] for c in columns)])
         at = columns.index("silhouette") if silhouettes else -1
         for row in rows:
             if silhouettes:  # numpy arrays go out as vector unless told they are halfvec
                 row = (*row[:at], HalfVector(row[at]), *row[at + 1 :])
-            copy.write_row((instance_id, *row))
+            copy.write_row((instance_id, key_digest(row[0], row[1]), *row))
             loaded += 1
             if progress is not None:
                 progress(loaded)

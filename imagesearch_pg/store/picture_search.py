@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, Vector
 
 from imagesearch_pg.store.filters import Node, to_sql
-from imagesearch_pg.store.pictures import result_columns
+from imagesearch_pg.store.pictures import is_picture, result_columns
 from imagesearch_pg.store.query_vectors import halfvec_parameter, vector_parameter
 from imagesearch_pg.store.instances import picture_count
 from imagesearch_pg.store.tables import partition
@@ -28,9 +28,7 @@ def stored_vector(instance_id: int, dim: int, product_id: str, pic_name: str, co
     part = partition(instance_id)
     kind = {"embedding": Vector, "silhouette": HALFVEC}[column]
     return (
-        sa.select(sa.cast(part.c[column], kind(dim)))
-        .where(part.c.product_id == product_id, part.c.pic_name == pic_name)
-        .scalar_subquery()
+        sa.select(sa.cast(part.c[column], kind(dim))).where(is_picture(part, product_id, pic_name)).scalar_subquery()
     )
 
 
@@ -170,7 +168,7 @@ def _exact_statement(
         score = sa.func.imagesearch.cosine_score(distance).label("score")
         return sa.select(*result_columns(part), score).where(*conditions).order_by(distance).limit(limit)
     best = (
-        sa.select(part.c.product_id, part.c.pic_name, distance.label("distance"))
+        sa.select(part.c.key_digest, distance.label("distance"))
         .where(*conditions)
         .order_by(distance)
         .limit(limit)
@@ -186,19 +184,19 @@ def _fused_statement(
     # Each query vector walks its own index for its ``limit`` nearest; a picture in the fused top ``limit``
     # is in the top ``limit`` of the vector that gives its least distance, so the union holds them all.
     distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
-    branches = [sa.select(part.c.product_id, part.c.pic_name, distance.label("distance")).order_by(distance).limit(limit)]
+    branches = [sa.select(part.c.key_digest, distance.label("distance")).order_by(distance).limit(limit)]
     margin = sa.literal(float(silhouette_margin))
     for s in silhouette_queries:
         d = sa.cast(part.c.silhouette, HALFVEC(dim)).cosine_distance(s)
         # ordered by the bare distance (the index's expression), ranked with the margin added
         branches.append(
-            sa.select(part.c.product_id, part.c.pic_name, (d + margin).label("distance")).order_by(d).limit(limit)
+            sa.select(part.c.key_digest, (d + margin).label("distance")).order_by(d).limit(limit)
         )
     hits = sa.union_all(*branches).subquery("hits")
     least = sa.func.min(hits.c.distance)
     best = (
-        sa.select(hits.c.product_id, hits.c.pic_name, least.label("distance"))
-        .group_by(hits.c.product_id, hits.c.pic_name)
+        sa.select(hits.c.key_digest, least.label("distance"))
+        .group_by(hits.c.key_digest)
         .order_by(least)
         .limit(limit)
         .subquery("best")
@@ -207,7 +205,7 @@ def _fused_statement(
 
 
 def _best_rows(part: sa.TableClause, best: sa.Subquery, keypoints_for: int) -> sa.Select:
-    """The pictures of ``best`` (product_id, pic_name, distance; already cut to the limit, so the join reads
+    """The pictures of ``best`` (key_digest, distance; already cut to the limit, so the join reads
     only the rows returned), best first, with their scores; the first ``keypoints_for`` also with their
     keypoints (up to ~43 kB each, read only for those)."""
     score = sa.func.imagesearch.cosine_score(best.c.distance).label("score")
@@ -217,7 +215,7 @@ def _best_rows(part: sa.TableClause, best: sa.Subquery, keypoints_for: int) -> s
         keypoints = [sa.case((rank <= keypoints_for, part.c.keypoints)).label("keypoints")]
     return (
         sa.select(*result_columns(part), score, *keypoints)
-        .join_from(part, best, sa.and_(part.c.product_id == best.c.product_id, part.c.pic_name == best.c.pic_name))
+        .join_from(part, best, part.c.key_digest == best.c.key_digest)
         .order_by(best.c.distance)
     )
 

@@ -11,19 +11,25 @@ from sqlalchemy.dialects.postgresql import insert
 
 from imagesearch_pg.store.filters import Node, to_sql
 from imagesearch_pg.store.instances import count_added, reset_count
-from imagesearch_pg.store.tables import partition, partition_name, pictures
+from imagesearch_pg.store.tables import key_digest, partition, partition_name, pictures
 
 # What a search or a listing returns of a picture: no vectors, keypoints or bookkeeping.
 RESULT_COLUMNS = [
     c
     for c in pictures.c
     if c.name
-    not in ("instance_id", "embedding", "silhouette", "keypoints", "category_given", "created_at", "updated_at")
+    not in ("instance_id", "key_digest", "embedding", "silhouette", "keypoints", "category_given", "created_at",
+            "updated_at")
 ]
 
 
 def result_columns(part: sa.TableClause) -> list:
     return [part.c[c.name] for c in RESULT_COLUMNS]
+
+
+def is_picture(table, product_id: str, pic_name: str):
+    """The condition for one picture: its key digest (the primary key's index)."""
+    return table.c.key_digest == key_digest(product_id, pic_name)
 
 
 def upsert(
@@ -36,13 +42,15 @@ def upsert(
 ) -> bool:
     """Insert or replace the picture (instance, product_id, pic_name): the last write wins whole.
     Returns whether the picture is new (inserted rather than replaced)."""
-    row = {**values, "instance_id": instance_id, "embedding": embedding, "silhouette": silhouette, "keypoints": keypoints}
+    row = {**values, "instance_id": instance_id, "key_digest": key_digest(values["product_id"], values["pic_name"]),
+           "embedding": embedding, "silhouette": silhouette, "keypoints": keypoints}
     # Into the partition itself: only there does RETURNING see the system column xmax.
     statement = insert(partition(instance_id)).values(row)
-    replaced = {k: statement.excluded[k] for k in row if k not in ("instance_id", "product_id", "pic_name")}
+    key = ("instance_id", "key_digest", "product_id", "pic_name")
+    replaced = {k: statement.excluded[k] for k in row if k not in key}
     return conn.execute(
         statement.on_conflict_do_update(
-            index_elements=["instance_id", "product_id", "pic_name"],
+            index_elements=["instance_id", "key_digest"],
             set_={**replaced, "updated_at": sa.func.now()},
         ).returning(sa.literal_column("xmax = 0"))  # a row version made by this insert has no xmax
     ).scalar_one()
@@ -51,16 +59,14 @@ def upsert(
 def stored(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> sa.Row | None:
     """The stored picture's result columns (no vectors), or None."""
     part = partition(instance_id)
-    return conn.execute(
-        sa.select(*result_columns(part)).where(part.c.product_id == product_id, part.c.pic_name == pic_name)
-    ).first()
+    return conn.execute(sa.select(*result_columns(part)).where(is_picture(part, product_id, pic_name))).first()
 
 
 def update_attributes(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str, values: dict) -> bool:
     """Set the given attribute columns of one picture (its vectors untouched); False if it is not stored."""
     changed = conn.execute(
         sa.update(pictures)
-        .where(pictures.c.instance_id == instance_id, pictures.c.product_id == product_id, pictures.c.pic_name == pic_name)
+        .where(pictures.c.instance_id == instance_id, is_picture(pictures, product_id, pic_name))
         .values(**values, updated_at=sa.func.now())
         .returning(pictures.c.pic_name)
     ).first()
@@ -84,11 +90,7 @@ def listing(conn: sa.Connection, instance_id: int, filter: Node, limit: int, off
 def exists(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> bool:
     return (
         conn.execute(
-            sa.select(sa.literal(1)).where(
-                pictures.c.instance_id == instance_id,
-                pictures.c.product_id == product_id,
-                pictures.c.pic_name == pic_name,
-            )
+            sa.select(sa.literal(1)).where(pictures.c.instance_id == instance_id, is_picture(pictures, product_id, pic_name))
         ).first()
         is not None
     )
@@ -96,9 +98,11 @@ def exists(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str
 
 def delete(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str | None) -> list[str]:
     """Delete a product's pictures (or one of them); returns the deleted PicNames."""
-    condition = [pictures.c.instance_id == instance_id, pictures.c.product_id == product_id]
-    if pic_name is not None:
-        condition.append(pictures.c.pic_name == pic_name)
+    condition = [pictures.c.instance_id == instance_id]
+    if pic_name is None:
+        condition.append(pictures.c.product_id == product_id)
+    else:
+        condition.append(is_picture(pictures, product_id, pic_name))
     deleted = list(conn.execute(sa.delete(pictures).where(*condition).returning(pictures.c.pic_name)).scalars())
     count_added(conn, instance_id, -len(deleted))
     return deleted

