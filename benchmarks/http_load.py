@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -29,18 +26,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import percentile  # noqa: E402
-from benchmarks.search import clustered_vectors  # noqa: E402
 from benchmarks import signed_requests  # noqa: E402
+from benchmarks.common import percentile  # noqa: E402
+from benchmarks.served import loaded_instance, serving  # noqa: E402
 from imagesearch_pg.config import Settings  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
-from imagesearch_pg.store import bulk_load  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -57,100 +47,73 @@ def main() -> None:
     settings = Settings.from_env()
     service = ImageSearch.open(settings)
     name = f"bench-http-{int(time.time())}"
-    service.create_instance(name, "generic", capacity=max(args.rows, 1), qps=args.plan_qps)
-    server = None
     try:
-        instance_id = service.instances.cached(name).id
-        with service.database.transaction() as conn:
-            log(f"loading {args.rows} vectors ...")
-            vectors = clustered_vectors(args.rows)
-            bulk_load.bulk_load(conn, instance_id, ((f"p{i}", "0", 88888888, v) for i, v in enumerate(vectors)))
+        loaded_instance(service, name, args.rows, args.plan_qps, log)
         key_id, secret = service.access_keys.create([name])
-
-        port = free_port()
-        endpoint = f"127.0.0.1:{port}"
-        env = dict(os.environ, IMAGESEARCH_HOME=str(settings.home))
-        if service.database.is_embedded:  # the server adopts the running embedded database
-            env.pop("IMAGESEARCH_DATABASE_URL", None)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "imagesearch_pg", "serve", "--port", str(port), "--workers", str(args.workers)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"http://{endpoint}/health", timeout=5).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start: {server.communicate()[1][-2000:]}")
-            time.sleep(0.3)
-
-        rng = np.random.default_rng(4)
-        latencies: list[float] = []
-        statuses: dict[str, int] = {}
-        lock = threading.Lock()
-        stop_at = time.monotonic() + args.seconds
-
-        def client(seed: int) -> None:
-            with requests.Session() as session:  # closed at the end: no idle keep-alive holds a worker
-                run_client(session, seed)
-
-        def run_client(session: requests.Session, seed: int) -> None:
-            picks = np.random.default_rng(seed).integers(0, args.rows, 100_000)
-            for row in picks:
-                if time.monotonic() >= stop_at:
-                    return
-                body = f"InstanceName={name}&ProductId=p{row}&PicName=0&Num=10".encode()
-                began = time.perf_counter()
-                try:
-                    headers = signed_requests.signed_headers(endpoint, key_id, secret, body, action="SearchImageByName")
-                    response = session.post(f"http://{endpoint}/", data=body, headers=headers, timeout=30)
-                    outcome = str(response.status_code)
-                except requests.RequestException as exc:
-                    outcome = type(exc).__name__
-                elapsed = time.perf_counter() - began
-                with lock:
-                    statuses[outcome] = statuses.get(outcome, 0) + 1
-                    if outcome == "200":
-                        latencies.append(elapsed)
-
-        log(f"{args.clients} clients for {args.seconds:.0f} s against {args.workers} gunicorn workers ...")
-        threads = [threading.Thread(target=client, args=(int(rng.integers(1 << 30)),)) for _ in range(args.clients)]
-        began = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.monotonic() - began
-        ok, throttled = statuses.get("200", 0), statuses.get("429", 0)
-        ms = [s * 1000 for s in latencies] or [0.0]
-        report = {
-            "rows": args.rows,
-            "clients": args.clients,
-            "workers": args.workers,
-            "plan_qps": args.plan_qps,
-            "seconds": round(elapsed, 1),
-            "requests": sum(statuses.values()),
-            "ok": ok,
-            "throughput_rps": round(ok / elapsed, 1),
-            "p50_ms": round(percentile(ms, 50), 2),
-            "p99_ms": round(percentile(ms, 99), 2),
-            "throttled": throttled,
-            "errors": sum(statuses.values()) - ok - throttled,
-            "statuses": statuses,
-        }
+        with serving(settings, service, args.workers) as (_, endpoint):
+            report = run_load(args, name, endpoint, key_id, secret, log)
         print(json.dumps(report) if args.json else json.dumps(report, indent=2))
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
         service.delete_instance(name)
         service.close()
+
+
+def run_load(args, name: str, endpoint: str, key_id: str, secret: str, log) -> dict:
+    rng = np.random.default_rng(4)
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+    stop_at = time.monotonic() + args.seconds
+
+    def client(seed: int) -> None:
+        with requests.Session() as session:  # closed at the end: no idle keep-alive holds a worker
+            run_client(session, seed)
+
+    def run_client(session: requests.Session, seed: int) -> None:
+        picks = np.random.default_rng(seed).integers(0, args.rows, 100_000)
+        for row in picks:
+            if time.monotonic() >= stop_at:
+                return
+            body = f"InstanceName={name}&ProductId=p{row}&PicName=0&Num=10".encode()
+            began = time.perf_counter()
+            try:
+                headers = signed_requests.signed_headers(endpoint, key_id, secret, body, action="SearchImageByName")
+                response = session.post(f"http://{endpoint}/", data=body, headers=headers, timeout=30)
+                outcome = str(response.status_code)
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+            elapsed = time.perf_counter() - began
+            with lock:
+                statuses[outcome] = statuses.get(outcome, 0) + 1
+                if outcome == "200":
+                    latencies.append(elapsed)
+
+    log(f"{args.clients} clients for {args.seconds:.0f} s against {args.workers} gunicorn workers ...")
+    threads = [threading.Thread(target=client, args=(int(rng.integers(1 << 30)),)) for _ in range(args.clients)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - began
+    ok, throttled = statuses.get("200", 0), statuses.get("429", 0)
+    ms = [s * 1000 for s in latencies] or [0.0]
+    report = {
+        "rows": args.rows,
+        "clients": args.clients,
+        "workers": args.workers,
+        "plan_qps": args.plan_qps,
+        "seconds": round(elapsed, 1),
+        "requests": sum(statuses.values()),
+        "ok": ok,
+        "throughput_rps": round(ok / elapsed, 1),
+        "p50_ms": round(percentile(ms, 50), 2),
+        "p99_ms": round(percentile(ms, 99), 2),
+        "throttled": throttled,
+        "errors": sum(statuses.values()) - ok - throttled,
+        "statuses": statuses,
+    }
+    return report
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from typing import Callable
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -70,6 +71,9 @@ def _dispatch(name: str | None):
         if handler is None:
             raise InvalidParameter(f"unknown action {name[:64]!r}; known: {', '.join(sorted(ACTIONS))}")
         body = request.get_data(cache=True)  # limited by MAX_CONTENT_LENGTH before it is read whole
+        _check_encoding(request.query_string, "query string")
+        if request.mimetype == "application/x-www-form-urlencoded":
+            _check_encoding(body, "form body")
         params = Params.of(request.args, request.form)
         service = get_service()
         if not current_app.config["INSECURE_NO_AUTH"]:
@@ -94,6 +98,14 @@ def _dispatch(name: str | None):
     return jsonify({"RequestId": request_id, **result}), 200, "OK"
 
 
+def _check_encoding(raw: bytes, where: str) -> None:
+    """Percent-escapes must decode to UTF-8: Werkzeug would keep '%FF' as those three characters."""
+    try:
+        parse_qsl(raw.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidParameter(f"the {where} is not percent-encoded UTF-8 text") from None
+
+
 def _error(request_id: str, code: str, message: str, status: int):
     return jsonify(protocol.error(request_id, code, message)), status, code
 
@@ -101,7 +113,9 @@ def _error(request_id: str, code: str, message: str, status: int):
 def _authenticate(service: ImageSearch, body: bytes, params: Params) -> None:
     keys = service.access_keys
     headers = {name.lower(): value for name, value in request.headers.items()}
-    signed = signature.verify(request.method, request.path, request.query_string.decode("latin-1"), headers, body,
+    # The path as sent, not as decoded and routed: '/%2F' reaches this endpoint too, but it is not what was signed.
+    path = request.environ.get("RAW_URI", request.path).split("?", 1)[0]
+    signed = signature.verify(request.method, path, request.query_string.decode("latin-1"), headers, body,
                               keys.credential)
     if not keys.first_use_of_nonce(signed.nonce, signature.DATE_WINDOW):
         raise SignatureNonceUsed("this x-acs-signature-nonce was already used: each request needs a new one")

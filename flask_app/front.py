@@ -245,6 +245,7 @@ def _environ(head: h11.Request, body: bytes, peer, local) -> dict:
         "REQUEST_METHOD": head.method.decode("ascii"),
         "SCRIPT_NAME": "",
         "PATH_INFO": unquote(path, encoding="latin-1"),
+        "RAW_URI": target,  # as sent (gunicorn's and Werkzeug's name): the signature covers this spelling
         "QUERY_STRING": query,
         "SERVER_NAME": str(host),
         "SERVER_PORT": str(port),

