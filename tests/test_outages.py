@@ -99,7 +99,18 @@ def test_postgres_killed_under_load(own_home):
                     raise AssertionError(f"unexpected answer while PostgreSQL is down: {status} {answer}")
                 time.sleep(0.05)
 
-        threads = [threading.Thread(target=adder, args=(i,)) for i in range(3)]
+        def searcher() -> None:
+            while not stop.is_set():
+                try:
+                    status, answer, _ = call("SearchImageByFilter", {"InstanceName": "shop", "Filter": "int_attr!=1"})
+                except requests.RequestException as exc:
+                    outcomes.append(type(exc).__name__)
+                    continue
+                if status not in (200, 429, 503):
+                    raise AssertionError(f"unexpected answer while PostgreSQL is down: {status} {answer}")
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=adder, args=(i,)) for i in range(3)] + [threading.Thread(target=searcher)]
         for t in threads:
             t.start()
         time.sleep(3)
