@@ -55,7 +55,7 @@ def test_search_expression_matches_the_partition_index(engine, loaded):
     with engine.begin() as conn:
         conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
         conn.execute(sa.text("SET LOCAL enable_bitmapscan = off"))
-        query = picture_search.vector(np.ones(DIM, np.float32), DIM)
+        query = picture_search.vector(partition(instance_id), np.ones(DIM, np.float32), DIM)
         statement = picture_search.walk_statement(partition(instance_id), DIM, query, 10, [])
         compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
         plan = conn.exec_driver_sql(f"EXPLAIN {compiled}").scalars().all()

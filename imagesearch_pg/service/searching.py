@@ -70,11 +70,11 @@ class Searches:
 
         def fetch(conn, instance, limit, expected):
             dim = instance.embedding_dim
-            stored = picture_search.stored_vector(instance.id, dim, product_id, pic_name)
+            stored = picture_search.StoredPicture(product_id, pic_name)
             # The stored picture's own silhouette searches the others' (no re-ranking: its keypoints are
             # kept in one polarity only, and its own vectors already find copies of it).
             stored_silhouettes = (
-                [picture_search.stored_vector(instance.id, dim, product_id, pic_name, "silhouette")]
+                [picture_search.StoredPicture(product_id, pic_name, "silhouette")]
                 if encoder.silhouettes
                 else None
             )

@@ -84,5 +84,8 @@ def reset_count(conn: sa.Connection, instance_id: int) -> None:
     conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(picture_count=0))
 
 
+_PICTURE_COUNT = sa.select(instances.c.picture_count).where(instances.c.id == sa.bindparam("id"))  # built once
+
+
 def picture_count(conn: sa.Connection, instance_id: int) -> int:
-    return conn.execute(sa.select(instances.c.picture_count).where(instances.c.id == instance_id)).scalar_one()
+    return conn.execute(_PICTURE_COUNT, {"id": instance_id}).scalar_one()

@@ -6,15 +6,18 @@ the instance's dimension), so that the planner uses the partition's own HNSW ind
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, Vector
 
 from imagesearch_pg.store.filters import Node, to_sql
-from imagesearch_pg.store.pictures import is_picture, result_columns
+from imagesearch_pg.store.pictures import result_columns
 from imagesearch_pg.store.query_vectors import halfvec_parameter, vector_parameter
 from imagesearch_pg.store.instances import picture_count
-from imagesearch_pg.store.tables import partition
+from imagesearch_pg.store.tables import key_digest, partition
 
 # Every connection starts with these (database.create_engine). ef_search 100 measured recall@10 0.998 on
 # 100k vectors; strict_order iterative scans let one HNSW scan go past ef_search rows, still in exact
@@ -22,14 +25,29 @@ from imagesearch_pg.store.tables import partition
 HNSW_SETTINGS = {"hnsw.ef_search": "100", "hnsw.iterative_scan": "strict_order"}
 
 
-def stored_vector(instance_id: int, dim: int, product_id: str, pic_name: str, column: str = "embedding"):
-    """One picture's stored ``embedding`` (or ``silhouette``) as a scalar subquery cast to its index's type,
-    so that a search by a stored picture is one round trip."""
-    part = partition(instance_id)
+@dataclass(frozen=True)
+class StoredPicture:
+    """A query that is a stored picture's own ``embedding`` (or ``silhouette``): read by the search statement
+    itself, so that a search by a stored picture is one round trip."""
+
+    product_id: str
+    pic_name: str
+    column: str = "embedding"
+
+
+def _stored_vector(part: sa.TableClause, dim: int, column: str, key) -> sa.ScalarSelect:
     kind = {"embedding": Vector, "silhouette": HALFVEC}[column]
-    return (
-        sa.select(sa.cast(part.c[column], kind(dim))).where(is_picture(part, product_id, pic_name)).scalar_subquery()
-    )
+    return sa.select(sa.cast(part.c[column], kind(dim))).where(part.c.key_digest == key).scalar_subquery()
+
+
+@functools.lru_cache(maxsize=4096)
+def _unfiltered_walk(instance_id: int, dim: int, by_stored_picture: bool) -> sa.Select:
+    """The most common search, built once per instance with its values as parameters (q or key, limit):
+    building a statement costs about as much as the database's walk of a small instance."""
+    part = partition(instance_id)
+    query = (_stored_vector(part, dim, "embedding", sa.bindparam("key")) if by_stored_picture
+             else vector_parameter("q", None, dim))
+    return walk_statement(part, dim, query, sa.bindparam("limit", type_=sa.Integer), [])
 
 
 # A filtered search whose matches the planner estimates at no more than this many scores every match
@@ -43,11 +61,11 @@ def nearest(
     conn: sa.Connection,
     instance_id: int,
     dim: int,
-    query: np.ndarray | sa.ScalarSelect,
+    query: np.ndarray | StoredPicture,
     limit: int,
     filter: Node | None = None,
     category_id: int | None = None,
-    silhouettes: list[np.ndarray | sa.ScalarSelect] | None = None,
+    silhouettes: list[np.ndarray | StoredPicture] | None = None,
     expected: float | None = None,
     keypoints_for: int = 0,
     silhouette_margin: float = 0.0,
@@ -59,7 +77,7 @@ def nearest(
     The plan is chosen per query: unfiltered, the HNSW index; filtered, an exact scan of the matching rows
     when the planner expects few of them, else the HNSW walk with the filter, falling back to the exact
     scan if the walk ends with fewer than ``limit`` rows (hnsw.max_scan_tuples reached).
-    With ``silhouettes`` (vectors or stored_vector subqueries, trademark encoder) a picture's distance
+    With ``silhouettes`` (vectors or StoredPictures, trademark encoder) a picture's distance
     is the least of its embedding's to ``query`` and its silhouette's to each of them plus
     ``silhouette_margin``.
     ``expected``: the planner's estimate of the matches (estimate()), if the caller has it already.
@@ -68,18 +86,17 @@ def nearest(
     """
     part = partition(instance_id)
     conditions = _conditions(part, filter, category_id)
-    query = vector(query, dim)
-    silhouette_queries = [_halfvec(vector, dim, f"s{i}") for i, vector in enumerate(silhouettes or ())]
+    if not conditions and not silhouettes:
+        stored = isinstance(query, StoredPicture)
+        value = {"key": key_digest(query.product_id, query.pic_name)} if stored else {"q": query}
+        return list(conn.execute(_unfiltered_walk(instance_id, dim, stored), {**value, "limit": limit}))
+    query = vector(part, query, dim)
+    silhouette_queries = [_halfvec(part, vector, dim, f"s{i}") for i, vector in enumerate(silhouettes or ())]
     if keypoints_for and not silhouette_queries:
         raise ValueError("keypoints come with searches by silhouettes (trademark encoders)")
     fusion = (silhouette_queries, silhouette_margin, keypoints_for)
     if not conditions:
-        statement = (
-            _fused_statement(part, dim, query, limit, *fusion)
-            if silhouette_queries
-            else walk_statement(part, dim, query, limit, [])
-        )
-        return list(conn.execute(statement))
+        return list(conn.execute(_fused_statement(part, dim, query, limit, *fusion)))
     if expected is None and not silhouette_queries:
         expected = estimated_rows(conn, part, conditions)
     if not silhouette_queries and expected > EXACT_SCAN_MAX_ROWS:
@@ -134,13 +151,17 @@ def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | No
     )
 
 
-def vector(query: np.ndarray | sa.ScalarSelect, dim: int):
-    """A query vector as a bound, cast SQL expression (a stored_vector subquery as it is)."""
-    return query if isinstance(query, sa.ScalarSelect) else vector_parameter("q", query, dim)
+def vector(part: sa.TableClause, query: np.ndarray | StoredPicture, dim: int):
+    """A query vector as a bound, cast SQL expression (a stored picture's as a subquery)."""
+    if isinstance(query, StoredPicture):
+        return _stored_vector(part, dim, query.column, key_digest(query.product_id, query.pic_name))
+    return vector_parameter("q", query, dim)
 
 
-def _halfvec(query: np.ndarray | sa.ScalarSelect, dim: int, name: str):
-    return query if isinstance(query, sa.ScalarSelect) else halfvec_parameter(name, query, dim)
+def _halfvec(part: sa.TableClause, query: np.ndarray | StoredPicture, dim: int, name: str):
+    if isinstance(query, StoredPicture):
+        return _stored_vector(part, dim, query.column, key_digest(query.product_id, query.pic_name))
+    return halfvec_parameter(name, query, dim)
 
 
 def walk_statement(part: sa.TableClause, dim: int, query, limit: int, conditions: list) -> sa.Select:
