@@ -125,12 +125,10 @@ def test_filtered_search_returns_the_exact_top_whatever_the_plan(engine, attribu
 
 def test_planner_estimates_follow_the_filter(engine, attributed):
     instance_id, _ = attributed
-    part = partition(instance_id)
-    from imagesearch_pg.store.filters import to_sql
 
     with engine.connect() as conn:
         def estimate(text):
-            return picture_search.estimated_rows(conn, part, [to_sql(parse_filter(text), part)])
+            return picture_search.estimate(conn, instance_id, parse_filter(text), None)
 
         assert estimate("int_attr = 7") < 30
         assert 200 < estimate("int_attr < 100") < 500

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, Vector
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from imagesearch_pg.store.filters import Node, to_sql
 from imagesearch_pg.store.pictures import result_columns
@@ -23,6 +24,7 @@ from imagesearch_pg.store.tables import key_digest, partition
 # 100k vectors; strict_order iterative scans let one HNSW scan go past ef_search rows, still in exact
 # distance order, so a window of up to 500 results needs no per-query setting.
 HNSW_SETTINGS = {"hnsw.ef_search": "100", "hnsw.iterative_scan": "strict_order"}
+_DIALECT = psycopg_dialect()
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,21 @@ def _stored_vector(part: sa.TableClause, dim: int, column: str, key) -> sa.Scala
 
 
 @functools.lru_cache(maxsize=4096)
-def _unfiltered_walk(instance_id: int, dim: int, by_stored_picture: bool) -> sa.Select:
-    """The most common search, built once per instance with its values as parameters (q or key, limit):
-    building a statement costs about as much as the database's walk of a small instance."""
+def _walk(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | None, category_id: int | None) -> sa.Select:
+    """The HNSW walk, built once per instance, filter and category (a parsed filter is hashable, its values
+    in it), with the query and the limit as parameters (q or key, limit): building a statement cost about
+    as much as the database's walk of a small instance (docs/benchmarks.md)."""
     part = partition(instance_id)
     query = (_stored_vector(part, dim, "embedding", sa.bindparam("key")) if by_stored_picture
              else vector_parameter("q", None, dim))
-    return walk_statement(part, dim, query, sa.bindparam("limit", type_=sa.Integer), [])
+    limit = sa.bindparam("limit", type_=sa.Integer)
+    return walk_statement(part, dim, query, limit, _conditions(part, filter, category_id))
+
+
+def _walk_values(query: np.ndarray | StoredPicture, limit: int) -> dict:
+    if isinstance(query, StoredPicture):
+        return {"key": key_digest(query.product_id, query.pic_name), "limit": limit}
+    return {"q": query, "limit": limit}
 
 
 # A filtered search whose matches the planner estimates at no more than this many scores every match
@@ -85,11 +95,18 @@ def nearest(
     ``keypoints`` too, the others None, for re-ranking without a second round trip.
     """
     part = partition(instance_id)
+    filtered = filter is not None or category_id is not None
+    if not silhouettes:
+        walk = _walk(instance_id, dim, isinstance(query, StoredPicture), filter, category_id)
+        if not filtered:
+            return list(conn.execute(walk, _walk_values(query, limit)))
+        if expected is None:
+            expected = estimate(conn, instance_id, filter, category_id)
+        if expected > EXACT_SCAN_MAX_ROWS:
+            rows = list(conn.execute(walk, _walk_values(query, limit)))
+            if len(rows) == limit:
+                return rows
     conditions = _conditions(part, filter, category_id)
-    if not conditions and not silhouettes:
-        stored = isinstance(query, StoredPicture)
-        value = {"key": key_digest(query.product_id, query.pic_name)} if stored else {"q": query}
-        return list(conn.execute(_unfiltered_walk(instance_id, dim, stored), {**value, "limit": limit}))
     query = vector(part, query, dim)
     silhouette_queries = [_halfvec(part, vector, dim, f"s{i}") for i, vector in enumerate(silhouettes or ())]
     if keypoints_for and not silhouette_queries:
@@ -97,12 +114,6 @@ def nearest(
     fusion = (silhouette_queries, silhouette_margin, keypoints_for)
     if not conditions:
         return list(conn.execute(_fused_statement(part, dim, query, limit, *fusion)))
-    if expected is None and not silhouette_queries:
-        expected = estimated_rows(conn, part, conditions)
-    if not silhouette_queries and expected > EXACT_SCAN_MAX_ROWS:
-        rows = list(conn.execute(walk_statement(part, dim, query, limit, conditions)))
-        if len(rows) == limit:
-            return rows
     return list(conn.execute(_exact_statement(part, query, limit, conditions, *fusion)))
 
 
@@ -118,7 +129,7 @@ def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_i
     if not distinct_products and not conditions:  # the instance keeps its own count
         return min(cap, picture_count(conn, instance_id))
     if not distinct_products:
-        expected = estimated_rows(conn, part, conditions) if expected is None else expected
+        expected = estimate(conn, instance_id, filter, category_id) if expected is None else expected
         if expected >= 10 * cap:
             return cap
     column = part.c.product_id if distinct_products else sa.literal(1)
@@ -129,20 +140,21 @@ def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_i
 
 
 def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None) -> float | None:
-    """The planner's estimate of the pictures a filter and category match; None when there is neither."""
+    """The planner's estimate of the pictures a filter and category match (bound parameters, nothing
+    executed); None when there is neither."""
+    if filter is None and category_id is None:
+        return None
+    text, params = _explain(instance_id, filter, category_id)
+    return float(conn.exec_driver_sql(text, params).scalar_one()[0]["Plan"]["Plan Rows"])
+
+
+@functools.lru_cache(maxsize=4096)
+def _explain(instance_id: int, filter: Node | None, category_id: int | None) -> tuple[str, dict]:
+    """The EXPLAIN of a filter's matches as SQL text and its parameters, compiled once per filter."""
     part = partition(instance_id)
-    conditions = _conditions(part, filter, category_id)
-    return estimated_rows(conn, part, conditions) if conditions else None
-
-
-def estimated_rows(conn: sa.Connection, part: sa.TableClause, conditions: list) -> float:
-    """The planner's estimate of the rows matching ``conditions`` (bound parameters, no execution)."""
-    statement = sa.select(sa.literal(1)).select_from(part)
-    if conditions:
-        statement = statement.where(*conditions)
-    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params).scalar_one()
-    return float(plan[0]["Plan"]["Plan Rows"])
+    statement = sa.select(sa.literal(1)).select_from(part).where(*_conditions(part, filter, category_id))
+    compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+    return f"EXPLAIN (FORMAT JSON) {compiled}", dict(compiled.params)
 
 
 def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | None) -> list:
