@@ -15,7 +15,6 @@ the SDK signs them; made with flask_app.signature, which the SDK tests check) as
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -28,9 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import signed_requests  # noqa: E402
 from benchmarks.common import percentile  # noqa: E402
-from benchmarks.served import loaded_instance, serving  # noqa: E402
-from imagesearch_pg.config import Settings  # noqa: E402
-from imagesearch_pg.service import ImageSearch  # noqa: E402
+from benchmarks.served import benchmark_instance, emit, serving  # noqa: E402
 
 
 def main() -> None:
@@ -44,18 +41,10 @@ def main() -> None:
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    settings = Settings.from_env()
-    service = ImageSearch.open(settings)
-    name = f"bench-http-{int(time.time())}"
-    try:
-        loaded_instance(service, name, args.rows, args.plan_qps, log)
+    with benchmark_instance("http", args.rows, args.plan_qps, log) as (settings, service, name):
         key_id, secret = service.access_keys.create([name])
         with serving(settings, service, args.workers) as (_, endpoint):
-            report = run_load(args, name, endpoint, key_id, secret, log)
-        print(json.dumps(report) if args.json else json.dumps(report, indent=2))
-    finally:
-        service.delete_instance(name)
-        service.close()
+            emit(run_load(args, name, endpoint, key_id, secret, log), args.json)
 
 
 def run_load(args, name: str, endpoint: str, key_id: str, secret: str, log) -> dict:

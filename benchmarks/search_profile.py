@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
 import sys
 import time
@@ -24,8 +23,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.served import loaded_instance  # noqa: E402
-from imagesearch_pg.service import ImageSearch  # noqa: E402
+from benchmarks.served import benchmark_instance, emit  # noqa: E402
 from imagesearch_pg.store import picture_search  # noqa: E402
 
 
@@ -69,10 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    service = ImageSearch.open()
-    name = f"bench-profile-{int(time.time())}"
-    try:
-        loaded_instance(service, name, args.rows, 100_000, log)
+    with benchmark_instance("profile", args.rows, 100_000, log) as (_, service, name):
         search = lambda i: service.search_by_name(name, f"p{i % args.rows}", "0")  # noqa: E731
         for i in range(100):
             search(i)
@@ -116,10 +111,7 @@ def main() -> None:
             "waiting_on_server_ms_per_search": round(waiting * 1000 / args.searches, 3),
             **raw,
         }
-        print(json.dumps(report) if args.json else json.dumps(report, indent=2))
-    finally:
-        service.delete_instance(name)
-        service.close()
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

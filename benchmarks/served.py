@@ -3,6 +3,7 @@ against the same database."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -32,6 +33,26 @@ def loaded_instance(service: ImageSearch, name: str, rows: int, qps: int, log) -
     with service.database.transaction() as conn:
         vectors = clustered_vectors(rows)
         bulk_load.bulk_load(conn, instance_id, ((f"p{i}", "0", 88888888, v) for i, v in enumerate(vectors)))
+
+
+@contextmanager
+def benchmark_instance(prefix: str, rows: int, qps: int, log):
+    """The service, and a temporary instance of ``rows`` synthetic vectors (deleted at the end); yields
+    (settings, service, instance name)."""
+    settings = Settings.from_env()
+    service = ImageSearch.open(settings)
+    name = f"bench-{prefix}-{int(time.time())}"
+    try:
+        loaded_instance(service, name, rows, qps, log)
+        yield settings, service, name
+    finally:
+        if name in {i.name for i in service.list_instances()}:
+            service.delete_instance(name)
+        service.close()
+
+
+def emit(report: dict, as_json: bool) -> None:
+    print(json.dumps(report) if as_json else json.dumps(report, indent=2))
 
 
 @contextmanager

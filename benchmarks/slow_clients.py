@@ -11,7 +11,6 @@ how the stalled ones ended: a 408 answer after the server's 10 s stall limit, or
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import time
@@ -23,9 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import signed_requests  # noqa: E402
 from benchmarks.common import percentile  # noqa: E402
-from benchmarks.served import loaded_instance, serving  # noqa: E402
-from imagesearch_pg.config import Settings  # noqa: E402
-from imagesearch_pg.service import ImageSearch  # noqa: E402
+from benchmarks.served import benchmark_instance, emit, serving  # noqa: E402
 
 
 def timed_requests(endpoint, name, key_id, secret, count: int) -> dict:
@@ -54,37 +51,39 @@ def main() -> None:
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    settings = Settings.from_env()
-    service = ImageSearch.open(settings)
-    name = f"bench-slow-{int(time.time())}"
-    try:
-        loaded_instance(service, name, 10_000, 100_000, log)
+    with benchmark_instance("slow", 10_000, 100_000, log) as (settings, service, name):
         key_id, secret = service.access_keys.create([name])
         with serving(settings, service, args.workers) as (_, endpoint):
-            host, port = endpoint.split(":")
             idle = timed_requests(endpoint, name, key_id, secret, args.requests)
-            stalled = []
-            for i in range(args.stalled):
-                s = socket.create_connection((host, int(port)), timeout=30)
-                s.sendall(b"POST / HTT" if i % 2 else b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nIns")
-                stalled.append(s)
+            stalled = stall(endpoint, args.stalled)
             log(f"{len(stalled)} connections stalled")
             loaded = timed_requests(endpoint, name, key_id, secret, args.requests)
-            ended = {"408": 0, "closed": 0, "open": 0}
-            for s in stalled:
-                try:
-                    answer = s.recv(200)
-                    ended["408" if b" 408 " in answer else "closed"] += 1
-                except socket.timeout:
-                    ended["open"] += 1
-                s.close()
-        report = {"stalled": args.stalled, "workers": args.workers, "idle": idle, "with_stalled": loaded,
-                  "stalled_ended": ended}
-        print(json.dumps(report) if args.json else json.dumps(report, indent=2))
-    finally:
-        service.delete_instance(name)
-        service.close()
+            ended = how_they_ended(stalled)
+    emit({"stalled": args.stalled, "workers": args.workers, "idle": idle, "with_stalled": loaded,
+          "stalled_ended": ended}, args.json)
 
+
+def stall(endpoint: str, count: int) -> list[socket.socket]:
+    """Connections that send part of a request and go quiet: half a request line, or headers and 3 bytes of
+    a 1000-byte body."""
+    host, port = endpoint.split(":")
+    stalled = []
+    for i in range(count):
+        s = socket.create_connection((host, int(port)), timeout=30)
+        s.sendall(b"POST / HTT" if i % 2 else b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nIns")
+        stalled.append(s)
+    return stalled
+
+
+def how_they_ended(stalled: list[socket.socket]) -> dict:
+    ended = {"408": 0, "closed": 0, "open": 0}
+    for s in stalled:
+        try:
+            ended["408" if b" 408 " in s.recv(200) else "closed"] += 1
+        except socket.timeout:
+            ended["open"] += 1
+        s.close()
+    return ended
 
 if __name__ == "__main__":
     main()

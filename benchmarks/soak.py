@@ -30,9 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import signed_requests  # noqa: E402
 from benchmarks.common import percentile  # noqa: E402
-from benchmarks.served import loaded_instance, serving  # noqa: E402
-from imagesearch_pg.config import Settings  # noqa: E402
-from imagesearch_pg.service import ImageSearch  # noqa: E402
+from benchmarks.served import benchmark_instance, emit, serving  # noqa: E402
 from tests.pictures import encode, noise  # noqa: E402
 
 
@@ -55,19 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    settings = Settings.from_env()
-    service = ImageSearch.open(settings)
-    name = f"bench-soak-{int(time.time())}"
-    try:
-        loaded_instance(service, name, args.rows, args.qps, log)
+    with benchmark_instance("soak", args.rows, args.qps, log) as (settings, service, name):
         key_id, secret = service.access_keys.create([name])
         with serving(settings, service, args.workers) as (server, endpoint):
             minutes = soak(args, name, endpoint, key_id, secret, server, log)
-        report = {"minutes": minutes, **drift(minutes), "qps": args.qps, "rows": args.rows, "workers": args.workers}
-        print(json.dumps(report) if args.json else json.dumps(report, indent=2))
-    finally:
-        service.delete_instance(name)
-        service.close()
+    emit({"minutes": minutes, **drift(minutes), "qps": args.qps, "rows": args.rows, "workers": args.workers}, args.json)
 
 
 def soak(args, name, endpoint, key_id, secret, server, log) -> list[dict]:
@@ -123,7 +113,7 @@ def soak(args, name, endpoint, key_id, secret, server, log) -> list[dict]:
 
 
 def drift(minutes: list[dict]) -> dict:
-    steady = minutes[1:]  # the first minute warms caches and models
+    steady = minutes[1:] or minutes  # the first minute warms caches and models (a short trial keeps it)
     first, last = steady[:5], steady[-5:]
     p99_first = float(np.median([m["p99_ms"] for m in first]))
     p99_last = float(np.median([m["p99_ms"] for m in last]))
