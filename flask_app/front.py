@@ -33,6 +33,9 @@ MAX_HEADER_BYTES = 16 * 1024  # request line and headers together
 STALL_SECONDS = 10.0  # the longest a client may send nothing while a request is under way
 REQUEST_SECONDS = 60.0  # the longest one request may take to arrive (8 MB at about 1 Mbit/s)
 READ_CHUNK = 64 * 1024
+# Bodies being received are held in memory until whole: at most this much per worker, so that many clients
+# sending large bodies slowly cannot exhaust memory (past it, new bytes are refused with 503).
+BUFFERED_BYTES_PER_WORKER = 128 * 1024 * 1024
 
 
 class Refusal(Exception):
@@ -47,6 +50,7 @@ class FrontWorker(Worker):
     def run(self) -> None:
         self.executor = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="request")
         self.open_connections = 0
+        self.buffered = _Budget(BUFFERED_BYTES_PER_WORKER)
         self.running: dict[int, float] = {}  # requests in the app: started at (monotonic), by id
         try:
             asyncio.run(self._serve())
@@ -81,7 +85,7 @@ class FrontWorker(Worker):
         try:
             while self.alive:
                 try:
-                    request = await _read_request(conn, reader, writer, self.cfg.keepalive)
+                    request = await _read_request(conn, reader, writer, self.cfg.keepalive, self.buffered)
                 except Refusal as refusal:
                     await _refuse(writer, refusal)
                     return
@@ -143,11 +147,33 @@ class FrontWorker(Worker):
         return answer["status"], answer["headers"], content
 
 
-async def _read_request(conn: h11.Connection, reader, writer, keepalive: float):
+class _Budget:
+    """Bytes held by the requests of one worker (one event loop: no lock needed)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def take(self, count: int) -> None:
+        if self.used + count > self.limit:
+            raise Refusal(503, "ServiceUnavailable", "the server holds too many request bodies now; retry shortly")
+        self.used += count
+
+    def give_back(self, count: int) -> None:
+        self.used -= count
+
+
+async def _read_request(conn: h11.Connection, reader, writer, keepalive: float, budget: _Budget):
     """The next whole request as (h11.Request, body), or None when the client is done. Raises Refusal."""
+    body = bytearray()
+    try:
+        return await _receive(conn, reader, writer, keepalive, budget, body)
+    finally:
+        budget.give_back(len(body))  # the app gets a copy; these bytes are freed with the buffer
+
+
+async def _receive(conn: h11.Connection, reader, writer, keepalive: float, budget: _Budget, body: bytearray):
     began = None  # the request's clock starts with its first byte
     head = None
-    body = bytearray()
     while True:
         try:
             event = conn.next_event()
@@ -189,9 +215,10 @@ async def _read_request(conn: h11.Connection, reader, writer, keepalive: float):
             if conn.they_are_waiting_for_100_continue:
                 writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_BODY_BYTES:
+            if len(body) + len(event.data) > MAX_BODY_BYTES:
                 raise Refusal(413, "InvalidParameter", _too_large())
+            budget.take(len(event.data))
+            body += event.data
         elif isinstance(event, h11.EndOfMessage):
             return head, bytes(body)
         elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:

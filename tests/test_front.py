@@ -114,3 +114,26 @@ def test_a_stalled_request_is_closed_with_408(port):
     status, body = raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nInstanceName=", timeout=30)
     assert (status, body["Code"]) == (408, "RequestTimeout")
     assert 9 <= time.monotonic() - began <= 15
+
+
+def test_bodies_held_at_once_are_bounded_per_worker():
+    import asyncio
+
+    import h11
+
+    from flask_app import front
+
+    async def receive(budget, size: int):
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + b"a" * size)
+        reader.feed_eof()
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=front.MAX_HEADER_BYTES)
+        return await front._read_request(conn, reader, None, 2.0, budget)
+
+    budget = front._Budget(100_000)
+    head, body = asyncio.run(receive(budget, 60_000))
+    assert len(body) == 60_000 and budget.used == 0  # given back once the request is whole
+    budget.used = 50_000  # other connections hold half of it
+    with pytest.raises(front.Refusal) as refused:
+        asyncio.run(receive(budget, 60_000))
+    assert refused.value.status == 503 and budget.used == 50_000
