@@ -72,13 +72,15 @@ def _dispatch(name: str | None):
         if handler is None:
             raise InvalidParameter(f"unknown action {name[:64]!r}; known: {', '.join(sorted(ACTIONS))}")
         body = request.get_data(cache=True)  # limited by MAX_CONTENT_LENGTH before it is read whole
+        service = get_service()
+        # The signature first (it needs only the body's hash): a stranger's body is never parsed.
+        signed = None if current_app.config["INSECURE_NO_AUTH"] else _verify(service, body)
         _check_encoding(request.query_string, "query string")
         if request.mimetype == "application/x-www-form-urlencoded":
             _check_encoding(body, "form body")
         params = Params.of(request.args, request.form)
-        service = get_service()
-        if not current_app.config["INSECURE_NO_AUTH"]:
-            _authenticate(service, body, params)
+        if signed is not None:
+            _permitted(signed, params)
         version = request.headers.get("x-acs-version")
         if version is not None and version != protocol.VERSION:  # absent: the one version there is
             raise InvalidVersion(f"x-acs-version must be {protocol.VERSION}, the API version this server speaks; "
@@ -117,7 +119,7 @@ def _error(request_id: str, code: str, message: str, status: int):
     return jsonify(protocol.error(request_id, code, message)), status, code
 
 
-def _authenticate(service: ImageSearch, body: bytes, params: Params) -> None:
+def _verify(service: ImageSearch, body: bytes) -> signature.SignedRequest:
     keys = service.access_keys
     headers = {name.lower(): value for name, value in request.headers.items()}
     # The path as sent, not as decoded and routed: '/%2F' reaches this endpoint too, but it is not what was signed.
@@ -126,6 +128,10 @@ def _authenticate(service: ImageSearch, body: bytes, params: Params) -> None:
                               keys.credential)
     if not keys.first_use_of_nonce(signed.nonce, signature.DATE_WINDOW):
         raise SignatureNonceUsed("this x-acs-signature-nonce was already used: each request needs a new one")
+    return signed
+
+
+def _permitted(signed: signature.SignedRequest, params: Params) -> None:
     instance = params.required("InstanceName")  # every action names one
     if not signed.credential.allows(instance):
         raise NoPermission(f"AccessKey {signed.key_id} may not use instance {instance[:64]!r}")

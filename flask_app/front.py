@@ -101,7 +101,7 @@ class FrontWorker(Worker):
                 if conn.our_state is h11.MUST_CLOSE or not self.alive:
                     return
                 conn.start_next_cycle()
-        except (ConnectionError, h11.LocalProtocolError, asyncio.IncompleteReadError):
+        except (ConnectionError, h11.LocalProtocolError, asyncio.IncompleteReadError, asyncio.TimeoutError):
             return
         except Exception:  # a bug here must not end the worker; the client gets no half answer
             log.exception("connection failed")
@@ -245,7 +245,7 @@ async def _send(conn: h11.Connection, writer, status: int, headers: list, conten
     writer.write(conn.send(h11.Response(status_code=status, headers=[(n.encode(), v.encode("latin-1")) for n, v in headers])))
     writer.write(conn.send(h11.Data(data=content)))
     writer.write(conn.send(h11.EndOfMessage()))
-    await writer.drain()
+    await _drained(writer)
 
 
 async def _refuse(writer, refusal: Refusal) -> None:
@@ -257,11 +257,21 @@ async def _refuse(writer, refusal: Refusal) -> None:
     )
     try:
         writer.write(head.encode("ascii") + body)
-        await writer.drain()
-    except ConnectionError:
+        await _drained(writer)
+    except (ConnectionError, asyncio.TimeoutError):
         pass
     finally:
         writer.close()
+
+
+async def _drained(writer) -> None:
+    """Wait for the answer to leave, but not for a client that does not read: it would hold the connection
+    (and its slot) forever. Past STALL_SECONDS the connection is dropped."""
+    try:
+        await asyncio.wait_for(writer.drain(), STALL_SECONDS)
+    except asyncio.TimeoutError:
+        writer.transport.abort()
+        raise
 
 
 def _environ(head: h11.Request, body: bytes, peer, local) -> dict:
@@ -295,6 +305,6 @@ def _environ(head: h11.Request, body: bytes, peer, local) -> dict:
         if key == "CONTENT_TYPE":
             environ["CONTENT_TYPE"] = text
         elif key not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
-            # Repeated headers are joined as RFC 9110 allows; the signature check refuses repeated signed ones.
+            # Repeated headers are joined as RFC 9110 allows; the signature covers the joined value.
             environ[f"HTTP_{key}"] = f"{environ[f'HTTP_{key}']},{text}" if f"HTTP_{key}" in environ else text
     return environ

