@@ -1,0 +1,87 @@
+"""Recall of filtered searches with held-out query vectors, at several HNSW breadths (hnsw.ef_search).
+
+    python benchmarks/filtered_recall.py [--rows 100000] [--queries 200] [--ef 100,200,400] [--json]
+
+benchmarks/filtered_search.py queries with stored pictures, which the walk finds easily; here each query is
+a stored vector with noise added (0.8 per coordinate before normalising, as the vectors themselves were
+made), so it is not in the index. The store's own search (picture_search.nearest: its plan per filter) runs
+with `int_attr < K` at 100 %, 10 %, 1 % and 0.1 % selectivity, on a connection whose hnsw.ef_search is each
+of --ef in turn; recall@10 is against a brute-force numpy scan of the matching rows. The question it answers:
+what breadth each selectivity needs for recall >= 0.95 (the search-speed issue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import summary_ms  # noqa: E402
+from benchmarks.filtered_search import MODULUS, load  # noqa: E402
+from benchmarks.search import DIM, clustered_vectors  # noqa: E402
+from benchmarks.served import emit  # noqa: E402
+from imagesearch_pg.service import ImageSearch  # noqa: E402
+from imagesearch_pg.store import picture_search  # noqa: E402
+from imagesearch_pg.store.filters import parse_filter  # noqa: E402
+
+FRACTIONS = (1.0, 0.1, 0.01, 0.001)
+
+
+def held_out_queries(vectors: np.ndarray, count: int) -> np.ndarray:
+    rng = np.random.default_rng(11)
+    base = vectors[rng.choice(len(vectors), size=count, replace=False)]
+    noisy = np.maximum(base * 1.0 + 0.8 / np.sqrt(DIM) * rng.standard_normal(base.shape).astype(np.float32), 0)
+    return noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--ef", default="100,200,400")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    service = ImageSearch.open()
+    name = f"bench-recall-{int(time.time())}"
+    try:
+        vectors = clustered_vectors(args.rows)
+        instance_id = load(service, name, vectors, log)
+        queries = held_out_queries(vectors, args.queries)
+        attribute = np.arange(args.rows) % MODULUS
+        report = {"rows": args.rows, "queries": args.queries, "results": []}
+        for fraction in FRACTIONS:
+            bound = int(round(fraction * MODULUS))
+            matching = np.nonzero(attribute < bound)[0]
+            truth = [set(matching[np.argsort(-(vectors[matching] @ q))[:10]].tolist()) for q in queries]
+            parsed = parse_filter(f"int_attr < {bound}")
+            for ef in (int(e) for e in args.ef.split(",")):
+                times, recalls, short = [], [], 0
+                with service.database.reading() as conn:
+                    conn.execute(sa.text(f"SET hnsw.ef_search = {ef}"))
+                    for q, expected in zip(queries, truth):
+                        began = time.perf_counter()
+                        rows = picture_search.nearest(conn, instance_id, DIM, q, 10, parsed if fraction < 1 else None)
+                        times.append(time.perf_counter() - began)
+                        found = {int(r.product_id[1:]) for r in rows}
+                        short += len(rows) < 10
+                        recalls.append(len(found & expected) / 10)
+                entry = {"fraction": fraction, "ef_search": ef, "recall_at_10": round(float(np.mean(recalls)), 4),
+                         "short_answers": short, **summary_ms(times)}
+                log(entry)
+                report["results"].append(entry)
+        emit(report, args.json)
+    finally:
+        service.delete_instance(name)
+        service.close()
+
+
+if __name__ == "__main__":
+    main()
