@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import signed_requests  # noqa: E402
 from benchmarks.common import percentile  # noqa: E402
-from benchmarks.served import benchmark_instance, emit, serving  # noqa: E402
+from benchmarks.served import emit, served_instance  # noqa: E402
 
 
 def main() -> None:
@@ -41,10 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    with benchmark_instance("http", args.rows, args.plan_qps, log) as (settings, service, name):
-        key_id, secret = service.access_keys.create([name])
-        with serving(settings, service, args.workers) as (_, endpoint):
-            emit(run_load(args, name, endpoint, key_id, secret, log), args.json)
+    with served_instance("http", args.rows, args.plan_qps, args.workers, log) as served:
+        emit(run_load(args, served.name, served.endpoint, served.key_id, served.secret, log), args.json)
 
 
 def run_load(args, name: str, endpoint: str, key_id: str, secret: str, log) -> dict:

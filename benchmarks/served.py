@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import requests
 
@@ -49,6 +50,26 @@ def benchmark_instance(prefix: str, rows: int, qps: int, log):
         if name in {i.name for i in service.list_instances()}:
             service.delete_instance(name)
         service.close()
+
+
+@dataclass(frozen=True)
+class Served:
+    """A benchmark instance behind a running server, with a key allowed on it."""
+
+    name: str
+    endpoint: str  # host:port
+    key_id: str
+    secret: str
+    server: subprocess.Popen
+
+
+@contextmanager
+def served_instance(prefix: str, rows: int, qps: int, workers: int, log):
+    """benchmark_instance() behind `imagesearch serve` with ``workers`` workers; yields a Served."""
+    with benchmark_instance(prefix, rows, qps, log) as (settings, service, name):
+        key_id, secret = service.access_keys.create([name])
+        with serving(settings, service, workers) as (server, endpoint):
+            yield Served(name, endpoint, key_id, secret, server)
 
 
 def emit(report: dict, as_json: bool) -> None:

@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import signed_requests  # noqa: E402
 from benchmarks.common import percentile  # noqa: E402
-from benchmarks.served import benchmark_instance, emit, serving  # noqa: E402
+from benchmarks.served import emit, served_instance  # noqa: E402
 
 
-def timed_requests(endpoint, name, key_id, secret, count: int) -> dict:
+def timed_requests(served, count: int) -> dict:
+    endpoint, name, key_id, secret = served.endpoint, served.name, served.key_id, served.secret
     times, failures = [], 0
     with requests.Session() as session:
         for i in range(count):
@@ -51,14 +52,12 @@ def main() -> None:
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    with benchmark_instance("slow", 10_000, 100_000, log) as (settings, service, name):
-        key_id, secret = service.access_keys.create([name])
-        with serving(settings, service, args.workers) as (_, endpoint):
-            idle = timed_requests(endpoint, name, key_id, secret, args.requests)
-            stalled = stall(endpoint, args.stalled)
-            log(f"{len(stalled)} connections stalled")
-            loaded = timed_requests(endpoint, name, key_id, secret, args.requests)
-            ended = how_they_ended(stalled)
+    with served_instance("slow", 10_000, 100_000, args.workers, log) as served:
+        idle = timed_requests(served, args.requests)
+        stalled = stall(served.endpoint, args.stalled)
+        log(f"{len(stalled)} connections stalled")
+        loaded = timed_requests(served, args.requests)
+        ended = how_they_ended(stalled)
     emit({"stalled": args.stalled, "workers": args.workers, "idle": idle, "with_stalled": loaded,
           "stalled_ended": ended}, args.json)
 

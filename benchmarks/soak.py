@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import signed_requests  # noqa: E402
 from benchmarks.common import percentile  # noqa: E402
-from benchmarks.served import benchmark_instance, emit, serving  # noqa: E402
+from benchmarks.served import emit, served_instance  # noqa: E402
 from tests.pictures import encode, noise  # noqa: E402
 
 
@@ -53,14 +53,13 @@ def main() -> None:
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    with benchmark_instance("soak", args.rows, args.qps, log) as (settings, service, name):
-        key_id, secret = service.access_keys.create([name])
-        with serving(settings, service, args.workers) as (server, endpoint):
-            minutes = soak(args, name, endpoint, key_id, secret, server, log)
+    with served_instance("soak", args.rows, args.qps, args.workers, log) as served:
+        minutes = soak(args, served, log)
     emit({"minutes": minutes, **drift(minutes), "qps": args.qps, "rows": args.rows, "workers": args.workers}, args.json)
 
 
-def soak(args, name, endpoint, key_id, secret, server, log) -> list[dict]:
+def soak(args, served, log) -> list[dict]:
+    name, endpoint, key_id, secret = served.name, served.endpoint, served.key_id, served.secret
     picture = base64.b64encode(encode(noise(120, 120, seed=1))).decode()
     rows = np.random.default_rng(7).integers(0, args.rows, 10_000_000)
     lock = threading.Lock()
@@ -100,7 +99,7 @@ def soak(args, name, endpoint, key_id, secret, server, log) -> list[dict]:
         time.sleep(max(0.0, began + tick - time.monotonic()))
         if time.monotonic() >= next_report:
             next_report += 60
-            rss, fds = server_footprint(server)
+            rss, fds = server_footprint(served.server)
             with lock:
                 done, minute = minute, {"search_ms": [], "statuses": {}}
             entry = {"minute": len(results) + 1, "p50_ms": round(percentile(done["search_ms"] or [0], 50), 2),

@@ -74,10 +74,11 @@ class ImageSearch:
     @property
     def access_keys(self) -> AccessKeys:
         """The deployment's AccessKey pairs (their secret key is read or made on first use)."""
-        with self._lock:
-            if self._access_keys is None:
-                self._access_keys = AccessKeys(self.database, secret_box(self.settings or Settings.from_env()))
-            return self._access_keys
+        if self._access_keys is None:  # every signed request asks: no lock once it is made
+            with self._lock:
+                if self._access_keys is None:
+                    self._access_keys = AccessKeys(self.database, secret_box(self.settings or Settings.from_env()))
+        return self._access_keys
 
     # ---- the process --------------------------------------------------------------------------------
 

@@ -108,7 +108,7 @@ def nearest(
                 return rows
     conditions = _conditions(part, filter, category_id)
     query = vector(part, query, dim)
-    silhouette_queries = [_halfvec(part, vector, dim, f"s{i}") for i, vector in enumerate(silhouettes or ())]
+    silhouette_queries = [vector(part, s, dim, f"s{i}", half=True) for i, s in enumerate(silhouettes or ())]
     if keypoints_for and not silhouette_queries:
         raise ValueError("keypoints come with searches by silhouettes (trademark encoders)")
     fusion = (silhouette_queries, silhouette_margin, keypoints_for)
@@ -163,17 +163,12 @@ def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | No
     )
 
 
-def vector(part: sa.TableClause, query: np.ndarray | StoredPicture, dim: int):
-    """A query vector as a bound, cast SQL expression (a stored picture's as a subquery)."""
+def vector(part: sa.TableClause, query: np.ndarray | StoredPicture, dim: int, name: str = "q", half: bool = False):
+    """A query vector as a bound, cast SQL expression (``half``: as halfvec, for silhouettes); a stored
+    picture's as a subquery."""
     if isinstance(query, StoredPicture):
         return _stored_vector(part, dim, query.column, key_digest(query.product_id, query.pic_name))
-    return vector_parameter("q", query, dim)
-
-
-def _halfvec(part: sa.TableClause, query: np.ndarray | StoredPicture, dim: int, name: str):
-    if isinstance(query, StoredPicture):
-        return _stored_vector(part, dim, query.column, key_digest(query.product_id, query.pic_name))
-    return halfvec_parameter(name, query, dim)
+    return (halfvec_parameter if half else vector_parameter)(name, query, dim)
 
 
 def walk_statement(part: sa.TableClause, dim: int, query, limit: int, conditions: list) -> sa.Select:
