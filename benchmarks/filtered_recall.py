@@ -1,13 +1,15 @@
 """Recall of filtered searches with held-out query vectors, at several HNSW breadths (hnsw.ef_search).
 
-    python benchmarks/filtered_recall.py [--rows 100000] [--queries 200] [--ef 100,200,400] [--json]
+    python benchmarks/filtered_recall.py [--rows 100000] [--queries 200] [--ef auto,100,200,400]
+                                         [--fractions 1,0.1,0.01,0.001] [--json]
 
 benchmarks/filtered_search.py queries with stored pictures, which the walk finds easily; here each query is
 a stored vector with noise added (0.8 per coordinate before normalising, as the vectors themselves were
 made), so it is not in the index. The store's own search (picture_search.nearest: its plan per filter) runs
-with `int_attr < K` at 100 %, 10 %, 1 % and 0.1 % selectivity, on a connection whose hnsw.ef_search is each
-of --ef in turn; recall@10 is against a brute-force numpy scan of the matching rows. The question it answers:
-what breadth each selectivity needs for recall >= 0.95 (the search-speed issue).
+with `int_attr < K` at each of --fractions, its HNSW walks at each breadth of --ef in turn: `auto` is the
+store's own choice (walk_breadth: from the filter's estimated share), a number that hnsw.ef_search for every
+walk (the exact-scan threshold unchanged). Recall@10 is against a brute-force numpy scan of the matching
+rows. The question it answers: what breadth each selectivity needs for recall >= 0.95 (the search-speed issue).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,22 @@ from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.store import picture_search  # noqa: E402
 from imagesearch_pg.store.filters import parse_filter  # noqa: E402
 
-FRACTIONS = (1.0, 0.1, 0.01, 0.001)
+
+
+@contextmanager
+def breadth(choice: str):
+    """The walks' hnsw.ef_search: the store's own choice (``auto``) or a fixed number."""
+    if choice == "auto":
+        yield
+        return
+    chosen, fixed = picture_search.walk_breadth, int(choice)
+    picture_search.walk_breadth = (
+        lambda expected: None if expected.matching <= picture_search.EXACT_SCAN_MAX_ROWS else fixed
+    )
+    try:
+        yield
+    finally:
+        picture_search.walk_breadth = chosen
 
 
 def held_out_queries(vectors: np.ndarray, count: int) -> np.ndarray:
@@ -44,7 +62,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--ef", default="100,200,400")
+    parser.add_argument("--ef", default="auto,100,200,400")
+    parser.add_argument("--fractions", default="1,0.1,0.01,0.001")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -57,24 +76,30 @@ def main() -> None:
         queries = held_out_queries(vectors, args.queries)
         attribute = np.arange(args.rows) % MODULUS
         report = {"rows": args.rows, "queries": args.queries, "results": []}
-        for fraction in FRACTIONS:
+        for fraction in (float(f) for f in args.fractions.split(",")):
             bound = int(round(fraction * MODULUS))
             matching = np.nonzero(attribute < bound)[0]
             truth = [set(matching[np.argsort(-(vectors[matching] @ q))[:10]].tolist()) for q in queries]
             parsed = parse_filter(f"int_attr < {bound}")
-            for ef in (int(e) for e in args.ef.split(",")):
+            expected = None
+            for ef in args.ef.split(","):
                 times, recalls, short = [], [], 0
-                with service.database.reading() as conn:
-                    conn.execute(sa.text(f"SET hnsw.ef_search = {ef}"))
-                    for q, expected in zip(queries, truth):
+                with service.database.reading() as conn, breadth(ef):
+                    if fraction < 1:
+                        expected = picture_search.estimate(conn, instance_id, parsed, None)
+                    unfiltered = picture_search.DEFAULT_BREADTH if ef == "auto" else int(ef)
+                    conn.execute(sa.text(f"SET hnsw.ef_search = {unfiltered}"))
+                    for q, nearest in zip(queries, truth):
                         began = time.perf_counter()
                         rows = picture_search.nearest(conn, instance_id, DIM, q, 10, parsed if fraction < 1 else None)
                         times.append(time.perf_counter() - began)
                         found = {int(r.product_id[1:]) for r in rows}
                         short += len(rows) < 10
-                        recalls.append(len(found & expected) / 10)
-                entry = {"fraction": fraction, "ef_search": ef, "recall_at_10": round(float(np.mean(recalls)), 4),
-                         "short_answers": short, **summary_ms(times)}
+                        recalls.append(len(found & nearest) / 10)
+                with breadth(ef):
+                    used = picture_search.walk_breadth(expected) if fraction < 1 else unfiltered
+                entry = {"fraction": fraction, "ef_search": ef, "walk_breadth": used or "exact scan",
+                         "recall_at_10": round(float(np.mean(recalls)), 4), "short_answers": short, **summary_ms(times)}
                 log(entry)
                 report["results"].append(entry)
         emit(report, args.json)

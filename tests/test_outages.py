@@ -147,3 +147,20 @@ def test_postgres_killed_under_load(own_home):
     while _postgres_processes(pgdata) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _postgres_processes(pgdata) == []
+
+
+def test_pooled_connections_closed_by_the_server_are_replaced_without_an_error(service, shop, engine):
+    """Without a pre-ping round trip: the pool sees on checkout that the server closed a connection (here
+    pg_terminate_backend, as a restart or an administrator would) and connects anew, so no search fails."""
+    service.add_image(shop, "p", "1", encode(noise(120, 120, seed=5)), crop=False)
+    held = [engine.connect() for _ in range(3)]  # three pooled connections, all idle once returned
+    pids = [c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() for c in held]
+    for c in held:
+        c.close()
+    with psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(hide_password=False)) as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+    for _ in range(6):
+        assert service.search_by_name(shop, "p", "1").matches[0].product_id == "p"
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() not in pids

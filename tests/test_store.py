@@ -128,7 +128,7 @@ def test_planner_estimates_follow_the_filter(engine, attributed):
 
     with engine.connect() as conn:
         def estimate(text):
-            return picture_search.estimate(conn, instance_id, parse_filter(text), None)
+            return picture_search.estimate(conn, instance_id, parse_filter(text), None).matching
 
         assert estimate("int_attr = 7") < 30
         assert 200 < estimate("int_attr < 100") < 500
@@ -173,3 +173,65 @@ def test_silhouette_fusion_ranks_by_the_least_distance_with_the_margin(service, 
         assert all(r.keypoints is None for r in found[4:])
     finally:
         service.delete_instance(name)
+
+
+def test_walk_breadth_grows_as_the_filter_share_falls():
+    exact_max, default = picture_search.EXACT_SCAN_MAX_ROWS, picture_search.DEFAULT_BREADTH
+    estimate = picture_search.Estimate
+    assert picture_search.walk_breadth(None) == default  # no filter: the connection's default
+    assert picture_search.walk_breadth(estimate(exact_max, 10**7)) is None  # few matches: scored exactly
+    assert picture_search.walk_breadth(estimate(10**6, 10**6)) == default
+    tenth = picture_search.walk_breadth(estimate(10**5, 10**6))
+    assert tenth == max(default, picture_search.MATCHING_BREADTH * 10)
+    assert picture_search.walk_breadth(estimate(10**4, 10**6)) is None  # no walk holds enough of 1 %
+    shares = [picture_search.walk_breadth(estimate(m, 10**6)) for m in range(6000, 10**6, 7919)]
+    walks = [b for b in shares if b is not None]
+    assert walks == sorted(walks, reverse=True) and max(walks) <= picture_search.MAX_BREADTH
+
+
+def test_a_broader_walk_leaves_the_connection_at_its_default(engine, attributed, monkeypatch):
+    instance_id, vectors = attributed
+    monkeypatch.setattr(picture_search, "EXACT_SCAN_MAX_ROWS", 0)
+    with engine.connect() as conn:
+        expected = picture_search.estimate(conn, instance_id, parse_filter("int_attr < 100"), None)
+        assert picture_search.walk_breadth(expected) > picture_search.DEFAULT_BREADTH
+        rows = picture_search.nearest(conn, instance_id, DIM, vectors[3], 10, parse_filter("int_attr < 100"))
+        assert len(rows) == 10
+        assert conn.exec_driver_sql("SHOW hnsw.ef_search").scalar_one() == str(picture_search.DEFAULT_BREADTH)
+
+
+@pytest.fixture(scope="module")
+def selective(service, tmp_path_factory):
+    """20,000 clustered vectors with int_attr = i % 10000 (``int_attr < K`` selects K/10000), bulk-loaded."""
+    name = "sel-" + tmp_path_factory.mktemp("f").name[-8:].replace("_", "-")
+    service.create_instance(name, "generic", capacity=20_000)
+    vectors = clustered_unit_vectors(seed=5, count=20_000, clusters=200)
+    columns = bulk_load.BULK_COLUMNS + ("int_attr",)
+    with service.database.engine.begin() as conn:
+        instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
+        bulk_load.bulk_load(conn, instance_id, ((f"p{i}", "n", 0, v, i % 10_000) for i, v in enumerate(vectors)),
+                            columns=columns)
+    yield name, instance_id, vectors
+    service.delete_instance(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("share", [1.0, 0.5, 0.1, 0.01, 0.001, 0.0001])
+def test_filtered_recall_holds_at_every_share_with_held_out_queries(service, selective, monkeypatch, share):
+    """Queries not in the index (stored vectors with noise), Num=10 through the service: recall@10 >= 0.95
+    against a brute-force scan of the matching rows, and never fewer than min(10, matching) results. The
+    exact-scan threshold is lowered so that the 10 % and 50 % shares of this small instance walk the index
+    with the breadth their share asks for, as those of a large instance would."""
+    name, _, vectors = selective
+    monkeypatch.setattr(picture_search, "EXACT_SCAN_MAX_ROWS", 500)
+    rng = np.random.default_rng(3)
+    bound = round(share * 10_000)
+    matching = np.nonzero(np.arange(len(vectors)) % 10_000 < bound)[0]
+    recalls = []
+    for row in rng.choice(len(vectors), 40, replace=False):
+        query = np.maximum(vectors[row] + 0.8 / np.sqrt(DIM) * rng.standard_normal(DIM), 0)
+        found = service.search_by_vector(name, query, num=10, filter=None if share == 1 else f"int_attr < {bound}")
+        assert len(found.matches) == min(10, len(matching))
+        exact = set(matching[np.argsort(-(vectors[matching] @ (query / np.linalg.norm(query))))[:10]])
+        recalls.append(len({int(m.product_id[1:]) for m in found.matches} & exact) / min(10, len(matching)))
+    assert np.mean(recalls) >= 0.95

@@ -158,6 +158,12 @@ class ImageSearch:
         request = SearchRequest(instance_name, num, start, filter, category_id, score_threshold, distinct_product_id)
         return self.searches.by_name(request, product_id, pic_name)
 
+    def search_by_vector(self, instance_name: str, vector, *, num: int = 10, start: int = 0,
+                         category_id: int | None = None, filter: str | None = None,
+                         score_threshold: float | None = None, distinct_product_id: bool = False) -> SearchResult:
+        request = SearchRequest(instance_name, num, start, filter, category_id, score_threshold, distinct_product_id)
+        return self.searches.by_vector(request, vector)
+
     def search_by_text(self, instance_name: str, text: str, *, num: int = 10, start: int = 0,
                        filter: str | None = None, score_threshold: float | None = None,
                        distinct_product_id: bool = False) -> SearchResult:

@@ -21,7 +21,7 @@ MAX_DISTINCT_FETCH = 20_000
 
 # fetch(conn, instance, limit, expected): the ``limit`` best rows (each with a ``score``), best first;
 # ``expected`` is the planner's estimate of the pictures the filter and category match (None without them).
-Fetch = Callable[[sa.Connection, InstanceRef, int, "float | None"], list]
+Fetch = Callable[[sa.Connection, InstanceRef, int, "picture_search.Estimate | None"], list]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def ranked(conn: sa.Connection, instance: InstanceRef, fetch: Fetch, window: Win
         docs_found = min(len(kept), validation.MAX_WINDOW)
     else:
         docs_found = picture_search.count(
-            conn, instance.id, window.filter, window.category_id, window.distinct, validation.MAX_WINDOW, expected
+            conn, instance.id, window.filter, window.category_id, window.distinct, validation.MAX_WINDOW, expected,
+            rows,
         )
     return kept[:wanted], docs_found
 

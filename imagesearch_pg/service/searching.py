@@ -1,4 +1,4 @@
-"""The searches: by picture, by a stored picture (name), by text, by filter, and the comparison of two
+"""The searches: by picture, by a stored picture (name), by vector, by text, by filter, and the comparison of two
 pictures. Each kind is a source of ranked rows for the one result window (search_window.ranked)."""
 
 from __future__ import annotations
@@ -88,6 +88,22 @@ class Searches:
             ):
                 raise NoSpecifiedSearchPic(f"no picture with ProductId {product_id!r} and PicName {pic_name!r}")
             return rows
+
+        return self._search(request, window, fetch, began)
+
+    def by_vector(self, request: SearchRequest, vector) -> SearchResult:
+        """Search with a vector of the instance's dimension (scaled to unit length), as the encoder would
+        give: for callers with their own embeddings, and the SQL surface. Trademark instances rank by the
+        picture vectors alone (no silhouettes, no re-ranking)."""
+        began = time.perf_counter()
+        window, instance = self._window(request)
+        query = validation.query_vector(vector, instance.embedding_dim)
+
+        def fetch(conn, instance, limit, expected):
+            return picture_search.nearest(
+                conn, instance.id, instance.embedding_dim, query, limit, window.filter, window.category_id,
+                expected=expected,
+            )
 
         return self._search(request, window, fetch, began)
 

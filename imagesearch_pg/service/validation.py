@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from imagesearch_pg import categories
 from imagesearch_pg.attributes import (
     INT32_MAX,
@@ -122,3 +124,21 @@ def positive(name: str, value: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= maximum):
         raise InvalidParameter(f"{name} must be an integer from 1 to {maximum}, got {value!r}")
     return value
+
+
+def query_vector(value, dim: int) -> np.ndarray:
+    """A caller's query vector: ``dim`` finite numbers, not all zero; returned as float32 of unit length
+    (stored embeddings are unit length, so scores stay cosine similarities)."""
+    try:
+        vector = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidParameter(f"the query vector must be a list of {dim} numbers") from None
+    if vector.shape != (dim,):
+        raise InvalidParameter(f"the query vector has shape {vector.shape}; the instance's vectors have {dim} numbers")
+    if not np.all(np.isfinite(vector)):
+        raise InvalidParameter("the query vector holds a NaN or an infinity; only finite numbers are allowed")
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0:
+        raise InvalidParameter("the query vector is all zeros; a direction is needed")
+    return vector / norm
+

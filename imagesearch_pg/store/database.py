@@ -8,6 +8,7 @@ PartitionMissing. Others (a constraint, a deadlock) are bugs or load, and pass o
 from __future__ import annotations
 
 import logging
+import select
 from contextlib import contextmanager
 import threading
 from dataclasses import dataclass, field
@@ -144,10 +145,22 @@ class Database:
 
 
 def create_engine(url: str) -> sa.Engine:
-    return sa.create_engine(
+    engine = sa.create_engine(
         sqlalchemy_url(url),
-        pool_pre_ping=True,
         pool_size=5,
         max_overflow=10,
         connect_args={"options": " ".join(f"-c {name}={value}" for name, value in HNSW_SETTINGS.items())},
     )
+    sa.event.listen(engine, "checkout", _closed_by_the_server)
+    return engine
+
+
+def _closed_by_the_server(dbapi_connection, connection_record, connection_proxy) -> None:
+    """Pooled connections are checked on checkout without a round trip (a pre-ping cost 0.1 ms a search,
+    docs/benchmarks.md): an idle connection has nothing to read, so a readable socket means the server
+    closed it or is closing it (a restart, a crash, pg_terminate_backend), and the pool connects anew."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise sa.exc.DisconnectionError("the pooled connection is closed")
+    readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    if readable:
+        raise sa.exc.DisconnectionError("the server closed the pooled connection")

@@ -87,5 +87,10 @@ def reset_count(conn: sa.Connection, instance_id: int) -> None:
 _PICTURE_COUNT = sa.select(instances.c.picture_count).where(instances.c.id == sa.bindparam("id"))  # built once
 
 
+def picture_count_of(instance_id: int) -> sa.ScalarSelect:
+    """The instance's kept picture count, as a subquery for other statements."""
+    return sa.select(instances.c.picture_count).where(instances.c.id == instance_id).scalar_subquery()
+
+
 def picture_count(conn: sa.Connection, instance_id: int) -> int:
     return conn.execute(_PICTURE_COUNT, {"id": instance_id}).scalar_one()

@@ -7,7 +7,10 @@ the instance's dimension), so that the planner uses the partition's own HNSW ind
 from __future__ import annotations
 
 import functools
+import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import sqlalchemy as sa
@@ -17,7 +20,7 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from imagesearch_pg.store.filters import Node, to_sql
 from imagesearch_pg.store.pictures import result_columns
 from imagesearch_pg.store.query_vectors import halfvec_parameter, vector_parameter
-from imagesearch_pg.store.instances import picture_count
+from imagesearch_pg.store import instances as instance_store
 from imagesearch_pg.store.tables import key_digest, partition
 
 # Every connection starts with these (database.create_engine). ef_search 100 measured recall@10 0.998 on
@@ -42,16 +45,26 @@ def _stored_vector(part: sa.TableClause, dim: int, column: str, key) -> sa.Scala
     return sa.select(sa.cast(part.c[column], kind(dim))).where(part.c.key_digest == key).scalar_subquery()
 
 
+TOTAL = "instance_pictures"
+
+
 @functools.lru_cache(maxsize=4096)
 def _walk(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | None, category_id: int | None) -> sa.Select:
     """The HNSW walk, built once per instance, filter and category (a parsed filter is hashable, its values
     in it), with the query and the limit as parameters (q or key, limit): building a statement cost about
-    as much as the database's walk of a small instance (docs/benchmarks.md)."""
+    as much as the database's walk of a small instance (docs/benchmarks.md). Unfiltered, each row also
+    carries the instance's picture count (column TOTAL)."""
     part = partition(instance_id)
     query = (_stored_vector(part, dim, "embedding", sa.bindparam("key")) if by_stored_picture
              else vector_parameter("q", None, dim))
     limit = sa.bindparam("limit", type_=sa.Integer)
-    return walk_statement(part, dim, query, limit, _conditions(part, filter, category_id))
+    conditions = _conditions(part, filter, category_id)
+    walk = walk_statement(part, dim, query, limit, conditions)
+    if conditions:
+        return walk
+    # DocsFound of an unfiltered search is the instance's kept count: read in the same round trip (an
+    # InitPlan, evaluated once).
+    return walk.add_columns(instance_store.picture_count_of(instance_id).label(TOTAL))
 
 
 def _walk_values(query: np.ndarray | StoredPicture, limit: int) -> dict:
@@ -60,11 +73,40 @@ def _walk_values(query: np.ndarray | StoredPicture, limit: int) -> dict:
     return {"q": query, "limit": limit}
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """The planner's estimate of the pictures a filter and category match, and of all the instance's."""
+
+    matching: float
+    total: float
+
+    @property
+    def share(self) -> float:
+        return self.matching / self.total if self.total > 0 else 1.0
+
+
 # A filtered search whose matches the planner estimates at no more than this many scores every match
 # exactly (bitmap scans over the attribute indexes of migration 0008); above it, the matches are common
 # enough that the HNSW walk, skipping the others, finds the nearest ones quickly. Chosen with
 # benchmarks/filtered_search.py (docs/benchmarks.md).
 EXACT_SCAN_MAX_ROWS = 5000
+DEFAULT_BREADTH = int(HNSW_SETTINGS["hnsw.ef_search"])
+MAX_BREADTH = 1000  # pgvector's ceiling for hnsw.ef_search
+# A walk with a filter keeps about ``share`` of the candidates it holds, and its recall follows the matching
+# ones: it holds this many matching candidates (ef_search = MATCHING_BREADTH / share) for recall@10 >= 0.95
+# on held-out queries (benchmarks/filtered_recall.py, docs/benchmarks.md).
+MATCHING_BREADTH = 40
+
+
+def walk_breadth(expected: Estimate | None) -> int | None:
+    """The hnsw.ef_search of a search's HNSW walk, or None when every match is scored exactly instead
+    (few matches, or a share so small that no walk holds enough of them)."""
+    if expected is None:
+        return DEFAULT_BREADTH
+    if expected.matching <= EXACT_SCAN_MAX_ROWS:
+        return None
+    breadth = math.ceil(MATCHING_BREADTH / max(expected.share, 1e-9))
+    return None if breadth > MAX_BREADTH else max(DEFAULT_BREADTH, breadth)
 
 
 def nearest(
@@ -76,7 +118,7 @@ def nearest(
     filter: Node | None = None,
     category_id: int | None = None,
     silhouettes: list[np.ndarray | StoredPicture] | None = None,
-    expected: float | None = None,
+    expected: Estimate | None = None,
     keypoints_for: int = 0,
     silhouette_margin: float = 0.0,
 ) -> list[sa.Row]:
@@ -90,6 +132,7 @@ def nearest(
     With ``silhouettes`` (vectors or StoredPictures, trademark encoder) a picture's distance
     is the least of its embedding's to ``query`` and its silhouette's to each of them plus
     ``silhouette_margin``.
+    A filtered walk is as broad as the filter's share of the pictures needs (walk_breadth).
     ``expected``: the planner's estimate of the matches (estimate()), if the caller has it already.
     ``keypoints_for`` (searches with ``silhouettes``): the first that many rows carry the stored
     ``keypoints`` too, the others None, for re-ranking without a second round trip.
@@ -102,8 +145,10 @@ def nearest(
             return list(conn.execute(walk, _walk_values(query, limit)))
         if expected is None:
             expected = estimate(conn, instance_id, filter, category_id)
-        if expected > EXACT_SCAN_MAX_ROWS:
-            rows = list(conn.execute(walk, _walk_values(query, limit)))
+        breadth = walk_breadth(expected)
+        if breadth is not None:
+            with _breadth(conn, breadth):
+                rows = list(conn.execute(walk, _walk_values(query, limit)))
             if len(rows) == limit:
                 return rows
     conditions = _conditions(part, filter, category_id)
@@ -118,8 +163,9 @@ def nearest(
 
 
 def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None,
-          distinct_products: bool, cap: int, expected: float | None = None) -> int:
-    """How many pictures (or distinct products) match, counting no further than ``cap``.
+          distinct_products: bool, cap: int, expected: Estimate | None = None, rows: list = ()) -> int:
+    """How many pictures (or distinct products) match, counting no further than ``cap``; ``rows``: those
+    the search found, whose TOTAL column (unfiltered walks) spares reading the instance's count.
 
     Rows are about a page each (the vector stays in line), so counting reads a page per match: when the
     planner expects ten times ``cap`` matching pictures or more, the answer is ``cap`` without counting.
@@ -127,10 +173,11 @@ def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_i
     part = partition(instance_id)
     conditions = _conditions(part, filter, category_id)
     if not distinct_products and not conditions:  # the instance keeps its own count
-        return min(cap, picture_count(conn, instance_id))
+        total = getattr(rows[0], TOTAL, None) if rows else None
+        return min(cap, instance_store.picture_count(conn, instance_id) if total is None else total)
     if not distinct_products:
         expected = estimate(conn, instance_id, filter, category_id) if expected is None else expected
-        if expected >= 10 * cap:
+        if expected.matching >= 10 * cap:
             return cap
     column = part.c.product_id if distinct_products else sa.literal(1)
     matching = sa.select(column).select_from(part).where(*conditions)
@@ -139,22 +186,41 @@ def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_i
     return conn.execute(sa.select(sa.func.count()).select_from(matching.limit(cap).subquery())).scalar_one()
 
 
-def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None) -> float | None:
-    """The planner's estimate of the pictures a filter and category match (bound parameters, nothing
-    executed); None when there is neither."""
+def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None) -> Estimate | None:
+    """The planner's estimate of the pictures a filter and category match, and of all of them (bound
+    parameters, nothing executed, one round trip); None when there is neither filter nor category."""
     if filter is None and category_id is None:
         return None
     text, params = _explain(instance_id, filter, category_id)
-    return float(conn.exec_driver_sql(text, params).scalar_one()[0]["Plan"]["Plan Rows"])
+    plan = conn.exec_driver_sql(text, params).scalar_one()[0]["Plan"]
+    if plan["Node Type"] == "Append" and len(plan["Plans"]) == 2:
+        matching, every = plan["Plans"]
+        return Estimate(float(matching["Plan Rows"]), float(every["Plan Rows"]))
+    return Estimate(0.0, float(plan["Plan Rows"]))  # the planner proved that nothing matches
 
 
 @functools.lru_cache(maxsize=4096)
 def _explain(instance_id: int, filter: Node | None, category_id: int | None) -> tuple[str, dict]:
-    """The EXPLAIN of a filter's matches as SQL text and its parameters, compiled once per filter."""
+    """The EXPLAIN of a filter's matches beside all the pictures (an Append of the two scans) as SQL text
+    and its parameters, compiled once per filter."""
     part = partition(instance_id)
-    statement = sa.select(sa.literal(1)).select_from(part).where(*_conditions(part, filter, category_id))
+    matching = sa.select(sa.literal(1)).select_from(part).where(*_conditions(part, filter, category_id))
+    statement = sa.union_all(matching, sa.select(sa.literal(1)).select_from(part))
     compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
     return f"EXPLAIN (FORMAT JSON) {compiled}", dict(compiled.params)
+
+
+@contextmanager
+def _breadth(conn: sa.Connection, breadth: int) -> Iterator[None]:
+    """hnsw.ef_search at ``breadth`` for the statements inside, then back to the connection's default."""
+    if breadth == DEFAULT_BREADTH:
+        yield
+        return
+    conn.exec_driver_sql(f"SET hnsw.ef_search = {int(breadth)}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"SET hnsw.ef_search = {DEFAULT_BREADTH}")
 
 
 def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | None) -> list:
