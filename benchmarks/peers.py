@@ -188,14 +188,15 @@ def lancedb_system(vectors: np.ndarray, attribute: np.ndarray, where: Path) -> L
     table = lancedb.connect(str(where)).create_table("bench", data)
     table.create_index("vector", config=IvfPq(distance_type="cosine"))
     stats = table.index_stats(table.list_indices()[0].name)
+    assert stats.num_unindexed_rows == 0, stats
 
     def search(q, bound):
         query = table.search(q, vector_column_name="vector").distance_type("cosine").select(["id"]).limit(10)
         if bound is not None:
             query = query.where(f"a < {bound}", prefilter=True)
         return query.to_arrow()["id"].to_pylist()
-    return Loaded(search, f"IVF_PQ cosine, defaults ({stats.num_indices or 1} index, "
-                          f"{getattr(stats, 'index_type', 'IVF_PQ')}), nprobes default, no refine")
+    return Loaded(search, f"{stats.index_type} {stats.distance_type}, defaults (partitions sqrt(rows), "
+                          f"{DIM // 16} sub-vectors of 8 bits; nprobes 20, no refine), no scalar index")
 
 
 def milvus_system(vectors: np.ndarray, attribute: np.ndarray, where: Path) -> Loaded:

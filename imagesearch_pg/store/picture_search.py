@@ -48,23 +48,58 @@ def _stored_vector(part: sa.TableClause, dim: int, column: str, key) -> sa.Scala
 TOTAL = "instance_pictures"
 
 
-@functools.lru_cache(maxsize=4096)
-def _walk(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | None, category_id: int | None) -> sa.Select:
-    """The HNSW walk, built once per instance, filter and category (a parsed filter is hashable, its values
-    in it), with the query and the limit as parameters (q or key, limit): building a statement cost about
-    as much as the database's walk of a small instance (docs/benchmarks.md). Unfiltered, each row also
-    carries the instance's picture count (column TOTAL)."""
-    part = partition(instance_id)
-    query = (_stored_vector(part, dim, "embedding", sa.bindparam("key")) if by_stored_picture
+@dataclass(frozen=True)
+class _DriverStatement:
+    """A statement compiled once to the driver's SQL text, its bound values processed by their own types
+    (the query vector to pgvector's binary form) on each run: SQLAlchemy's per-execution statement work
+    cost more than the walk of a small instance (docs/benchmarks.md)."""
+
+    text: str
+    defaults: dict
+    processors: dict
+
+    @classmethod
+    def of(cls, statement: sa.Executable) -> "_DriverStatement":
+        compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+        processors = {name: bind.type.bind_processor(_DIALECT) for name, bind in compiled.binds.items()}
+        return cls(compiled.string, dict(compiled.params), {n: p for n, p in processors.items() if p})
+
+    def execute(self, conn: sa.Connection, values: dict) -> list[sa.Row]:
+        params = {**self.defaults, **values}
+        for name, process in self.processors.items():
+            params[name] = process(params[name])
+        return list(conn.exec_driver_sql(self.text, params))
+
+
+def _query_and_limit(part: sa.TableClause, dim: int, by_stored_picture: bool):
+    """The query (a vector ``q``, or the stored picture whose digest is ``key``) and the ``limit`` as
+    parameters; placeholder values, since compiling a filter's IN lists wants a value for each."""
+    query = (_stored_vector(part, dim, "embedding", sa.bindparam("key", b"")) if by_stored_picture
              else vector_parameter("q", None, dim))
-    limit = sa.bindparam("limit", type_=sa.Integer)
+    return query, sa.bindparam("limit", 0, type_=sa.Integer)
+
+
+@functools.lru_cache(maxsize=4096)
+def _walk(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | None, category_id: int | None) -> _DriverStatement:
+    """The HNSW walk, built once per instance, filter and category (a parsed filter is hashable, its values
+    in it), with the query and the limit as parameters (_walk_values). Unfiltered, each row also carries
+    the instance's picture count (column TOTAL)."""
+    part = partition(instance_id)
     conditions = _conditions(part, filter, category_id)
-    walk = walk_statement(part, dim, query, limit, conditions)
-    if conditions:
-        return walk
-    # DocsFound of an unfiltered search is the instance's kept count: read in the same round trip (an
-    # InitPlan, evaluated once).
-    return walk.add_columns(instance_store.picture_count_of(instance_id).label(TOTAL))
+    walk = walk_statement(part, dim, *_query_and_limit(part, dim, by_stored_picture), conditions)
+    if not conditions:
+        # DocsFound of an unfiltered search is the instance's kept count: read in the same round trip (an
+        # InitPlan, evaluated once).
+        walk = walk.add_columns(instance_store.picture_count_of(instance_id).label(TOTAL))
+    return _DriverStatement.of(walk)
+
+
+@functools.lru_cache(maxsize=4096)
+def _exact(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | None, category_id: int | None) -> _DriverStatement:
+    """The exact scan of a filter's matches, built once as _walk is."""
+    part = partition(instance_id)
+    query, limit = _query_and_limit(part, dim, by_stored_picture)
+    return _DriverStatement.of(_exact_statement(part, query, limit, _conditions(part, filter, category_id), [], 0.0, 0))
 
 
 def _walk_values(query: np.ndarray | StoredPicture, limit: int) -> dict:
@@ -140,17 +175,19 @@ def nearest(
     part = partition(instance_id)
     filtered = filter is not None or category_id is not None
     if not silhouettes:
-        walk = _walk(instance_id, dim, isinstance(query, StoredPicture), filter, category_id)
+        key = (instance_id, dim, isinstance(query, StoredPicture), filter, category_id)
+        values = _walk_values(query, limit)
         if not filtered:
-            return list(conn.execute(walk, _walk_values(query, limit)))
+            return _walk(*key).execute(conn, values)
         if expected is None:
             expected = estimate(conn, instance_id, filter, category_id)
         breadth = walk_breadth(expected)
         if breadth is not None:
             with _breadth(conn, breadth):
-                rows = list(conn.execute(walk, _walk_values(query, limit)))
+                rows = _walk(*key).execute(conn, values)
             if len(rows) == limit:
                 return rows
+        return _exact(*key).execute(conn, values)
     conditions = _conditions(part, filter, category_id)
     query = vector(part, query, dim)
     silhouette_queries = [vector(part, s, dim, f"s{i}", half=True) for i, s in enumerate(silhouettes or ())]
@@ -191,8 +228,7 @@ def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, categor
     parameters, nothing executed, one round trip); None when there is neither filter nor category."""
     if filter is None and category_id is None:
         return None
-    text, params = _explain(instance_id, filter, category_id)
-    plan = conn.exec_driver_sql(text, params).scalar_one()[0]["Plan"]
+    plan = _explain(instance_id, filter, category_id).execute(conn, {})[0][0][0]["Plan"]
     if plan["Node Type"] == "Append" and len(plan["Plans"]) == 2:
         matching, every = plan["Plans"]
         return Estimate(float(matching["Plan Rows"]), float(every["Plan Rows"]))
@@ -200,14 +236,13 @@ def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, categor
 
 
 @functools.lru_cache(maxsize=4096)
-def _explain(instance_id: int, filter: Node | None, category_id: int | None) -> tuple[str, dict]:
-    """The EXPLAIN of a filter's matches beside all the pictures (an Append of the two scans) as SQL text
-    and its parameters, compiled once per filter."""
+def _explain(instance_id: int, filter: Node | None, category_id: int | None) -> _DriverStatement:
+    """The EXPLAIN of a filter's matches beside all the pictures (an Append of the two scans), compiled
+    once per filter."""
     part = partition(instance_id)
     matching = sa.select(sa.literal(1)).select_from(part).where(*_conditions(part, filter, category_id))
-    statement = sa.union_all(matching, sa.select(sa.literal(1)).select_from(part))
-    compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
-    return f"EXPLAIN (FORMAT JSON) {compiled}", dict(compiled.params)
+    scans = _DriverStatement.of(sa.union_all(matching, sa.select(sa.literal(1)).select_from(part)))
+    return _DriverStatement(f"EXPLAIN (FORMAT JSON) {scans.text}", scans.defaults, scans.processors)
 
 
 @contextmanager
