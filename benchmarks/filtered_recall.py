@@ -8,13 +8,15 @@ a stored vector with noise added (0.8 per coordinate before normalising, as the 
 made), so it is not in the index. The store's own search (picture_search.nearest: its plan per filter) runs
 with `int_attr < K` at each of --fractions, its HNSW walks at each breadth of --ef in turn: `auto` is the
 store's own choice (walk_breadth: from the filter's estimated share), a number that hnsw.ef_search for every
-walk (the exact-scan threshold unchanged). Recall@10 is against a brute-force numpy scan of the matching
-rows. The question it answers: what breadth each selectivity needs for recall >= 0.95 (the search-speed issue).
+walk (the exact-scan threshold unchanged), `exact` an exact scan of the matches at every share. Recall@10
+is against a brute-force numpy scan of the matching rows. The questions it answers: what breadth each
+selectivity needs for recall >= 0.95, and where an exact scan costs less (the search-speed issue).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from contextlib import contextmanager
@@ -37,11 +39,12 @@ from imagesearch_pg.store.filters import parse_filter  # noqa: E402
 
 @contextmanager
 def breadth(choice: str):
-    """The walks' hnsw.ef_search: the store's own choice (``auto``) or a fixed number."""
+    """The walks' hnsw.ef_search: the store's own choice (``auto``), a fixed number, or ``exact`` (every
+    filtered search scores its matches exactly)."""
     if choice == "auto":
         yield
         return
-    chosen, fixed = picture_search.walk_breadth, int(choice)
+    chosen, fixed = picture_search.walk_breadth, None if choice == "exact" else int(choice)
     picture_search.walk_breadth = (
         lambda expected: None if expected.matching <= picture_search.EXACT_SCAN_MAX_ROWS else fixed
     )
@@ -49,6 +52,19 @@ def breadth(choice: str):
         yield
     finally:
         picture_search.walk_breadth = chosen
+
+
+def walks_the_index(conn, instance_id: int, parsed, query, ef: int) -> bool:
+    """Whether the planner runs a filtered search as an HNSW index scan at breadth ``ef`` (pgvector's cost
+    estimate grows with ef_search, so past some breadth it may prefer scanning the matches exactly)."""
+    walk = picture_search._walk(instance_id, DIM, False, parsed, None)
+    explain = picture_search._DriverStatement(f"EXPLAIN (FORMAT JSON) {walk.text}", walk.defaults, walk.processors)
+    conn.exec_driver_sql(f"SET hnsw.ef_search = {int(ef)}")
+    try:
+        plan = explain.execute(conn, {"q": query, "limit": 10})[0][0]
+    finally:
+        conn.exec_driver_sql(f"SET hnsw.ef_search = {picture_search.DEFAULT_BREADTH}")
+    return "_embedding_hnsw" in json.dumps(plan)
 
 
 def held_out_queries(vectors: np.ndarray, count: int) -> np.ndarray:
@@ -87,7 +103,7 @@ def main() -> None:
                 with service.database.reading() as conn, breadth(ef):
                     if fraction < 1:
                         expected = picture_search.estimate(conn, instance_id, parsed, None)
-                    unfiltered = picture_search.DEFAULT_BREADTH if ef == "auto" else int(ef)
+                    unfiltered = int(ef) if ef.isdigit() else picture_search.DEFAULT_BREADTH
                     conn.execute(sa.text(f"SET hnsw.ef_search = {unfiltered}"))
                     for q, nearest in zip(queries, truth):
                         began = time.perf_counter()
@@ -98,6 +114,10 @@ def main() -> None:
                         recalls.append(len(found & nearest) / 10)
                 with breadth(ef):
                     used = picture_search.walk_breadth(expected) if fraction < 1 else unfiltered
+                if fraction < 1 and used is not None:
+                    with service.database.reading() as conn:
+                        index = walks_the_index(conn, instance_id, parsed, queries[0], used)
+                    used = f"{used} ({'HNSW walk' if index else 'planner: exact scan'})"
                 entry = {"fraction": fraction, "ef_search": ef, "walk_breadth": used or "exact scan",
                          "recall_at_10": round(float(np.mean(recalls)), 4), "short_answers": short, **summary_ms(times)}
                 log(entry)

@@ -183,10 +183,9 @@ def test_walk_breadth_grows_as_the_filter_share_falls():
     assert picture_search.walk_breadth(estimate(10**6, 10**6)) == default
     tenth = picture_search.walk_breadth(estimate(10**5, 10**6))
     assert tenth == max(default, picture_search.MATCHING_BREADTH * 10)
-    assert picture_search.walk_breadth(estimate(10**4, 10**6)) is None  # no walk holds enough of 1 %
-    shares = [picture_search.walk_breadth(estimate(m, 10**6)) for m in range(6000, 10**6, 7919)]
-    walks = [b for b in shares if b is not None]
-    assert walks == sorted(walks, reverse=True) and max(walks) <= picture_search.MAX_BREADTH
+    assert picture_search.walk_breadth(estimate(99_999, 10**6)) is None  # under 10 %: scanned exactly
+    walks = [picture_search.walk_breadth(estimate(m, 10**6)) for m in range(10**5, 10**6, 7919)]
+    assert walks == sorted(walks, reverse=True) and walks[0] == tenth
 
 
 def test_a_broader_walk_leaves_the_connection_at_its_default(engine, attributed, monkeypatch):

@@ -126,22 +126,23 @@ class Estimate:
 # benchmarks/filtered_search.py (docs/benchmarks.md).
 EXACT_SCAN_MAX_ROWS = 5000
 DEFAULT_BREADTH = int(HNSW_SETTINGS["hnsw.ef_search"])
-MAX_BREADTH = 1000  # pgvector's ceiling for hnsw.ef_search
-# A walk with a filter keeps about ``share`` of the candidates it holds, and its recall follows the matching
-# ones: it holds this many matching candidates (ef_search = MATCHING_BREADTH / share) for recall@10 >= 0.95
-# on held-out queries (benchmarks/filtered_recall.py, docs/benchmarks.md).
+# A walk with a filter keeps about ``share`` of the candidates it holds: at 10 % or more of the pictures it
+# holds MATCHING_BREADTH matching ones (ef_search = MATCHING_BREADTH / share) for recall@10 >= 0.95 on
+# held-out queries. Below 10 % the breadth needed grows faster than 1 / share (8 %: 0.948 at ef_search 500)
+# while an exact scan of the matches costs about what such a walk costs, so those are scanned exactly
+# (benchmarks/filtered_recall.py, docs/benchmarks.md).
 MATCHING_BREADTH = 40
+MIN_WALK_SHARE = 0.1
 
 
 def walk_breadth(expected: Estimate | None) -> int | None:
     """The hnsw.ef_search of a search's HNSW walk, or None when every match is scored exactly instead
-    (few matches, or a share so small that no walk holds enough of them)."""
+    (few matches, or too small a share of the pictures for a walk to find them)."""
     if expected is None:
         return DEFAULT_BREADTH
-    if expected.matching <= EXACT_SCAN_MAX_ROWS:
+    if expected.matching <= EXACT_SCAN_MAX_ROWS or expected.share < MIN_WALK_SHARE:
         return None
-    breadth = math.ceil(MATCHING_BREADTH / max(expected.share, 1e-9))
-    return None if breadth > MAX_BREADTH else max(DEFAULT_BREADTH, breadth)
+    return max(DEFAULT_BREADTH, math.ceil(MATCHING_BREADTH / expected.share))
 
 
 def nearest(
