@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -89,10 +91,7 @@ class Postgres:
     instance_id: int
     load_s: float
 
-    def connect(self, settings: dict):
-        import psycopg
-        from pgvector.psycopg import register_vector
-
+    def connect(self, settings: dict) -> psycopg.Connection:
         url = self.service.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         conn = psycopg.connect(url, autocommit=True)
         register_vector(conn)
@@ -124,7 +123,8 @@ def postgres(vectors: np.ndarray, log):
 
 def service_system(pg: Postgres) -> Loaded:
     def search(q, bound):
-        result = pg.service.search_by_vector(pg.name, q, num=10, filter=None if bound is None else f"int_attr < {bound}")
+        text = None if bound is None else f"int_attr < {bound}"
+        result = pg.service.search_by_vector(pg.name, q, num=10, filter=text)
         return [int(m.product_id[1:]) for m in result.matches]
     return Loaded(search, "pgvector HNSW cosine (m 16, ef_construction 64), ef_search per filter (walk_breadth)")
 
@@ -146,7 +146,8 @@ def raw_system(pg: Postgres) -> Loaded:
             raw.execute(f"SET hnsw.ef_search = {ef}")
             current[0] = ef
         return [int(r[0][1:]) for r in raw.execute(sql, (q,), prepare=True)]
-    return Loaded(search, "the service's HNSW, iterative scan strict_order, its ef_search or exact scan", plans, raw.close)
+    return Loaded(search, "the service's HNSW, iterative scan strict_order, its ef_search or exact scan",
+                  plans, raw.close)
 
 
 def raw_defaults_system(pg: Postgres) -> Loaded:
@@ -160,7 +161,8 @@ def raw_defaults_system(pg: Postgres) -> Loaded:
 def chromadb_system(vectors: np.ndarray, attribute: np.ndarray, where: Path) -> Loaded:
     chromadb = _peer("chromadb")
     client = chromadb.PersistentClient(path=str(where))
-    collection = client.create_collection("bench", configuration={"hnsw": {"space": "cosine", "num_threads": THREADS}})
+    hnsw = {"space": "cosine", "num_threads": THREADS}  # the rest: chroma's defaults
+    collection = client.create_collection("bench", configuration={"hnsw": hnsw})
     batch = min(BATCH, client.get_max_batch_size())
     for begin in range(0, len(vectors), batch):
         end = min(len(vectors), begin + batch)
@@ -172,8 +174,8 @@ def chromadb_system(vectors: np.ndarray, attribute: np.ndarray, where: Path) -> 
         found = collection.query(query_embeddings=[q], n_results=10, include=[],
                                  where=None if bound is None else {"a": {"$lt": bound}})
         return [int(i) for i in found["ids"][0]]
-    settings = ", ".join(f"{k} {config.get(k)}" for k in ("max_neighbors", "ef_construction", "ef_search", "num_threads"))
-    return Loaded(search, f"HNSW cosine ({settings})")
+    settings = ", ".join(f"{k} {config.get(k)}" for k in ("max_neighbors", "ef_construction", "ef_search"))
+    return Loaded(search, f"HNSW cosine ({settings}), {THREADS} threads")
 
 
 def lancedb_system(vectors: np.ndarray, attribute: np.ndarray, where: Path) -> Loaded:
@@ -280,11 +282,14 @@ def table(report: dict) -> str:
     head = ["system", "load+index s", "queries"] + [
         "no filter p50 / recall@10" if f == 1 else f"{f * 100:g} % p50 / recall" for f in FRACTIONS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    def cell(c: dict) -> str:
+        short = f" ({c['short_answers']} short)" if c["short_answers"] else ""
+        return f"{c['p50_ms']:.2f} / {c['recall_at_10']:.3f}{short}" + (f" [{c['plan']}]" if "plan" in c else "")
+
     for s in report["systems"]:
-        cells = [f"{c['p50_ms']:.2f} / {c['recall_at_10']:.3f}" + (f" ({c['short_answers']} short)" * bool(c["short_answers"]))
-                 + (f" [{c['plan']}]" if "plan" in c else "") for c in s.get("columns", [])] or [f"failed: {s['error']}"]
+        cells = [cell(c) for c in s.get("columns", [])]
         lines.append(f"| {s['system']} {s['version']} | {s.get('load_s', '-')} | {s.get('queries', '-')} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells or [f"failed: {s.get('error')}"]) + " |")
     return "\n".join(lines)
 
 
@@ -332,7 +337,8 @@ def main() -> None:
             entry.update(index=loaded.index, load_s=round(load_s or time.perf_counter() - began, 1), queries=count)
             log(f"{name}: {loaded.index}; loaded in {entry['load_s']} s; {count} queries")
             try:
-                entry["columns"] = measure(loaded, queries[:count], [{**c, "truth": c["truth"][:count]} for c in columns], log)
+                few = [{**c, "truth": c["truth"][:count]} for c in columns]
+                entry["columns"] = measure(loaded, queries[:count], few, log)
             finally:
                 loaded.close()
         except Exception as e:  # one peer failing leaves the others' figures
