@@ -112,6 +112,34 @@ def test_search_by_name_finds_itself_first(service, gallery):
         service.search_by_name(gallery, "chelsea", "missing.png")
 
 
+def test_search_by_vector_ranks_by_the_stored_vectors(service, gallery, engine):
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT p.embedding::text FROM imagesearch.pictures p JOIN imagesearch.instances i ON i.id = p.instance_id"
+            " WHERE i.name = :n AND p.product_id = 'coffee'"), {"n": gallery}).scalar_one()
+    vector = np.array([float(x) for x in stored.strip("[]").split(",")])
+    result = service.search_by_vector(gallery, 3.0 * vector, num=3)  # any length: scaled to unit length
+    assert result.matches[0].product_id == "coffee" and result.matches[0].score > 0.999
+    assert result.docs_found == len(PHOTOS) and len(result.matches) == 3
+    assert service.search_by_vector(gallery, vector, filter="int_attr = 424242").matches == []
+
+
+@pytest.mark.parametrize("vector, says", [
+    ([0.1] * 1279, "1280"),
+    ([0.1] * 1281, "1280"),
+    ([[0.1] * 1280], "1280"),
+    ([0.0] * 1280, "all zeros"),
+    ([float("nan")] + [0.1] * 1279, "NaN"),
+    ([float("inf")] + [0.1] * 1279, "NaN or an infinity"),
+    (["a"] * 1280, "list of 1280 numbers"),
+    ("abc", "list of 1280 numbers"),
+    (None, "1280"),
+])
+def test_search_by_vector_refuses_what_is_not_a_query_vector(service, gallery, vector, says):
+    with pytest.raises(InvalidParameter, match=says):
+        service.search_by_vector(gallery, vector)
+
+
 def test_base64_picture_is_accepted(service, gallery):
     text = base64.b64encode(encode(PHOTOS["astronaut"])).decode()  # as the HTTP protocol sends it
     assert service.search_by_picture(gallery, protocol.picture(text), num=1).matches[0].product_id == "astronaut"
