@@ -226,11 +226,11 @@ def test_filtered_recall_holds_at_every_share_with_held_out_queries(service, sel
     rng = np.random.default_rng(3)
     bound = round(share * 10_000)
     matching = np.nonzero(np.arange(len(vectors)) % 10_000 < bound)[0]
-    recalls = []
+    candidates, recalls = vectors[matching], []
     for row in rng.choice(len(vectors), 40, replace=False):
-        query = np.maximum(vectors[row] + 0.8 / np.sqrt(DIM) * rng.standard_normal(DIM), 0)
+        query = np.maximum(vectors[row] + 0.8 / np.sqrt(DIM) * rng.standard_normal(DIM, np.float32), 0)
         found = service.search_by_vector(name, query, num=10, filter=None if share == 1 else f"int_attr < {bound}")
         assert len(found.matches) == min(10, len(matching))
-        exact = set(matching[np.argsort(-(vectors[matching] @ (query / np.linalg.norm(query))))[:10]])
+        exact = set(matching[np.argsort(-(candidates @ (query / np.linalg.norm(query))))[:10]])
         recalls.append(len({int(m.product_id[1:]) for m in found.matches} & exact) / min(10, len(matching)))
     assert np.mean(recalls) >= 0.95
