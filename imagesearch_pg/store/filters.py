@@ -36,6 +36,8 @@ found '~'``. The SQL holds bound parameters only: user text never becomes SQL te
 
 from __future__ import annotations
 
+import functools
+
 import operator
 from dataclasses import dataclass
 from typing import Union
@@ -362,8 +364,10 @@ def _combine(kind: type[And] | type[Or], operands: list[Node]) -> Node:
     return kind(tuple(flat))
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_filter(text: str) -> Node:
-    """Parse filter text into the AST; every problem raises InvalidFilter naming the position."""
+    """Parse filter text into the AST; every problem raises InvalidFilter naming the position. The AST
+    is immutable, so the same text is parsed once (its statements are cached by AST in picture_search)."""
     return Parser(_check_text(text)).parse()
 
 
