@@ -364,11 +364,15 @@ def _combine(kind: type[And] | type[Or], operands: list[Node]) -> Node:
     return kind(tuple(flat))
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_filter(text: str) -> Node:
-    """Parse filter text into the AST; every problem raises InvalidFilter naming the position. The AST
-    is immutable, so the same text is parsed once (its statements are cached by AST in picture_search)."""
-    return Parser(_check_text(text)).parse()
+    """Parse filter text into the AST; every problem raises InvalidFilter naming the position."""
+    return _parse(_check_text(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Node:
+    # The AST is immutable, so one text is parsed once (its statements are cached by AST in picture_search).
+    return Parser(text).parse()
 
 
 # ---- SQL ------------------------------------------------------------------------------------------
