@@ -1,7 +1,7 @@
 """Recall of filtered searches with held-out query vectors, at several HNSW breadths (hnsw.ef_search).
 
     python benchmarks/filtered_recall.py [--rows 100000] [--queries 200] [--ef auto,100,200,400]
-                                         [--fractions 1,0.1,0.01,0.001] [--json]
+                                         [--fractions 1,0.1,0.01,0.001] [--json] [--keep] [--instance NAME]
 
 benchmarks/filtered_search.py queries with stored pictures, which the walk finds easily; here each query is
 a stored vector with noise added (0.8 per coordinate before normalising, as the vectors themselves were
@@ -9,7 +9,8 @@ made), so it is not in the index. The store's own search (picture_search.nearest
 with `int_attr < K` at each of --fractions, its HNSW walks at each breadth of --ef in turn: `auto` is the
 store's own choice (walk_breadth: from the filter's estimated share), a number that hnsw.ef_search for every
 walk (the exact-scan threshold unchanged), `exact` an exact scan of the matches at every share. Recall@10
-is against a brute-force numpy scan of the matching rows. The questions it answers: what breadth each
+is against a brute-force numpy scan of the matching rows. --keep and --instance as in
+benchmarks/filtered_search.py (an instance of either serves both). The questions it answers: what breadth each
 selectivity needs for recall >= 0.95, and where an exact scan costs less (the search-speed issue).
 """
 
@@ -28,9 +29,10 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import summary_ms  # noqa: E402
-from benchmarks.filtered_search import MODULUS, load  # noqa: E402
+from benchmarks.filtered_search import MODULUS, instance_id_of, load  # noqa: E402
 from benchmarks.search import DIM, clustered_vectors  # noqa: E402
 from benchmarks.served import emit  # noqa: E402
+from imagesearch_pg.errors import InvalidInstance  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.store import picture_search  # noqa: E402
 from imagesearch_pg.store.filters import parse_filter  # noqa: E402
@@ -91,14 +93,19 @@ def main() -> None:
     parser.add_argument("--ef", default="auto,100,200,400")
     parser.add_argument("--fractions", default="1,0.1,0.01,0.001")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--instance", help="reuse this instance (made by an earlier --keep run with the same --rows)")
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     service = ImageSearch.open()
-    name = f"bench-recall-{int(time.time())}"
+    name = args.instance or f"bench-recall-{int(time.time())}"
     try:
         vectors = clustered_vectors(args.rows)
-        instance_id = load(service, name, vectors, log)
+        try:
+            instance_id = instance_id_of(service, name) if args.instance else load(service, name, vectors, log)
+        except InvalidInstance:
+            raise SystemExit(f"no instance {name!r}: run once with --keep first")
         queries = held_out_queries(vectors, args.queries)
         attribute = np.arange(args.rows) % MODULUS
         report = {"rows": args.rows, "queries": args.queries, "results": []}
@@ -134,7 +141,10 @@ def main() -> None:
                 report["results"].append(entry)
         emit(report, args.json)
     finally:
-        service.delete_instance(name)
+        if args.keep:
+            log(f"kept instance {name}")
+        elif not args.instance:
+            service.delete_instance(name)
         service.close()
 
 

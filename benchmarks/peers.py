@@ -26,24 +26,29 @@ answer only the first N queries; the report's `queries` says how many each syste
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
-import shutil
-import sys
-import tempfile
-import time
-import traceback
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from importlib import metadata
-from pathlib import Path
-from typing import Callable
 
-import numpy as np
-import psycopg
-from pgvector.psycopg import register_vector
-from threadpoolctl import threadpool_limits
+THREADS = 2
+for _knob in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS", "LANCE_CPU_THREADS"):
+    os.environ.setdefault(_knob, str(THREADS))  # before numpy, faiss, lance or chroma start their pools
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from importlib import metadata  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+import psycopg  # noqa: E402
+from pgvector.psycopg import register_vector  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -56,9 +61,6 @@ from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.store import picture_search  # noqa: E402
 from imagesearch_pg.store.filters import parse_filter  # noqa: E402
 
-THREADS = 2  # read when faiss (milvus-lite), lance and chroma start their pools; BLAS: threadpool_limits
-for _knob in ("OMP_NUM_THREADS", "RAYON_NUM_THREADS", "LANCE_CPU_THREADS"):
-    os.environ.setdefault(_knob, str(THREADS))
 FRACTIONS = (1.0, 0.1, 0.01, 0.001, 0.0001)
 BOUNDS = [None if f == 1 else round(f * MODULUS) for f in FRACTIONS]  # a < K; None: no filter
 PG_SYSTEMS = ("service", "raw", "raw-defaults")

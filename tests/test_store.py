@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -183,9 +185,9 @@ def test_walk_breadth_grows_as_the_filter_share_falls():
     assert picture_search.walk_breadth(estimate(10**6, 10**6)) == default
     tenth = picture_search.walk_breadth(estimate(10**5, 10**6))
     assert tenth == max(default, picture_search.MATCHING_BREADTH * 10)
-    assert picture_search.walk_breadth(estimate(99_999, 10**6)) is None  # under 10 %: scanned exactly
-    walks = [picture_search.walk_breadth(estimate(m, 10**6)) for m in range(10**5, 10**6, 7919)]
-    assert walks == sorted(walks, reverse=True) and walks[0] == tenth
+    assert picture_search.walk_breadth(estimate(94_999, 10**6)) is None  # under 9.5 %: scanned exactly
+    walks = [picture_search.walk_breadth(estimate(m, 10**6)) for m in range(95_000, 10**6, 7919)]
+    assert walks == sorted(walks, reverse=True) and walks[0] == math.ceil(picture_search.MATCHING_BREADTH / 0.095)
 
 
 def test_a_broader_walk_leaves_the_connection_at_its_default(engine, attributed, monkeypatch):
