@@ -164,3 +164,22 @@ def test_pooled_connections_closed_by_the_server_are_replaced_without_an_error(s
         assert service.search_by_name(shop, "p", "1").matches[0].product_id == "p"
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() not in pids
+
+
+def test_a_connection_lost_during_a_search_is_unavailable_not_a_bug(service, shop, engine):
+    """The search statements run on the driver's own cursor: a connection that dies under one still
+    answers DatabaseUnavailable (503), and the next search runs on a new connection."""
+    from imagesearch_pg.errors import DatabaseUnavailable
+    from imagesearch_pg.store import picture_search
+
+    service.add_image(shop, "p", "1", encode(noise(120, 120, seed=6)), crop=False)
+    instance = service.instances.cached(shop)
+    admin_url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with pytest.raises(DatabaseUnavailable):
+        with service.database.reading() as conn:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with psycopg.connect(admin_url) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+            picture_search.nearest(conn, instance.id, instance.embedding_dim,
+                                   picture_search.StoredPicture("p", "1"), 10)
+    assert service.search_by_name(shop, "p", "1").matches[0].product_id == "p"

@@ -1,6 +1,7 @@
 """Which PostgreSQL to use, the SQLAlchemy engine over it, and the connections the service works in.
 
-Two driver exceptions are expected conditions and stop here: a lost or refused connection becomes
+Two driver exceptions are expected conditions and stop here (wrapped by SQLAlchemy or raised by the
+driver's cursor on the search path): a lost or refused connection becomes
 DatabaseUnavailable, a statement naming an instance's partition that was dropped meanwhile becomes
 PartitionMissing. Others (a constraint, a deadlock) are bugs or load, and pass on as they are.
 """
@@ -53,23 +54,28 @@ def sqlalchemy_url(url: str) -> str:
 _UNAVAILABLE_STATES = {"57P01", "57P02", "57P03", "53300"}
 
 
-def _lost_connection(exc: sa.exc.DBAPIError) -> bool:
-    state = getattr(exc.orig, "sqlstate", None)
-    return exc.connection_invalidated or state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
+def _lost_connection(exc: sa.exc.DBAPIError | psycopg.Error) -> bool:
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
 
 
 @contextmanager
 def _translated() -> Iterator[None]:
+    """Driver errors, wrapped by SQLAlchemy or raised by the driver's own cursor (the search hot path)."""
     try:
         yield
-    except sa.exc.ProgrammingError as exc:
-        if isinstance(exc.orig, psycopg.errors.UndefinedTable):
+    except (sa.exc.ProgrammingError, psycopg.errors.UndefinedTable) as exc:
+        if isinstance(getattr(exc, "orig", exc), psycopg.errors.UndefinedTable):
             raise PartitionMissing() from exc
         raise
-    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError) as exc:
         if not _lost_connection(exc):  # a deadlock, a timeout, a full disk: a bug or a load to look at
             raise
-        text = str(exc.orig or exc).strip()
+        text = str(getattr(exc, "orig", None) or exc).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
         raise DatabaseUnavailable(f"the database is unavailable: {reason}") from None
 
