@@ -215,20 +215,27 @@ def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_i
     Rows are about a page each (the vector stays in line), so counting reads a page per match: when the
     planner expects ten times ``cap`` matching pictures or more, the answer is ``cap`` without counting.
     """
-    part = partition(instance_id)
-    conditions = _conditions(part, filter, category_id)
-    if not distinct_products and not conditions:  # the instance keeps its own count
+    filtered = filter is not None or category_id is not None
+    if not distinct_products and not filtered:  # the instance keeps its own count
         total = getattr(rows[0], TOTAL, None) if rows else None
         return min(cap, instance_store.picture_count(conn, instance_id) if total is None else total)
     if not distinct_products:
         expected = estimate(conn, instance_id, filter, category_id) if expected is None else expected
         if expected.matching >= 10 * cap:
             return cap
+    return _count(instance_id, filter, category_id, distinct_products).execute(conn, {"cap": cap})[0][0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _count(instance_id: int, filter: Node | None, category_id: int | None, distinct_products: bool) -> _DriverStatement:
+    """The count of a filter's matches (or their distinct products) up to ``cap``, built once as _walk is."""
+    part = partition(instance_id)
     column = part.c.product_id if distinct_products else sa.literal(1)
-    matching = sa.select(column).select_from(part).where(*conditions)
+    matching = sa.select(column).select_from(part).where(*_conditions(part, filter, category_id))
     if distinct_products:
         matching = matching.distinct()
-    return conn.execute(sa.select(sa.func.count()).select_from(matching.limit(cap).subquery())).scalar_one()
+    capped = matching.limit(sa.bindparam("cap", 0, type_=sa.Integer)).subquery()
+    return _DriverStatement.of(sa.select(sa.func.count()).select_from(capped))
 
 
 def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None) -> Estimate | None:
