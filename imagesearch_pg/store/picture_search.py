@@ -24,10 +24,11 @@ from imagesearch_pg.store.query_vectors import halfvec_parameter, vector_paramet
 from imagesearch_pg.store import instances as instance_store
 from imagesearch_pg.store.tables import key_digest, partition
 
-# Every connection starts with these (database.create_engine). ef_search 100 measured recall@10 0.998 on
-# 100k vectors; strict_order iterative scans let one HNSW scan go past ef_search rows, still in exact
-# distance order, so a window of up to 500 results needs no per-query setting.
-HNSW_SETTINGS = {"hnsw.ef_search": "100", "hnsw.iterative_scan": "strict_order"}
+# Every connection starts with these (database.create_engine). ef_search 80: recall@10 0.98-0.99 with
+# held-out queries on 100k clustered vectors (60: 0.96-0.985, 100: 0.99-0.995), docs/benchmarks.md;
+# strict_order iterative scans let one HNSW scan go past ef_search rows, still in exact distance order, so a
+# window of up to 500 results needs no per-query setting.
+HNSW_SETTINGS = {"hnsw.ef_search": "80", "hnsw.iterative_scan": "strict_order"}
 _DIALECT = psycopg_dialect()
 
 
