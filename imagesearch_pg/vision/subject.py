@@ -87,6 +87,13 @@ def plain_background(lab: np.ndarray, tolerance: float, plain_fraction: float) -
     return colour
 
 
+def plain_ground(image: np.ndarray, settings: DetectorSettings = DEFAULT_SETTINGS) -> bool:
+    """Whether an RGB picture's border is plain by the detector's test (plain_background with its
+    tolerances), converting only the border's pixels."""
+    ring = cv2.cvtColor(border_pixels(image)[None], cv2.COLOR_RGB2LAB)[0].astype(np.float32)
+    return plain_background(ring[None], settings.border_tolerance, settings.border_plain_fraction) is not None
+
+
 def foreground_mask(lab: np.ndarray, background: np.ndarray, distance: float) -> np.ndarray:
     """Pixels whose Lab colour is farther than ``distance`` from ``background``, small gaps closed."""
     far = np.sqrt(((lab - background) ** 2).sum(axis=2)) > distance
