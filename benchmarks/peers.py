@@ -18,7 +18,8 @@ then 10 %, 1 %, 0.1 % and 0.01 % of the rows matching. Systems:
   .where("a < K", prefilter=True)), milvus-lite (HNSW, COSINE; filter="a < K"), qdrant local mode (brute
   force; Filter with Range(lt=K)); each in a temporary directory, removed at the end.
 
-One query at a time, at most THREADS threads where a system has a knob. Per system and column: p50/p99 ms,
+One query at a time, at most THREADS threads where a system has a knob, each column timed after one untimed
+pass over its queries (at most WARM_UP_SECONDS). Per system and column: p50/p99 ms,
 recall@10 against a brute-force numpy scan of the matching rows, short answers (fewer than min(10, matching)
 results); per system the load+index time. --peer-queries N (or NAME=N,...): the peers (or those named)
 answer only the first N queries; the report's `queries` says how many each system answered.
@@ -66,7 +67,7 @@ BOUNDS = [None if f == 1 else round(f * MODULUS) for f in FRACTIONS]  # a < K; N
 PG_SYSTEMS = ("service", "raw", "raw-defaults")
 PEERS = {"chromadb": "chromadb", "lancedb": "lancedb", "milvus-lite": "milvus-lite", "qdrant": "qdrant-client"}
 BATCH = 5000
-WARM_UP = 10
+WARM_UP_SECONDS = 10.0
 
 
 @dataclass
@@ -263,8 +264,13 @@ def measure(system: Loaded, queries: np.ndarray, columns: list[dict], log) -> li
     out = []
     for column in columns:
         bound = column["bound"]
-        for q in queries[:min(WARM_UP, max(1, len(queries) // 10))]:
+        # One untimed pass over the queries first (as long as WARM_UP_SECONDS allows), so that no system is
+        # timed on caches (shared buffers, the OS's, its own) that another system's pass warmed for it.
+        warming = time.perf_counter()
+        for q in queries:
             system.search(q, bound)
+            if time.perf_counter() - warming > WARM_UP_SECONDS:
+                break
         times, found = [], []
         for q in queries:
             began = time.perf_counter()
