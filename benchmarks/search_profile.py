@@ -5,8 +5,9 @@ with the database round trips of one search counted.
 
 An instance of --rows synthetic vectors (benchmarks/search.py's); --searches searches by name after 100
 warm-up ones, first timed, then under cProfile. Time inside psycopg's wait() is time waiting on the server
-(round trips); the statements one search sends are counted with SQLAlchemy's before_cursor_execute and
-checkout events, then replayed as they are on a raw psycopg connection beside the minimal raw search.
+(round trips); the statements one search sends are counted at psycopg's Cursor.execute (the store runs its
+search statements on the driver's cursor) and the checkouts of the read pool, then replayed as they are on a
+raw psycopg connection beside the minimal raw search.
 """
 
 from __future__ import annotations
@@ -77,15 +78,21 @@ def main() -> None:
         per_search_ms = (time.perf_counter() - began) * 1000 / args.searches
 
         sent = {"statements": [], "checkouts": 0}
-        engine = service.database.engine
+        reader = service.database.reader
+        execute = psycopg.Cursor.execute
 
-        def statement(conn, cursor, text, parameters, context, executemany):
-            sent["statements"].append((text, parameters))
+        def statement(cursor, query, params=None, **kwargs):  # every statement, SQLAlchemy's or the store's own
+            sent["statements"].append((query, params))
+            return execute(cursor, query, params, **kwargs)
 
-        sa.event.listen(engine, "before_cursor_execute", statement)
-        sa.event.listen(engine.pool, "checkout", lambda *a: sent.__setitem__("checkouts", sent["checkouts"] + 1))
-        search(0)
-        sa.event.remove(engine, "before_cursor_execute", statement)
+        checkout = lambda *a: sent.__setitem__("checkouts", sent["checkouts"] + 1)  # noqa: E731
+        sa.event.listen(reader.pool, "checkout", checkout)
+        psycopg.Cursor.execute = statement
+        try:
+            search(0)
+        finally:
+            psycopg.Cursor.execute = execute
+            sa.event.remove(reader.pool, "checkout", checkout)
         per_search = {"statements": len(sent["statements"]), "checkouts": sent["checkouts"]}
         raw = raw_baselines(service, name, sent["statements"], args)
 
