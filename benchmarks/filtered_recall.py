@@ -28,11 +28,10 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import summary_ms  # noqa: E402
+from benchmarks.common import exact_nearest, measured_instance, reuse_options, summary_ms  # noqa: E402
 from benchmarks.filtered_search import MODULUS, instance_id_of, load  # noqa: E402
 from benchmarks.search import DIM, clustered_vectors  # noqa: E402
 from benchmarks.served import emit  # noqa: E402
-from imagesearch_pg.errors import InvalidInstance  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.store import picture_search  # noqa: E402
 from imagesearch_pg.store.filters import parse_filter  # noqa: E402
@@ -69,16 +68,6 @@ def walks_the_index(conn, instance_id: int, parsed, query, ef: int) -> bool:
     return "_embedding_hnsw" in json.dumps(plan)
 
 
-def exact_nearest(candidates: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int = 10) -> list[set[int]]:
-    """The ids of each query's ``k`` nearest candidates by a brute-force scan (ties aside)."""
-    similarity = queries @ candidates.T
-    if len(ids) > k:
-        top = np.argpartition(-similarity, k, axis=1)[:, :k]
-    else:
-        top = np.tile(np.arange(len(ids)), (len(queries), 1))
-    return [set(ids[row].tolist()) for row in top]
-
-
 def held_out_queries(vectors: np.ndarray, count: int) -> np.ndarray:
     rng = np.random.default_rng(11)
     base = vectors[rng.choice(len(vectors), size=count, replace=False)]
@@ -93,19 +82,14 @@ def main() -> None:
     parser.add_argument("--ef", default="auto,100,200,400")
     parser.add_argument("--fractions", default="1,0.1,0.01,0.001")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--instance", help="reuse this instance (made by an earlier --keep run with the same --rows)")
+    reuse_options(parser, "the same --rows")
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
+    vectors = clustered_vectors(args.rows)
     service = ImageSearch.open()
-    name = args.instance or f"bench-recall-{int(time.time())}"
-    try:
-        vectors = clustered_vectors(args.rows)
-        try:
-            instance_id = instance_id_of(service, name) if args.instance else load(service, name, vectors, log)
-        except InvalidInstance:
-            raise SystemExit(f"no instance {name!r}: run once with --keep first")
+    with measured_instance(service, args, "bench-recall", lambda name: load(service, name, vectors, log), log) as name:
+        instance_id = instance_id_of(service, name)
         queries = held_out_queries(vectors, args.queries)
         attribute = np.arange(args.rows) % MODULUS
         report = {"rows": args.rows, "queries": args.queries, "results": []}
@@ -140,12 +124,6 @@ def main() -> None:
                 log(entry)
                 report["results"].append(entry)
         emit(report, args.json)
-    finally:
-        if args.keep:
-            log(f"kept instance {name}")
-        elif not args.instance:
-            service.delete_instance(name)
-        service.close()
 
 
 if __name__ == "__main__":

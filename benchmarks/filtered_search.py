@@ -25,9 +25,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import summary_ms  # noqa: E402
+from benchmarks.common import exact_nearest, measured_instance, reuse_options, summary_ms  # noqa: E402
 from benchmarks.search import DIM, clustered_vectors  # noqa: E402
-from imagesearch_pg.errors import InvalidInstance  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.store import bulk_load  # noqa: E402
 
@@ -57,41 +56,34 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--instance", help="reuse this instance (made by an earlier --keep run with the same --rows)")
+    reuse_options(parser, "the same --rows")
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    service = ImageSearch.open()
     log(f"generating {args.rows} vectors ...")
     vectors = clustered_vectors(args.rows)
-    name = args.instance or f"bench-filtered-{int(time.time())}"
-    try:
-        instance_id = instance_id_of(service, name) if args.instance else load(service, name, vectors, log)
-    except InvalidInstance:
-        raise SystemExit(f"no instance {name!r}: run once with --keep first")
-    attribute = np.arange(args.rows) % MODULUS
-    rng = np.random.default_rng(2)
-    query_rows = rng.choice(args.rows, size=args.queries, replace=False)
+    service = ImageSearch.open()
+    with measured_instance(service, args, "bench-filtered", lambda name: load(service, name, vectors, log), log) as name:
+        instance_id = instance_id_of(service, name)
+        attribute = np.arange(args.rows) % MODULUS
+        rng = np.random.default_rng(2)
+        query_rows = rng.choice(args.rows, size=args.queries, replace=False)
 
-    url = service.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    naive_sql = (
-        f"SELECT product_id FROM imagesearch.pictures_{instance_id} WHERE int_attr < %s "
-        f"ORDER BY embedding::vector({DIM}) <=> (SELECT embedding::vector({DIM}) "
-        f"FROM imagesearch.pictures_{instance_id} WHERE product_id = %s AND pic_name = '0') LIMIT 10"
-    )
-    report = {"rows": args.rows, "selectivities": []}
-    try:
+        url = service.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        naive_sql = (
+            f"SELECT product_id FROM imagesearch.pictures_{instance_id} WHERE int_attr < %s "
+            f"ORDER BY embedding::vector({DIM}) <=> (SELECT embedding::vector({DIM}) "
+            f"FROM imagesearch.pictures_{instance_id} WHERE product_id = %s AND pic_name = '0') LIMIT 10"
+        )
+
+        report = {"rows": args.rows, "selectivities": []}
         with psycopg.connect(url, autocommit=True) as raw:
             raw.execute("SET hnsw.ef_search = 40")  # pgvector's defaults
             raw.execute("SET hnsw.iterative_scan = off")
             for fraction in FRACTIONS:
                 bound = int(round(fraction * MODULUS))
                 matching = np.nonzero(attribute < bound)[0]
-                truth = []
-                for row in query_rows:
-                    similarity = vectors[matching] @ vectors[row]
-                    truth.append(set(matching[np.argsort(-similarity)[:10]].tolist()))
+                truth = exact_nearest(vectors[matching], matching, vectors[query_rows])
                 text = f"int_attr < {bound}"
 
                 def service_search(row: int) -> list[int]:
@@ -122,12 +114,6 @@ def main() -> None:
                 log(json.dumps(entry))
                 report["selectivities"].append(entry)
         print(json.dumps(report) if args.json else json.dumps(report, indent=2))
-    finally:
-        if args.keep:
-            log(f"kept instance {name}")
-        elif not args.instance:
-            service.delete_instance(name)
-        service.close()
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import summary_ms  # noqa: E402
+from benchmarks.common import exact_nearest, summary_ms  # noqa: E402
 from benchmarks.filtered_recall import held_out_queries  # noqa: E402
 from benchmarks.filtered_search import MODULUS, load  # noqa: E402
 from benchmarks.search import DIM, clustered_vectors  # noqa: E402
@@ -331,9 +331,8 @@ def main() -> None:
     columns = []
     for fraction, bound in zip(FRACTIONS, BOUNDS):
         matching = np.arange(args.rows) if bound is None else np.nonzero(attribute < bound)[0]
-        top = np.argsort(-(queries @ vectors[matching].T), axis=1)[:, :10]
         columns.append({"fraction": fraction, "bound": bound, "matching": len(matching),
-                        "truth": [set(matching[t].tolist()) for t in top]})
+                        "truth": exact_nearest(vectors[matching], matching, queries)})
     report = {"rows": args.rows, "dim": DIM, "queries": args.queries, "threads": THREADS, "systems": []}
 
     def run(name: str, version: str, make: Callable[[], Loaded], load_s: float | None, count: int) -> None:

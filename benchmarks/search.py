@@ -22,7 +22,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import summary_ms  # noqa: E402
+from benchmarks.common import exact_nearest, summary_ms  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
 from imagesearch_pg.store import bulk_load  # noqa: E402
 from imagesearch_pg.store import picture_search  # noqa: E402
@@ -41,15 +41,6 @@ def clustered_vectors(rows: int, seed: int = 0) -> np.ndarray:
         np.maximum(block, 0, out=block)
         out[begin:end] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
-
-
-def exact_top10(vectors: np.ndarray, query_rows: np.ndarray) -> list[set[int]]:
-    truth = []
-    for row in query_rows:
-        similarity = vectors @ vectors[row]
-        top = np.argpartition(-similarity, 10)[:10]
-        truth.append(set(int(i) for i in top))
-    return truth
 
 
 def recall(found: list[list[int]], truth: list[set[int]]) -> float:
@@ -83,7 +74,7 @@ def main() -> None:
 
         rng = np.random.default_rng(1)
         query_rows = rng.choice(args.rows, size=args.queries, replace=False)
-        truth = exact_top10(vectors, query_rows)
+        truth = exact_nearest(vectors, np.arange(len(vectors)), vectors[query_rows])
 
         # Raw pgvector SQL: one statement on one open connection, the same plan the service asks for.
         raw_sql = (

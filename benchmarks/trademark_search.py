@@ -52,9 +52,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import percentile, summary_ms  # noqa: E402
+from benchmarks.common import measured_instance, percentile, reuse_options, summary_ms  # noqa: E402
 from benchmarks.served import emit  # noqa: E402
-from imagesearch_pg.errors import InvalidInstance  # noqa: E402
 from imagesearch_pg.service import ImageSearch, reranking  # noqa: E402
 from imagesearch_pg.service_types import SERVICE_TYPES  # noqa: E402
 from imagesearch_pg.store import picture_search  # noqa: E402
@@ -169,11 +168,9 @@ class Tracer:
         self._wrap(searching.reranking, "rerank", "rerank")
 
     def _wrap(self, owner, attribute: str, stage: str) -> None:
-        original = getattr(owner, attribute)
+        original = getattr(owner, attribute)  # a module's function, or an object's bound method
+        # A method is not the object's own attribute: undoing the patch deletes it rather than setting it.
         had_own = attribute in vars(owner) if not isinstance(owner, type(sys)) else True
-        if not had_own:  # a method: looked up on the class at each call
-            def original(*args, _owner=owner, **kwargs):
-                return getattr(type(_owner), attribute)(_owner, *args, **kwargs)
 
         def timed_call(*args, **kwargs):
             began = time.perf_counter()
@@ -323,8 +320,7 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--no-stages", action="store_true", help="end to end only")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--instance", help="reuse this instance (made by an earlier --keep run)")
+    reuse_options(parser, "the same manifest and --gallery-limit")
     args = parser.parse_args()
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
     nums = [int(n) for n in args.num.split(",")]
@@ -333,15 +329,8 @@ def main() -> None:
     manifest = json.loads(args.manifest.read_text())
     base = args.manifest.parent
     service = ImageSearch.open()
-    name = args.instance or f"bench-trademark-{int(time.time())}"
-    try:
-        if args.instance:
-            try:
-                service.instances.cached(name)
-            except InvalidInstance:
-                raise SystemExit(f"no instance {name!r}: run once with --keep first")
-        else:
-            load_gallery(service, name, manifest, base, args.gallery_limit, log)
+    load = lambda name: load_gallery(service, name, manifest, base, args.gallery_limit, log)  # noqa: E731
+    with measured_instance(service, args, "bench-trademark", load, log) as name:
         gallery = manifest["gallery"][: args.gallery_limit] if args.gallery_limit else manifest["gallery"]
         queries = build_queries(manifest, base, {g["id"] for g in gallery}, args.queries, kinds)
         for items in queries.values():  # warm-up: models, caches, the statements
@@ -359,12 +348,6 @@ def main() -> None:
                 kind: stages(service, name, [picture for _, picture in items], nums) for kind, items in queries.items()
             }
         emit(report, args.json)
-    finally:
-        if args.keep:
-            log(f"kept instance {name}")
-        elif not args.instance:
-            service.delete_instance(name)
-        service.close()
 
 
 if __name__ == "__main__":

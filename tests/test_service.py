@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from flask_app import protocol
 from imagesearch_pg.errors import (
     InvalidCategory,
+    InvalidFilter,
     InvalidImage,
     InvalidImageSize,
     InvalidInstance,
@@ -138,6 +139,25 @@ def test_search_by_vector_ranks_by_the_stored_vectors(service, gallery, engine):
 def test_search_by_vector_refuses_what_is_not_a_query_vector(service, gallery, vector, says):
     with pytest.raises(InvalidParameter, match=says):
         service.search_by_vector(gallery, vector)
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"filter": "int_attr >"}, InvalidFilter),
+    ({"filter": "name = 'x'; DROP TABLE imagesearch.instances"}, InvalidFilter),
+    ({"num": 0}, InvalidParameter),
+    ({"num": 101}, OverflowMaxReturnNum),
+    ({"start": -1}, InvalidStartParameter),
+    ({"start": 499, "num": 10}, OverflowMaxResultNum),
+    ({"score_threshold": 1.5}, InvalidParameter),
+])
+def test_search_by_vector_checks_the_options_every_search_checks(service, gallery, options, error):
+    with pytest.raises(error):
+        service.search_by_vector(gallery, [0.1] * 1280, **options)
+
+
+def test_search_by_vector_on_a_missing_instance(service):
+    with pytest.raises(InvalidInstance):
+        service.search_by_vector("no-such-instance", [0.1] * 1280)
 
 
 def test_base64_picture_is_accepted(service, gallery):

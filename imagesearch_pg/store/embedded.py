@@ -29,13 +29,15 @@ def _shared_buffers_mb() -> int:
     return max(512, min(8192, memory // 4 // 2**20))
 
 
+_SHARED_BUFFERS_MB = _shared_buffers_mb()
+
 # Applied with ALTER SYSTEM on every start (cheap, idempotent). HNSW builds want a large
 # maintenance_work_mem and parallel workers; shared_buffers takes effect from the next server start.
 TUNING = {
     "maintenance_work_mem": "1GB",
     "max_parallel_maintenance_workers": "2",
-    "shared_buffers": f"{_shared_buffers_mb()}MB",
-    "effective_cache_size": f"{2 * _shared_buffers_mb()}MB",  # the planner's guess of the OS cache too
+    "shared_buffers": f"{_SHARED_BUFFERS_MB}MB",
+    "effective_cache_size": f"{2 * _SHARED_BUFFERS_MB}MB",  # the planner's guess of the OS cache too
     "max_connections": "200",
 }
 WATCH_INTERVAL_SECONDS = 1.0
