@@ -25,6 +25,13 @@ class Settings:
     database_url: str | None
     onnx_threads: int
     secret_key: str | None  # Fernet key for AccessKey secrets; default: a key file under home
+    # Where exports are written: a storage location's name; default the local folder results_dir.
+    results_location: str | None = None
+    # Networks a task's CallbackAddress may reach besides public addresses (e.g. "127.0.0.0/8"): none
+    # by default, so an API caller cannot make the server post into the operator's own network.
+    callback_allowed_networks: tuple[str, ...] = ()
+    callback_retry_seconds: float = 5.0  # the first retry's delay; each next one doubles
+    callback_attempts: int = 8
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
@@ -35,6 +42,12 @@ class Settings:
             database_url=env.get("IMAGESEARCH_DATABASE_URL") or None,
             onnx_threads=int(env.get("IMAGESEARCH_ONNX_THREADS", "2")),
             secret_key=env.get("IMAGESEARCH_SECRET_KEY") or None,
+            results_location=env.get("IMAGESEARCH_RESULTS_LOCATION") or None,
+            callback_allowed_networks=tuple(
+                part.strip() for part in env.get("IMAGESEARCH_CALLBACK_ALLOWED_NETWORKS", "").split(",") if part.strip()
+            ),
+            callback_retry_seconds=float(env.get("IMAGESEARCH_CALLBACK_RETRY_SECONDS", "5")),
+            callback_attempts=int(env.get("IMAGESEARCH_CALLBACK_ATTEMPTS", "8")),
         )
 
     @property
@@ -44,6 +57,10 @@ class Settings:
     @property
     def model_cache(self) -> Path:
         return self.home / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.home / "results"
 
     @property
     def secret_key_file(self) -> Path:

@@ -109,6 +109,29 @@ tasks = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("callback_state", sa.Text),  # due, delivered, gave_up (migration 0014)
+    sa.Column("callback_due_at", sa.DateTime(timezone=True)),
+    sa.Column("callback_attempts", pg.JSONB, nullable=False),
+)
+
+task_errors = sa.Table(
+    "task_errors",
+    metadata,
+    sa.Column("task_id", sa.BigInteger, sa.ForeignKey("tasks.id"), primary_key=True),
+    sa.Column("line", sa.Integer, primary_key=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+storage_locations = sa.Table(
+    "storage_locations",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("endpoint", sa.Text),
+    sa.Column("region", sa.Text),
+    sa.Column("profile", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
 
