@@ -219,11 +219,10 @@ DB_CASES = [
 def example_rows(instance_id, engine) -> int:
     with engine.begin() as conn:
         for product_id, attrs in ROWS.items():
-            picture_store.upsert(
+            picture_store.upsert_many(
                 conn,
                 instance_id,
-                {"product_id": product_id, "pic_name": "pic", "category_id": 88888888, **attrs},
-                EMBEDDING,
+                [{"product_id": product_id, "pic_name": "pic", "category_id": 88888888, **attrs, "embedding": EMBEDDING}],
             )
     return instance_id
 

@@ -48,6 +48,20 @@ class PicturePipeline:
         """The picture decoded, cut to its subject (a given Region wins; Crop as the service type allows) and
         described by the instance's encoder; with ``keypoints`` (and an encoder that has them) its local
         features are found meanwhile on another thread."""
+        image, boxes = self.framed(instance, picture, crop=crop, region=region)
+        encoder = self.encoders.get(instance.encoder)
+        description = encoder.describe(image, boxes[0], query=query)
+        # Started after the network (which keeps both cores busy), so it overlaps the database's work.
+        found = (
+            self._background.submit(encoder.keypoints, image, boxes[0], query=query)
+            if keypoints and encoder.silhouettes
+            else None
+        )
+        return Prepared(description, boxes, encoder, found)
+
+    def framed(self, instance: InstanceRef, picture: bytes, *, crop: bool, region: str | None):
+        """The picture decoded (intake's limits) and its boxes, the subject first: a given Region wins, else
+        the detected subjects where Crop asks and the service type cuts, else the whole picture."""
         if picture is None or len(picture) == 0:
             raise MissingParameter("PicContent is required")
         if not isinstance(picture, (bytes, bytearray, memoryview)):
@@ -61,15 +75,17 @@ class PicturePipeline:
             boxes = self.detector.detect(image, saliency=rules.saliency)
         else:
             boxes = [whole(height, width)]
+        return image, boxes
+
+    def prepare_stored(self, instance: InstanceRef, framed: list[tuple], pool: ThreadPoolExecutor) -> list[Prepared]:
+        """Many framed pictures (``framed``'s results) to store, described in batches of the encoder; their
+        keypoints, where the encoder has them, found on ``pool`` meanwhile."""
         encoder = self.encoders.get(instance.encoder)
-        description = encoder.describe(image, boxes[0], query=query)
-        # Started after the network (which keeps both cores busy), so it overlaps the database's work.
-        found = (
-            self._background.submit(encoder.keypoints, image, boxes[0], query=query)
-            if keypoints and encoder.silhouettes
-            else None
-        )
-        return Prepared(description, boxes, encoder, found)
+        found = [pool.submit(encoder.keypoints, image, boxes[0], query=False) if encoder.silhouettes else None
+                 for image, boxes in framed]
+        descriptions = encoder.describe_many([(image, boxes[0]) for image, boxes in framed])
+        return [Prepared(description, boxes, encoder, keypoints)
+                for description, (_, boxes), keypoints in zip(descriptions, framed, found)]
 
     def close(self) -> None:
         self._background.shutdown()

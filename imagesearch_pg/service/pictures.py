@@ -2,19 +2,50 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
 from imagesearch_pg.attributes import Attributes
 from imagesearch_pg.errors import InstanceStatusError, InvalidParameter, MissingParameter, NoSpecifiedSearchPic
 from imagesearch_pg.service import validation
 from imagesearch_pg.service.instances import Instances
 from imagesearch_pg.service.models import DeleteResult, Match, PicInfo
-from imagesearch_pg.service.picture_pipeline import PicturePipeline, category
+from imagesearch_pg.service.picture_pipeline import PicturePipeline, Prepared, category
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.filters import parse_filter
-from imagesearch_pg.store.instances import count_added
+from imagesearch_pg.store.instances import InstanceRef, admit_new, count_added
+from imagesearch_pg.store.tables import key_digest
 from imagesearch_pg.vision import descriptors
 
 
+ADDED, REPLACED, FULL = "added", "replaced", "full"  # what write() did with each picture
+
+
+@dataclass(frozen=True)
+class CheckedAdd:
+    """An add's key and values, checked (validation) before its picture is looked at."""
+
+    values: dict  # product_id, pic_name and the attribute columns
+    given_category: int | None
+
+
+@dataclass(frozen=True)
+class NewPicture:
+    """A picture ready to write: its columns (vectors included) and what AddImage answers about it."""
+
+    row: dict
+    pic_info: PicInfo
+
+    @property
+    def digest(self) -> bytes:
+        return key_digest(self.row["product_id"], self.row["pic_name"])
+
+
 class Pictures:
+    """AddImage's steps are methods of their own (check_add, ready, write) so that a batch task takes each
+    line through the same ones, many pictures at a time."""
+
     def __init__(self, instances: Instances, pipeline: PicturePipeline):
         self.instances = instances
         self.database = instances.database
@@ -25,38 +56,59 @@ class Pictures:
             attributes: Attributes | None = None) -> PicInfo:
         """Store a picture under (product_id, pic_name), replacing any picture stored under that pair."""
         instance = self.instances.current(instance_name)  # a write works with fresh facts
-        validation.picture_key(product_id, pic_name)
-        values = validation.attributes(attributes or Attributes())
-        given = validation.category(instance.service_type, category_id)
+        checked = self.check_add(instance, product_id, pic_name, category_id, attributes)
         prepared = self.pipeline.prepare(instance, picture, crop=crop, region=region, query=False, keypoints=True)
-        pic_info = prepared.pic_info(category(self.instances, instance, prepared, given))
-        description = prepared.description
-        keypoints = None if prepared.keypoints is None else descriptors.pack_local(prepared.keypoints.result())
+        new = self.ready(instance, checked, prepared)
         with self.database.transaction() as conn:
             # The locked row, not the cached one: it is the instance that exists now.
             locked = self.instances.locked(conn, instance_name, "share")
-            inserted = picture_store.upsert(
-                conn,
-                locked.id,
-                {
-                    "product_id": product_id,
-                    "pic_name": pic_name,
-                    "category_id": pic_info.category_id,
-                    "category_given": given is not None,
-                    "region": pic_info.region,
-                    **values,
-                },
-                description.embedding,
-                None if description.silhouettes is None else description.silhouettes[0],
-                keypoints,
-            )
-            if inserted and not count_added(conn, locked.id, 1, within_capacity=True):
-                # raising rolls the insert back: nothing is written
-                raise InstanceStatusError(
-                    f"instance {instance_name!r} is full (its capacity is reached); delete pictures first, "
-                    "or replace existing ones (same ProductId and PicName)"
-                )
-        return pic_info
+            if self.write(conn, locked, [new]) == [FULL]:
+                raise full(instance_name)
+        return new.pic_info
+
+    def check_add(self, instance: InstanceRef, product_id: str, pic_name: str, category_id: int | None,
+              attributes: Attributes | None) -> CheckedAdd:
+        validation.picture_key(product_id, pic_name)
+        values = validation.attributes(attributes or Attributes())
+        given = validation.category(instance.service_type, category_id)
+        return CheckedAdd({"product_id": product_id, "pic_name": pic_name, **values}, given)
+
+    def ready(self, instance: InstanceRef, checked: CheckedAdd, prepared: Prepared) -> NewPicture:
+        """The picture's category (which reads the instance's labelled pictures) and its columns."""
+        pic_info = prepared.pic_info(category(self.instances, instance, prepared, checked.given_category))
+        description = prepared.description
+        keypoints = None if prepared.keypoints is None else descriptors.pack_local(prepared.keypoints.result())
+        return NewPicture(
+            {
+                **checked.values,
+                "category_id": pic_info.category_id,
+                "category_given": checked.given_category is not None,
+                "region": pic_info.region,
+                "embedding": description.embedding,
+                "silhouette": None if description.silhouettes is None else description.silhouettes[0],
+                "keypoints": keypoints,
+            },
+            pic_info,
+        )
+
+    def write(self, conn: sa.Connection, locked: InstanceRef, pictures: list[NewPicture]) -> list[str]:
+        """Write pictures of the instance (its row locked by the caller) in one statement, in order: of two
+        with one key the later wins. A new picture past the capacity is not written (FULL); the others are
+        ADDED or REPLACED. The kept count ends exact even when other writers add or delete meanwhile."""
+        last = {new.digest: at for at, new in enumerate(pictures)}
+        kept = [pictures[at] for at in sorted(last.values())]
+        stored = picture_store.stored_digests(conn, locked.id, list(last))
+        expected_new = [new.digest for new in kept if new.digest not in stored]
+        room = admit_new(conn, locked.id, len(expected_new))
+        refused = set(expected_new[room:])  # the first ones in file order get the room there is
+        written = [new for new in kept if new.digest not in refused]
+        inserted = picture_store.upsert_many(conn, locked.id, [new.row for new in written])
+        # Another writer may have added or deleted one of these keys since they were looked up.
+        admitted = set(expected_new[:room])
+        correction = len(inserted - admitted) - len(admitted - inserted)
+        count_added(conn, locked.id, correction)
+        return [FULL if new.digest in refused else ADDED if new.digest in inserted and last[new.digest] == at
+                else REPLACED for at, new in enumerate(pictures)]
 
     def update(self, instance_name: str, product_id: str, pic_name: str, attributes: Attributes) -> None:
         """Change a stored picture's attributes (those given, not None); its vectors stay as they are."""
@@ -78,12 +130,16 @@ class Pictures:
                 raise InvalidParameter("a delete by Filter takes no ProductId or PicName")
             parsed = parse_filter(filter)
         else:
-            validation.picture_key(product_id, pic_name, pic_name_required=False)
+            check_delete(product_id, pic_name)
         with self.database.transaction() as conn:
             instance = self.instances.locked(conn, instance_name, "share")
             if filter is not None:
                 return DeleteResult(picture_store.delete_matching(conn, instance.id, parsed))
-            return DeleteResult(picture_store.delete(conn, instance.id, product_id, pic_name))
+            return DeleteResult(self.remove(conn, instance, product_id, pic_name))
+
+    def remove(self, conn: sa.Connection, locked: InstanceRef, product_id: str, pic_name: str | None) -> list[str]:
+        """Delete a checked (check_delete) product's pictures, or one of them, in the caller's transaction."""
+        return picture_store.delete(conn, locked.id, product_id, pic_name)
 
     def check(self, instance_name: str, product_id: str, pic_name: str) -> Match | None:
         """The stored picture's attributes (as a match without score), or None if it is not stored."""
@@ -93,3 +149,14 @@ class Pictures:
         )
         return None if row is None else Match.from_row(row, None)
 
+
+
+def check_delete(product_id: str, pic_name: str | None) -> None:
+    validation.picture_key(product_id, pic_name, pic_name_required=False)
+
+
+def full(instance_name: str) -> InstanceStatusError:
+    return InstanceStatusError(
+        f"instance {instance_name!r} is full (its capacity is reached); delete pictures first, "
+        "or replace existing ones (same ProductId and PicName)"
+    )

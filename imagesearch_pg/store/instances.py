@@ -80,6 +80,21 @@ def count_added(conn: sa.Connection, instance_id: int, change: int, *, within_ca
     return changed.rowcount == 1
 
 
+def admit_new(conn: sa.Connection, instance_id: int, wanted: int) -> int:
+    """Count in as many of ``wanted`` new pictures as the capacity has room for; returns how many. The
+    instance's row stays locked to the transaction, so the room read is the room taken."""
+    if wanted <= 0:
+        return 0
+    return conn.execute(
+        sa.text("""
+            WITH before AS (SELECT id, LEAST(:wanted, GREATEST(capacity - picture_count, 0)) AS room
+                            FROM imagesearch.instances WHERE id = :id FOR NO KEY UPDATE)
+            UPDATE imagesearch.instances i SET picture_count = i.picture_count + before.room
+            FROM before WHERE i.id = before.id RETURNING before.room"""),
+        {"id": instance_id, "wanted": wanted},
+    ).scalar_one()
+
+
 def reset_count(conn: sa.Connection, instance_id: int) -> None:
     conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(picture_count=0))
 

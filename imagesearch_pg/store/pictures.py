@@ -5,7 +5,6 @@ Each instance's rows live in its own partition (tables.partition) with its own H
 
 from __future__ import annotations
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
@@ -32,28 +31,32 @@ def is_picture(table, product_id: str, pic_name: str):
     return table.c.key_digest == key_digest(product_id, pic_name)
 
 
-def upsert(
-    conn: sa.Connection,
-    instance_id: int,
-    values: dict,
-    embedding: np.ndarray,
-    silhouette: np.ndarray | None = None,
-    keypoints: bytes | None = None,
-) -> bool:
-    """Insert or replace the picture (instance, product_id, pic_name): the last write wins whole.
-    Returns whether the picture is new (inserted rather than replaced)."""
-    row = {**values, "instance_id": instance_id, "key_digest": key_digest(values["product_id"], values["pic_name"]),
-           "embedding": embedding, "silhouette": silhouette, "keypoints": keypoints}
+def upsert_many(conn: sa.Connection, instance_id: int, rows: list[dict]) -> set[bytes]:
+    """Insert or replace pictures (instance, product_id, pic_name), many in one statement: the last write of
+    each wins whole. Each row has the picture columns and embedding, silhouette, keypoints; no two rows may
+    share a key. Returns the key digests of the pictures that are new (inserted rather than replaced)."""
+    if not rows:
+        return set()
+    values = [{**row, "instance_id": instance_id, "key_digest": key_digest(row["product_id"], row["pic_name"])}
+              for row in rows]
     # Into the partition itself: only there does RETURNING see the system column xmax.
-    statement = insert(partition(instance_id)).values(row)
+    part = partition(instance_id)
+    statement = insert(part).values(values)
     key = ("instance_id", "key_digest", "product_id", "pic_name")
-    replaced = {k: statement.excluded[k] for k in row if k not in key}
-    return conn.execute(
+    replaced = {k: statement.excluded[k] for k in values[0] if k not in key}
+    returned = conn.execute(
         statement.on_conflict_do_update(
             index_elements=["instance_id", "key_digest"],
             set_={**replaced, "updated_at": sa.func.now()},
-        ).returning(sa.literal_column("xmax = 0"))  # a row version made by this insert has no xmax
-    ).scalar_one()
+        ).returning(part.c.key_digest, sa.literal_column("xmax = 0"))  # a row made by this insert has no xmax
+    )
+    return {digest for digest, inserted in returned if inserted}
+
+
+def stored_digests(conn: sa.Connection, instance_id: int, digests: list[bytes]) -> set[bytes]:
+    """Which of these key digests are stored."""
+    part = partition(instance_id)
+    return set(conn.execute(sa.select(part.c.key_digest).where(part.c.key_digest.in_(digests))).scalars())
 
 
 def stored(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> sa.Row | None:

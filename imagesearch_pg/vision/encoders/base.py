@@ -12,6 +12,9 @@ from imagesearch_pg.vision.inference_model import InferenceModel
 from imagesearch_pg.vision.intake import Box
 
 
+BATCH = 16  # pictures per network run when many are described at once
+
+
 @dataclass(frozen=True)
 class Encoded:
     embeddings: np.ndarray  # N x dim, L2-normalised
@@ -50,6 +53,17 @@ class Encoder(InferenceModel):
         """The picture's subject ``box`` encoded; ``query`` says whether it is searched with or stored."""
         encoded = self.encode([transforms.crop(image, box)])
         return Description(encoded.embeddings[0], None if encoded.logits is None else encoded.logits[0])
+
+    def describe_many(self, framed: list[tuple[np.ndarray, Box]]) -> list[Description]:
+        """Pictures to store (each with its subject box), described in batches of BATCH: one network run
+        for many pictures is several times faster per picture than one each."""
+        described = []
+        for start in range(0, len(framed), BATCH):
+            part = framed[start : start + BATCH]
+            encoded = self.encode([transforms.crop(image, box) for image, box in part])
+            described += [Description(embedding, None if encoded.logits is None else encoded.logits[at])
+                          for at, embedding in enumerate(encoded.embeddings)]
+        return described
 
     def keypoints(self, image: np.ndarray, box: Box, *, query: bool) -> tuple[np.ndarray, np.ndarray] | None:
         """Local features for re-ranking (descriptors.local_features), for encoders that use them."""

@@ -129,6 +129,10 @@ class EfficientNetLite0Trademark(EfficientNetLite0Gem):
         shapes = self.encode(views, size=self.silhouette_size)
         return Description(picture.embeddings[0], picture.logits[0], shapes.embeddings)
 
+    def describe_many(self, framed: list[tuple[np.ndarray, Box]]) -> list[Description]:
+        # Each mark has its own views and silhouettes; their passes are per picture.
+        return [self.describe(image, box, query=False) for image, box in framed]
+
     def views(self, image: np.ndarray, box: Box, subject: np.ndarray, *, query: bool) -> list[np.ndarray]:
         """The silhouette views describe() encodes; ``subject``: the picture cut to ``box``, at most work_side."""
         if not query:
