@@ -27,9 +27,10 @@ def create_app(config: dict | None = None) -> Flask:
     if app.config["SETTINGS"] is None:
         app.config["SETTINGS"] = Settings.from_env()
 
-    from flask_app import api, health, metrics
+    from flask_app import api, downloads, health, metrics
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(downloads.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
     app.register_error_handler(HTTPException, _http_error)

@@ -21,7 +21,6 @@ from flask_app import metrics, protocol, signature
 from flask_app.extensions import get_service
 from flask_app.params import Params
 from imagesearch_pg.errors import (
-    ActionNotAvailable,
     DatabaseUnavailable,
     ImageSearchError,
     InvalidParameter,
@@ -31,7 +30,7 @@ from imagesearch_pg.errors import (
     SignatureNonceUsed,
 )
 from imagesearch_pg.logs import Every
-from imagesearch_pg.service import ImageSearch
+from imagesearch_pg.service import ImageSearch, tasks
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -231,18 +230,42 @@ def compare_similar_by_image(service: ImageSearch, params: Params) -> dict:
     return protocol.found(Score=score)
 
 
-def _not_yet(name: str):
-    def handler(service: ImageSearch, params: Params) -> dict:
-        service.describe_instance(params.required("InstanceName"))
-        raise ActionNotAvailable(
-            f"{name} (batch import and metadata export) is not available yet in this version of imagesearch-pg"
-        )
+@action("IncreaseInstance", rate="add")
+def increase_instance(service: ImageSearch, params: Params) -> dict:
+    task = service.tasks.submit_import(
+        params.required("InstanceName"), params.required("BucketName"), params.required("Path"),
+        params.get("CallbackAddress"),
+    )
+    return {"Success": True, "Data": {"Id": str(task.id), "IncrementStatus": tasks.STATUS[task.state]}}
 
-    ACTIONS[name] = handler
+
+@action("IncreaseList", rate="search")
+def increase_list(service: ImageSearch, params: Params) -> dict:
+    page_number, page_size = params.int("PageNumber", 1), params.int("PageSize", 10)
+    total, found = service.tasks.list_imports(
+        params.required("InstanceName"), task_id=params.int("Id"), location=params.get("BucketName"),
+        path=params.get("Path"), page_number=page_number, page_size=page_size,
+    )
+    items = [tasks.increment(task, service.tasks.link(task, tasks.ERRORS, request.host_url)) for task in found]
+    return {"Success": True, "Data": {"TotalCount": total, "PageNumber": page_number, "PageSize": page_size,
+                                      "Increments": {"Instance": items}}}
 
 
-for _name in ("IncreaseInstance", "IncreaseList", "DumpMeta", "DumpMetaList"):
-    _not_yet(_name)
+@action("DumpMeta", rate="add")
+def dump_meta(service: ImageSearch, params: Params) -> dict:
+    task = service.tasks.submit_export(params.required("InstanceName"))
+    return {"Success": True, "Data": {"Id": str(task.id), "DumpMetaStatus": tasks.STATUS[task.state]}}
+
+
+@action("DumpMetaList", rate="search")
+def dump_meta_list(service: ImageSearch, params: Params) -> dict:
+    page_number, page_size = params.int("PageNumber", 1), params.int("PageSize", 10)
+    total, found = service.tasks.list_exports(
+        params.required("InstanceName"), task_id=params.int("Id"), page_number=page_number, page_size=page_size,
+    )
+    items = [tasks.dump(task, service.tasks.link(task, tasks.META, request.host_url)) for task in found]
+    return {"Success": True, "Data": {"TotalCount": total, "PageNumber": page_number, "PageSize": page_size,
+                                      "DumpMetaList": items}}
 
 
 @action("DeleteImage", rate="delete")

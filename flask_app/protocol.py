@@ -19,7 +19,7 @@ HTTP_STATUS = {
     "OverflowMaxReturnNum": 400, "OverflowMaxResultNum": 400, "InvalidStartParameter": 400,
     "InvalidAccessKeyId": 403, "SignatureDoesNotMatch": 403, "RequestExpired": 403, "SignatureNonceUsed": 403,
     "NoPermission": 403, "InvalidInstance": 404, "NoSpecifiedSearchPic": 404, "InstanceStatusError": 409,
-    "Throttling": 429, "ActionNotAvailable": 501, "ServiceUnavailable": 503,
+    "Throttling": 429, "ServiceUnavailable": 503,
 }
 
 

@@ -32,6 +32,9 @@ class Settings:
     callback_allowed_networks: tuple[str, ...] = ()
     callback_retry_seconds: float = 5.0  # the first retry's delay; each next one doubles
     callback_attempts: int = 8
+    # The address clients reach the HTTP service at, for the download links of error reports and exports
+    # (ErrorUrl, MetaUrl, a callback's processResultUrl) made outside a request.
+    public_url: str = "http://127.0.0.1:8080"
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
@@ -48,6 +51,7 @@ class Settings:
             ),
             callback_retry_seconds=float(env.get("IMAGESEARCH_CALLBACK_RETRY_SECONDS", "5")),
             callback_attempts=int(env.get("IMAGESEARCH_CALLBACK_ATTEMPTS", "8")),
+            public_url=(env.get("IMAGESEARCH_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/"),
         )
 
     @property

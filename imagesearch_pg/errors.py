@@ -110,11 +110,5 @@ class NoPermission(ImageSearchError):
     code = "NoPermission"
 
 
-class ActionNotAvailable(ImageSearchError):
-    """An action of the protocol this version does not serve yet."""
-
-    code = "ActionNotAvailable"
-
-
 class Throttling(ImageSearchError):
     code = "Throttling"

@@ -18,6 +18,7 @@ from imagesearch_pg.service.access_keys import AccessKeys
 from imagesearch_pg.store import schema
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.vision.encoders import EncoderRegistry
+from tests.s3_server import s3_server  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ VALID = {
     "DeleteImage": {"ProductId": "stored", "PicName": "1.jpg"},
     "CompareSimilarByImage": {"PrimaryPicContent": GOOD_PICTURE, "SecondaryPicContent": GOOD_PICTURE},
     "Detail": {},
-    "IncreaseInstance": {"BucketName": "b", "Path": "/p"},
+    "IncreaseInstance": {"BucketName": "hostile-local", "Path": "/p"},  # the fixture's location and folder
     "IncreaseList": {},
     "DumpMeta": {},
     "DumpMetaList": {},
@@ -106,6 +106,35 @@ BAD_PICTURE_OPTIONS = [
     ("category-unknown", {"CategoryId": "12345"}, None, None),  # generic instances ignore CategoryId: 200
     ("category-text", {"CategoryId": "shoes"}, 400, "InvalidParameter"),
 ]
+BAD_IMPORTS = [
+    ("no-bucket", {"BucketName": None}, 400, "MissingParameter"),
+    ("unknown-bucket", {"BucketName": "no-such-location"}, 400, "InvalidParameter"),
+    ("bucket-nul", {"BucketName": "a\x00"}, 400, "InvalidParameter"),
+    ("no-path", {"Path": None}, 400, "MissingParameter"),
+    ("path-relative", {"Path": "p"}, 400, "InvalidParameter"),
+    ("path-dotdot", {"Path": "/../../etc"}, 400, "InvalidParameter"),
+    ("path-inner-dotdot", {"Path": "/p/../../x"}, 400, "InvalidParameter"),
+    ("path-backslash", {"Path": "/p\\..\\x"}, 400, "InvalidParameter"),
+    ("path-nul", {"Path": "/p\x00"}, 400, "InvalidParameter"),
+    ("path-long", {"Path": "/" + "a" * 1100}, 400, "InvalidParameter"),
+    ("path-symlink-out", {"Path": "/out"}, 400, "InvalidParameter"),
+    ("callback-ftp", {"CallbackAddress": "ftp://example.com/done"}, 400, "InvalidParameter"),
+    ("callback-file", {"CallbackAddress": "file:///etc/passwd"}, 400, "InvalidParameter"),
+    ("callback-loopback", {"CallbackAddress": "http://127.0.0.1:8080/"}, 400, "InvalidParameter"),
+    ("callback-localhost", {"CallbackAddress": "http://localhost/"}, 400, "InvalidParameter"),
+    ("callback-metadata", {"CallbackAddress": "http://169.254.169.254/latest/meta-data/"}, 400, "InvalidParameter"),
+    ("callback-private", {"CallbackAddress": "https://10.0.0.8/hook"}, 400, "InvalidParameter"),
+    ("callback-decimal-ip", {"CallbackAddress": "http://2130706433/"}, 400, "InvalidParameter"),
+    ("callback-userinfo", {"CallbackAddress": "http://user:pw@example.com/"}, 400, "InvalidParameter"),
+]
+BAD_PAGES = [
+    ("id-text", {"Id": "seven"}, 400, "InvalidParameter"),
+    ("id-unknown", {"Id": "999999999"}, 400, "InvalidParameter"),
+    ("page-0", {"PageNumber": "0"}, 400, "InvalidParameter"),
+    ("page-negative", {"PageNumber": "-1"}, 400, "InvalidParameter"),
+    ("page-size-0", {"PageSize": "0"}, 400, "InvalidParameter"),
+    ("page-size-text", {"PageSize": "ten"}, 400, "InvalidParameter"),
+]
 COMMON = [
     ("no-instance", {"InstanceName": None}, 400, "MissingParameter"),
     ("empty-instance", {"InstanceName": ""}, 400, "MissingParameter"),
@@ -159,6 +188,10 @@ def cases() -> list[tuple[str, str, dict, int | None, str | None]]:
     add("SearchImageByText", "text-empty", {"Text": ""}, 400, "MissingParameter")
     add("SearchImageByText", "no-text-model", {}, 400, "InvalidParameter")
     add("SearchImageByText", "text-long", {"Text": "t" * 513}, 400, "InvalidParameter")
-    for action in ("IncreaseInstance", "IncreaseList", "DumpMeta", "DumpMetaList"):
-        add(action, "not-yet", {}, 501, "ActionNotAvailable")
+    for name, changes, status, code in BAD_IMPORTS:
+        add("IncreaseInstance", name, changes, status, code)
+    for action, largest in (("IncreaseList", 100), ("DumpMetaList", 30)):
+        for name, changes, status, code in BAD_PAGES + [("page-size-over", {"PageSize": str(largest + 1)}, 400,
+                                                         "InvalidParameter")]:
+            add(action, name, changes, status, code)
     return out

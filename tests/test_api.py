@@ -110,11 +110,6 @@ def test_errors_arrive_as_sdk_exceptions_with_the_protocols_codes(client, shop, 
         instance_name=shop, filter="int_attr >> 3"))) == "InvalidFilter"
     assert code_of(lambda: client.search_image_by_text(sdk.SearchImageByTextRequest(
         instance_name=shop, text="red shoes"))) == "InvalidParameter"
-    assert code_of(lambda: client.increase_instance(sdk.IncreaseInstanceRequest(
-        instance_name=shop, bucket_name="b", path="/p"))) == "ActionNotAvailable"
-    assert code_of(lambda: client.increase_list(sdk.IncreaseListRequest(instance_name=shop))) == "ActionNotAvailable"
-    assert code_of(lambda: client.dump_meta(sdk.DumpMetaRequest(instance_name=shop))) == "ActionNotAvailable"
-    assert code_of(lambda: client.dump_meta_list(sdk.DumpMetaListRequest(instance_name=shop))) == "ActionNotAvailable"
     assert code_of(lambda: client.dump_meta(sdk.DumpMetaRequest(instance_name="no-such-one"))) == "InvalidInstance"
     products = make_instance("product").name
     assert code_of(lambda: client.add_image(sdk.AddImageRequest(

@@ -22,17 +22,26 @@ DIGEST = sa.text(
     " (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM imagesearch.pictures t),"
     " (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM imagesearch.encoders t),"
     " (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM imagesearch.access_keys t),"
-    " (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM imagesearch.tasks t)"
+    " (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM imagesearch.tasks t),"
+    " (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM imagesearch.task_errors t),"
+    " (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM imagesearch.storage_locations t)"
 )
 
 
 @pytest.fixture(scope="module")
-def target(service):
-    """An instance holding one picture (stored/1.jpg) with its attributes; adds and deletes not throttled."""
+def target(service, tmp_path_factory):
+    """An instance holding one picture (stored/1.jpg) with its attributes, and a storage location
+    "hostile-local" with a folder /p and a symlink /out that leads out of it; adds and deletes not throttled."""
     name = "hostile-target"
     if name in {i.name for i in service.list_instances()}:
         service.delete_instance(name)
     service.create_instance(name, "generic", qps=100_000)
+    root = tmp_path_factory.mktemp("hostile-location")
+    (root / "p").mkdir()
+    (root / "out").symlink_to(root.parent)
+    if "hostile-local" in {location.name for location in service.storage.listing()}:
+        service.storage.remove("hostile-local")
+    service.storage.add("hostile-local", str(root))
     service.add_image(name, "stored", "1.jpg", encode(noise(150, 150, seed=3)),
                       attributes=corpus_attributes())
     with pytest.MonkeyPatch.context() as patch:
@@ -42,6 +51,7 @@ def target(service):
         patch.setattr(instances, "DELETE_PER_SECOND", 100_000)
         yield name
     service.delete_instance(name)
+    service.storage.remove("hostile-local")
 
 
 def corpus_attributes():

@@ -5,7 +5,9 @@ One module per area: instances and encoders, pictures, access keys; output helpe
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 from importlib.metadata import entry_points
 
@@ -83,11 +85,14 @@ def db_current() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--task-workers", type=int, default=1, show_default=True,
+              help="Background tasks run at once by the task worker started beside the server (0: none; "
+                   "run `imagesearch worker` elsewhere).")
 @click.option("--dev", is_flag=True, help="Flask's development server (one process, auto-reload off).")
 @click.option("--insecure-no-auth", is_flag=True,
               help="Accept unsigned requests from anyone (local trials only; logged loudly).")
-def serve(host: str, port: int, workers: int, dev: bool, insecure_no_auth: bool) -> None:
-    """Run the HTTP service."""
+def serve(host: str, port: int, workers: int, task_workers: int, dev: bool, insecure_no_auth: bool) -> None:
+    """Run the HTTP service (and a worker for background tasks)."""
     # The HTTP layer is another package (flask_app); its server is found by entry point (pyproject.toml).
     found = list(entry_points(group="imagesearch_pg.servers", name="http"))
     if len(found) != 1:
@@ -95,10 +100,24 @@ def serve(host: str, port: int, workers: int, dev: bool, insecure_no_auth: bool)
             "the HTTP server is not installed: install imagesearch-pg with pip (its flask_app package registers "
             "the entry point imagesearch_pg.servers:http)"
         )
-    found[0].load()(Settings.from_env(), host=host, port=port, workers=workers, dev=dev,
-                    insecure_no_auth=insecure_no_auth)
+    # Download links made by the worker (callbacks' processResultUrl) point at this server.
+    os.environ.setdefault("IMAGESEARCH_PUBLIC_URL", f"http://{host}:{port}")
+    task_worker = None
+    if task_workers > 0:
+        task_worker = subprocess.Popen([sys.executable, "-m", "imagesearch_pg", "worker", "--concurrency",
+                                        str(task_workers)])
+    try:
+        found[0].load()(Settings.from_env(), host=host, port=port, workers=workers, dev=dev,
+                        insecure_no_auth=insecure_no_auth)
+    finally:
+        if task_worker is not None:
+            task_worker.terminate()  # it gives its running tasks back to the queue
+            try:
+                task_worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                task_worker.kill()
 
 
-from imagesearch_pg.cli import instances, keys, pictures  # noqa: E402  (they add their commands to cli)
+from imagesearch_pg.cli import instances, keys, pictures, storage, tasks  # noqa: E402  (they add their commands to cli)
 
-__all__ = ["cli", "main", "instances", "keys", "pictures"]
+__all__ = ["cli", "main", "instances", "keys", "pictures", "storage", "tasks"]

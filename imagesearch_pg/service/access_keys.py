@@ -48,13 +48,10 @@ class Credential:
         return self.instances is None or instance_name in self.instances
 
 
-def secret_box(settings: Settings) -> Fernet:
-    """The Fernet that encrypts secrets: IMAGESEARCH_SECRET_KEY, else the home's key file (made once)."""
+def secret_key(settings: Settings) -> bytes:
+    """The deployment's secret: IMAGESEARCH_SECRET_KEY, else the home's key file (made once)."""
     if settings.secret_key:
-        try:
-            return Fernet(settings.secret_key.encode())
-        except ValueError:
-            raise InvalidParameter("IMAGESEARCH_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes)") from None
+        return settings.secret_key.encode()
     path = settings.secret_key_file
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +62,15 @@ def secret_box(settings: Settings) -> Fernet:
         else:
             with os.fdopen(fd, "wb") as f:
                 f.write(Fernet.generate_key())
-    return Fernet(path.read_bytes().strip())
+    return path.read_bytes().strip()
+
+
+def secret_box(settings: Settings) -> Fernet:
+    """The Fernet that encrypts secrets, keyed by secret_key."""
+    try:
+        return Fernet(secret_key(settings))
+    except ValueError:
+        raise InvalidParameter("IMAGESEARCH_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes)") from None
 
 
 class AccessKeys:

@@ -23,6 +23,8 @@ from imagesearch_pg.service.models import DeleteResult, Instance, Match, PicInfo
 from imagesearch_pg.service.picture_pipeline import PicturePipeline
 from imagesearch_pg.service.pictures import Pictures
 from imagesearch_pg.service.searching import SearchRequest, Searches
+from imagesearch_pg.service.storage_locations import StorageLocations
+from imagesearch_pg.service.tasks import Tasks
 from imagesearch_pg.service_types import SERVICE_TYPES
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.vision.encoder_spec import EncoderSpec
@@ -46,12 +48,14 @@ class ImageSearch:
         # network by a third (docs/benchmarks.md); the products here are small enough for one thread.
         threadpool_limits(limits=1, user_api="blas")
         self.database = database
-        self.settings = settings
+        self.settings = settings or Settings.from_env()
         self.encoders = EncoderCatalog(database, encoders)
         self.instances = Instances(database, self.encoders)
         self.pipeline = PicturePipeline(self.encoders, encoders.cache_dir, encoders.threads)
         self.pictures = Pictures(self.instances, self.pipeline)
         self.searches = Searches(self.instances, self.pipeline)
+        self.storage = StorageLocations(database, settings)
+        self.tasks = Tasks(self.instances, self.storage, settings)
         self._access_keys: AccessKeys | None = None
         self._lock = threading.Lock()
 
@@ -77,7 +81,7 @@ class ImageSearch:
         if self._access_keys is None:  # every signed request asks: no lock once it is made
             with self._lock:
                 if self._access_keys is None:
-                    self._access_keys = AccessKeys(self.database, secret_box(self.settings or Settings.from_env()))
+                    self._access_keys = AccessKeys(self.database, secret_box(self.settings))
         return self._access_keys
 
     # ---- the process --------------------------------------------------------------------------------

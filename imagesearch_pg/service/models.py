@@ -14,7 +14,8 @@ from datetime import datetime
 from imagesearch_pg.attributes import ATTRIBUTE_NAMES, Attributes
 
 # The fields whose public name is not their Python name in PascalCase.
-_PUBLIC_NAMES = {"picture_count": "TotalCount", "created_at": "UtcCreate", "expires_at": "UtcExpireTime"}
+_PUBLIC_NAMES = {"picture_count": "TotalCount", "created_at": "UtcCreate", "expires_at": "UtcExpireTime",
+                 "updated_at": "UtcModified", "location": "BucketName"}
 
 
 def public_name(name: str) -> str:

@@ -95,8 +95,8 @@ class Pictures:
         """Write pictures of the instance (its row locked by the caller) in one statement, in order: of two
         with one key the later wins. A new picture past the capacity is not written (FULL); the others are
         ADDED or REPLACED. The kept count ends exact even when other writers add or delete meanwhile."""
-        last = {new.digest: at for at, new in enumerate(pictures)}
-        kept = [pictures[at] for at in sorted(last.values())]
+        last = {new.digest: at for at, new in enumerate(pictures)}  # in order of first appearance
+        kept = [pictures[at] for at in last.values()]
         stored = picture_store.stored_digests(conn, locked.id, list(last))
         expected_new = [new.digest for new in kept if new.digest not in stored]
         room = admit_new(conn, locked.id, len(expected_new))

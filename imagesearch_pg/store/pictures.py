@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from imagesearch_pg.attributes import ATTRIBUTE_NAMES
 from imagesearch_pg.store.filters import Node, to_sql
 from imagesearch_pg.store.instances import count_added, reset_count
 from imagesearch_pg.store.tables import key_digest, partition, partition_name, pictures
@@ -125,3 +126,16 @@ def delete_all(conn: sa.Connection, instance_id: int) -> None:
     reset_count(conn, instance_id)
 
 
+
+
+METADATA_COLUMNS = ("product_id", "pic_name", "category_id", *ATTRIBUTE_NAMES)  # an export's, in this order
+
+
+def metadata(conn: sa.Connection, instance_id: int, batch: int = 5000):
+    """Every picture's key, category and attributes, streamed from a server-side cursor in ``batch`` rows
+    at a time (memory stays flat at any size). Run in a transaction: its snapshot is the export's."""
+    part = partition(instance_id)
+    columns = [part.c[name] for name in METADATA_COLUMNS]
+    result = conn.execution_options(stream_results=True, max_row_buffer=batch).execute(
+        sa.select(*columns).order_by(part.c.product_id, part.c.pic_name))
+    yield from result

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from imagesearch_pg.store.tables import tasks
+from imagesearch_pg.store.tables import task_errors, tasks
 
 CHANNEL = "imagesearch_tasks"  # NOTIFY on every submitted task (migration 0013's trigger)
 FINAL_STATES = ("succeeded", "partially_failed", "failed")
@@ -30,7 +30,14 @@ class Task:
     checkpoint: dict | None
     attempts: int
     lease_owner: str | None
+    error_code: str | None
+    error_message: str | None
+    result_url: str | None
+    callback_state: str | None
+    callback_attempts: list
     created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
     finished_at: datetime | None
 
 
@@ -50,23 +57,26 @@ def submit(conn: sa.Connection, instance_id: int, kind: str, params: dict) -> Ta
 
 
 # The claimable tasks: each instance's earliest unfinished one, if it is queued or its lease expired.
-_CLAIMABLE = sa.text("""
+_CLAIMABLE = """
     SELECT t.id FROM imagesearch.tasks t
     WHERE t.state IN ('queued', 'running')
       AND (t.state = 'queued' OR t.lease_expires_at < now())
       AND NOT EXISTS (SELECT 1 FROM imagesearch.tasks e
                       WHERE e.instance_id = t.instance_id AND e.id < t.id AND e.state IN ('queued', 'running'))
+      {only}
     ORDER BY t.id
     LIMIT 1
     FOR UPDATE OF t SKIP LOCKED
-""")
+"""
+_CLAIM_ANY = sa.text(_CLAIMABLE.format(only=""))
+_CLAIM_ONE = sa.text(_CLAIMABLE.format(only="AND t.id = :only"))
 
 
-def claim(conn: sa.Connection, owner: str, lease_seconds: float) -> Task | None:
-    """The next task for ``owner`` to run, leased to it for ``lease_seconds``, or None. Run in a
-    transaction of its own: the row lock that keeps other workers off it lasts until the commit, the lease
-    after it."""
-    found = conn.execute(_CLAIMABLE).scalar()
+def claim(conn: sa.Connection, owner: str, lease_seconds: float, only: int | None = None) -> Task | None:
+    """The next task for ``owner`` to run (or task ``only``, if it is claimable), leased to it for
+    ``lease_seconds``; None if there is none. Run in a transaction of its own: the row lock that keeps
+    other workers off it lasts until the commit, the lease after it."""
+    found = conn.execute(_CLAIM_ANY if only is None else _CLAIM_ONE, {} if only is None else {"only": only}).scalar()
     if found is None:
         return None
     row = conn.execute(
@@ -115,6 +125,75 @@ def finish(conn: sa.Connection, task_id: int, owner: str, state: str, *, error_c
             lease_owner=None, lease_expires_at=None, finished_at=sa.func.now(), updated_at=sa.func.now())
     )
     return changed.rowcount == 1
+
+
+def release(conn: sa.Connection, task_id: int, owner: str, delay_seconds: float) -> bool:
+    """Give the task up unfinished: any worker may claim it again after ``delay_seconds`` (0: at once) and
+    resume it from its checkpoint. False if ``owner`` no longer holds it."""
+    changed = conn.execute(
+        sa.update(tasks).where(_held(task_id, owner)).values(
+            lease_owner=None,
+            lease_expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, delay_seconds),
+            updated_at=sa.func.now())
+    )
+    return changed.rowcount == 1
+
+
+def add_errors(conn: sa.Connection, task_id: int, failed: list[tuple[int, str, str]]) -> None:
+    """Failed lines (number, content, reason), in the transaction that applied the lines around them."""
+    if failed:
+        conn.execute(sa.insert(task_errors), [
+            {"task_id": task_id, "line": number, "content": content, "reason": reason}
+            for number, content, reason in failed
+        ])
+
+
+def errors(conn: sa.Connection, task_id: int, after_line: int, limit: int) -> list[tuple[int, str, str]]:
+    """Failed lines after ``after_line`` (keyset pages of the error report), in line order."""
+    return [tuple(row) for row in conn.execute(
+        sa.select(task_errors.c.line, task_errors.c.content, task_errors.c.reason)
+        .where(task_errors.c.task_id == task_id, task_errors.c.line > after_line)
+        .order_by(task_errors.c.line).limit(limit)
+    )]
+
+
+def page(conn: sa.Connection, instance_id: int, kind: str, *, task_id: int | None = None,
+         params: dict | None = None, offset: int = 0, limit: int = 20) -> tuple[int, list[Task]]:
+    """(how many match, one page of them, newest first): the instance's tasks of ``kind``, optionally only
+    ``task_id`` or those whose params contain ``params``."""
+    condition = [tasks.c.instance_id == instance_id, tasks.c.kind == kind]
+    if task_id is not None:
+        condition.append(tasks.c.id == task_id)
+    if params:
+        condition.append(tasks.c.params.contains(params))
+    total = conn.execute(sa.select(sa.func.count()).select_from(tasks).where(*condition)).scalar_one()
+    rows = conn.execute(sa.select(*_COLUMNS).where(*condition).order_by(tasks.c.id.desc()).offset(offset).limit(limit))
+    return total, [_task(row) for row in rows]
+
+
+def has_errors(conn: sa.Connection, task_id: int) -> bool:
+    return conn.execute(sa.select(sa.exists().where(task_errors.c.task_id == task_id))).scalar_one()
+
+
+def unfinished_count(conn: sa.Connection, instance_id: int, kind: str | None = None) -> int:
+    condition = [tasks.c.instance_id == instance_id, tasks.c.state.in_(("queued", "running"))]
+    if kind is not None:
+        condition.append(tasks.c.kind == kind)
+    return conn.execute(sa.select(sa.func.count()).select_from(tasks).where(*condition)).scalar_one()
+
+
+def remove_finished(conn: sa.Connection, instance_id: int, kind: str, *, keep: int, before: datetime) -> list[Task]:
+    """Delete the instance's finished tasks of ``kind`` past the newest ``keep`` finished ones, or finished
+    before ``before``; returns them (for their files)."""
+    finished = (
+        sa.select(tasks.c.id, sa.func.row_number().over(order_by=tasks.c.id.desc()).label("newest"),
+                  tasks.c.finished_at)
+        .where(tasks.c.instance_id == instance_id, tasks.c.kind == kind, tasks.c.state.in_(FINAL_STATES))
+        .subquery()
+    )
+    doomed = sa.select(finished.c.id).where(sa.or_(finished.c.newest > keep, finished.c.finished_at < before))
+    rows = conn.execute(sa.delete(tasks).where(tasks.c.id.in_(doomed)).returning(*_COLUMNS))
+    return [_task(row) for row in rows]
 
 
 def get(conn: sa.Connection, task_id: int) -> Task | None:

@@ -1,0 +1,201 @@
+"""Background tasks as the doors see them: batch imports (IncreaseInstance, IncreaseList) and metadata
+exports (DumpMeta, DumpMetaList). Submit, list, resubmit, and the signed links of their results.
+
+The work itself is done by a worker (imagesearch_pg/tasks/); this module only reads and writes the queue.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+from urllib.parse import urlencode
+
+from imagesearch_pg.errors import InstanceStatusError, InvalidParameter, NoPermission, RequestExpired
+from imagesearch_pg.service import validation
+from imagesearch_pg.service.access_keys import secret_key
+from imagesearch_pg.service.instances import Instances
+from imagesearch_pg.service.models import public_record
+from imagesearch_pg.store import tasks as task_store
+from imagesearch_pg.store.tasks import Task
+
+IMPORT, EXPORT = "import", "export"
+# The states as IncreaseList and DumpMetaList show them.
+STATUS = {"queued": "QUEUED", "running": "PROCESSING", "succeeded": "SUCCEEDED",
+          "partially_failed": "PARTIALLY_FAILED", "failed": "FAILED"}
+MAX_UNFINISHED = 100  # queued or running tasks of one instance
+EXPORTS_KEPT, EXPORT_DAYS = 30, 30
+MAX_IMPORT_PAGE, MAX_EXPORT_PAGE = 100, 30
+LINK_SECONDS = 24 * 3600  # how long a download link made now stays valid
+ERRORS, META = "errors", "meta"  # what a download link gives
+
+
+class Tasks:
+    def __init__(self, instances: Instances, storage, settings):
+        self.instances = instances
+        self.database = instances.database
+        self.storage = storage
+        self.settings = settings
+
+    @functools.cached_property
+    def _link_key(self) -> bytes:
+        return hashlib.sha256(b"imagesearch-pg download links\0" + secret_key(self.settings)).digest()
+
+    # ---- batch imports ----------------------------------------------------------------------------------
+
+    def submit_import(self, instance_name: str, location: str, path: str, callback_address: str | None = None) -> Task:
+        from imagesearch_pg.tasks.callbacks import CallbackPolicy
+
+        instance = self.instances.current(instance_name)
+        self.storage.get(location).folder(path)  # an unknown location or a path out of it: refused now
+        if callback_address:
+            CallbackPolicy.from_settings(self.settings).check(callback_address)
+        params = {"instance": instance_name, "location": location, "path": path,
+                  "callback_address": callback_address or None}
+        return self._submit(instance.id, instance_name, IMPORT, params)
+
+    def list_imports(self, instance_name: str, *, task_id: int | None = None, location: str | None = None,
+                     path: str | None = None, page_number: int = 1, page_size: int = 10) -> tuple[int, list[Task]]:
+        filters = {name: value for name, value in (("location", location), ("path", path)) if value}
+        return self._page(instance_name, IMPORT, task_id, filters, page_number, page_size, MAX_IMPORT_PAGE)
+
+    def resubmit(self, task_id: int) -> Task:
+        """The finished task ``task_id`` again, as a new task (its own Id, state and error report)."""
+        with self.database.reading() as conn:
+            task = task_store.get(conn, task_id)
+        if task is None:
+            raise InvalidParameter(f"there is no task {task_id}")
+        if task.state not in task_store.FINAL_STATES:
+            raise InvalidParameter(f"task {task_id} is {task.state}; only a finished task can be resubmitted")
+        instance = self.instances.current(task.params["instance"])
+        return self._submit(instance.id, instance.name, task.kind, task.params)
+
+    def get(self, task_id: int) -> Task:
+        with self.database.reading() as conn:
+            task = task_store.get(conn, task_id)
+        if task is None:
+            raise InvalidParameter(f"there is no task {task_id}")
+        return task
+
+    def error_report(self, task_id: int) -> Iterator[bytes]:
+        """The failed lines of a batch task as JSON lines, {"line", "content", "reason"}, read in pages."""
+        after = 0
+        while True:
+            with self.database.reading() as conn:
+                failed = task_store.errors(conn, task_id, after, 1000)
+            for line, content, reason in failed:
+                yield (json.dumps({"line": line, "content": content, "reason": reason}, ensure_ascii=False) + "\n").encode()
+            if len(failed) < 1000:
+                return
+            after = failed[-1][0]
+
+    # ---- metadata exports -------------------------------------------------------------------------------
+
+    def submit_export(self, instance_name: str) -> Task:
+        instance = self.instances.current(instance_name)
+        self._expire_exports(instance.id)
+        return self._submit(instance.id, instance_name, EXPORT, {"instance": instance_name})
+
+    def list_exports(self, instance_name: str, *, task_id: int | None = None, page_number: int = 1,
+                     page_size: int = 10) -> tuple[int, list[Task]]:
+        self._expire_exports(self.instances.current(instance_name).id)
+        return self._page(instance_name, EXPORT, task_id, {}, page_number, page_size, MAX_EXPORT_PAGE)
+
+    def open_export(self, task: Task):
+        """The export's file, open for reading."""
+        return self.storage.results().reader(task.result_url)
+
+    def _expire_exports(self, instance_id: int) -> None:
+        """At most EXPORTS_KEPT exports per instance (the oldest finished go first), none older than
+        EXPORT_DAYS; their files go with them."""
+        cutoff = datetime.now(timezone.utc) - timedelta(days=EXPORT_DAYS)
+        with self.database.transaction() as conn:
+            room = EXPORTS_KEPT - 1 - task_store.unfinished_count(conn, instance_id, EXPORT)  # 1: the next one
+            removed = task_store.remove_finished(conn, instance_id, EXPORT, keep=max(room, 0), before=cutoff)
+        results = self.storage.results()
+        for task in removed:
+            if task.result_url:
+                results.remove(task.result_url)
+
+    # ---- both -------------------------------------------------------------------------------------------
+
+    def _submit(self, instance_id: int, instance_name: str, kind: str, params: dict) -> Task:
+        with self.database.transaction() as conn:
+            self.instances.locked(conn, instance_name, "share")
+            if task_store.unfinished_count(conn, instance_id) >= MAX_UNFINISHED:
+                raise InstanceStatusError(
+                    f"instance {instance_name!r} has {MAX_UNFINISHED} unfinished tasks; wait for some to finish")
+            return task_store.submit(conn, instance_id, kind, params)
+
+    def _page(self, instance_name: str, kind: str, task_id, filters: dict, page_number: int, page_size: int,
+              max_size: int) -> tuple[int, list[Task]]:
+        validation.positive("PageNumber", page_number, 1_000_000)
+        validation.positive("PageSize", page_size, max_size)
+        instance = self.instances.current(instance_name)
+        with self.database.reading() as conn:
+            total, found = task_store.page(conn, instance.id, kind, task_id=task_id, params=filters,
+                                           offset=(page_number - 1) * page_size, limit=page_size)
+        if task_id is not None and total == 0:
+            raise InvalidParameter(f"instance {instance_name!r} has no {kind} task {task_id}")
+        return total, found
+
+    def link(self, task: Task, what: str, base_url: str | None = None, seconds: float = LINK_SECONDS) -> str | None:
+        """A signed, expiring download link of the task's error report (ERRORS) or export (META), served
+        by the HTTP app at ``base_url`` (default Settings.public_url); None if it has none."""
+        has = task_store.has_errors if what == ERRORS else (lambda conn, t: bool(task.result_url))
+        with self.database.reading() as conn:
+            if task.state not in task_store.FINAL_STATES or not has(conn, task.id):
+                return None
+        expires = int(time.time() + seconds)
+        query = urlencode({"Expires": expires, "Signature": self._signature(what, task.id, expires)})
+        return f"{(base_url or self.settings.public_url).rstrip('/')}/downloads/{what}/{task.id}?{query}"
+
+    def check_link(self, what: str, task_id: int, expires: str, signature: str) -> Task:
+        """The task a download link names, if the link is this server's and has not expired."""
+        try:
+            when = int(expires)
+        except (TypeError, ValueError):
+            raise InvalidParameter("Expires must be the link's expiry, in seconds since the epoch") from None
+        if not hmac.compare_digest(self._signature(what, task_id, when), signature or ""):
+            raise NoPermission("the download link's signature does not match; ask for a new link")
+        if when < time.time():
+            raise RequestExpired("the download link has expired; list the tasks again for a new one")
+        return self.get(task_id)
+
+    def result_url(self, task: Task) -> str | None:
+        """What a finished task's callback points to: its export, else its error report."""
+        return self.link(task, META if task.kind == EXPORT else ERRORS)
+
+    def _signature(self, what: str, task_id: int, expires: int) -> str:
+        return hmac.new(self._link_key, f"{what}/{task_id}/{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def increment(task: Task, error_url: str | None) -> dict:
+    """A batch task as IncreaseList (and `imagesearch batch list --json`) shows it."""
+    return {
+        **public_record({"id": task.id, "location": task.params["location"], "path": task.params["path"],
+                         "callback_address": task.params.get("callback_address"), "status": STATUS[task.state],
+                         "code": task.error_code or ("0" if task.state == "succeeded" else None),
+                         "msg": task.error_message or _progress_text(task), "error_url": error_url,
+                         "created_at": task.created_at, "updated_at": task.updated_at}),
+        "Progress": task.progress,
+    }
+
+
+def dump(task: Task, meta_url: str | None) -> dict:
+    """An export task as DumpMetaList (and `imagesearch export`) shows it."""
+    return public_record({"id": task.id, "status": STATUS[task.state],
+                          "code": task.error_code or ("0" if task.state == "succeeded" else None),
+                          "msg": task.error_message or _progress_text(task), "meta_url": meta_url,
+                          "created_at": task.created_at, "updated_at": task.updated_at})
+
+
+def _progress_text(task: Task) -> str:
+    if task.state == "succeeded":
+        return "success"
+    done, total = task.progress.get("done"), task.progress.get("total")
+    return f"{done} of {total} lines" if total is not None else STATUS[task.state].lower()

@@ -1,0 +1,240 @@
+"""The batch import task (IncreaseInstance): apply a folder's increment.meta, line by line, in file order.
+
+Each ADD and DELETE takes AddImage's and DeleteImage's own steps (Pictures.check_add, the pipeline,
+Pictures.ready and write, check_delete and remove), many lines at a time: the pictures of a chunk of lines
+are read, decoded and their subjects detected on a few threads, embedded in batches, and written in one
+transaction with the chunk's failed lines and the checkpoint. A worker killed anywhere leaves the last
+committed chunk as the place to resume; the next chunk is prepared while the current one is written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from imagesearch_pg.errors import ImageSearchError
+from imagesearch_pg.logs import Every
+from imagesearch_pg.service.pictures import FULL, REPLACED, check_delete
+from imagesearch_pg.storage import PathRefused, StorageNotFound, StoragePermissionDenied, StorageUnavailable
+from imagesearch_pg.store import tasks as task_store
+from imagesearch_pg.tasks.increment_meta import FILE_NAME, Add, Delete, Line, LineRefused, count_lines, lines, parse
+from imagesearch_pg.tasks.worker import Outcome, Transient
+from imagesearch_pg.vision.intake import MAX_PICTURE_BYTES
+
+log = logging.getLogger(__name__)
+
+CHUNK_LINES = 64  # lines per transaction (and per checkpoint)
+READERS = 3  # threads reading, decoding and detecting a chunk's pictures (I/O, OpenCV and ONNX release the GIL)
+
+
+@dataclass
+class _Entry:
+    line: Line
+    operation: Add | Delete | None = None
+    reason: str | None = None  # why the line failed
+    checked: object = None  # CheckedAdd
+    prepared: object = None  # Prepared
+
+
+@dataclass
+class _Stages:
+    """Seconds spent in each stage, summed over the threads doing it."""
+
+    read: float = 0.0
+    decode_detect: float = 0.0
+    encode: float = 0.0
+    write: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {name: round(value, 3) for name, value in vars(self).items()}
+
+
+@dataclass
+class _Progress:
+    total: int
+    done: int = 0
+    failed: int = 0
+    added: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    seconds: _Stages = field(default_factory=_Stages)
+    pictures_per_second: float = 0.0
+
+    @classmethod
+    def of(cls, saved: dict, total: int) -> "_Progress":
+        counts = {name: saved[name] for name in ("done", "failed", "added", "replaced", "deleted") if name in saved}
+        return cls(total, **counts, seconds=_Stages(**saved.get("seconds", {})))
+
+    def as_dict(self) -> dict:
+        return {**{name: getattr(self, name) for name in ("total", "done", "failed", "added", "replaced", "deleted",
+                                                          "pictures_per_second")},
+                "seconds": self.seconds.as_dict()}
+
+
+def run(service, task: task_store.Task, lease) -> Outcome:
+    params = task.params
+    instance = service.instances.current(params["instance"])
+    where = f"{params['path']} of location {params['location']!r}"
+    try:
+        folder = service.storage.get(params["location"]).folder(params["path"])
+        meta = folder.open(FILE_NAME)
+    except StorageNotFound:
+        return Outcome("failed", "NoIncrementMeta", f"no {FILE_NAME} file in {where}")
+    except StoragePermissionDenied:
+        return Outcome("failed", "NoPermission", f"cannot read {FILE_NAME} in {where}: permission denied")
+    except StorageUnavailable as exc:
+        raise Transient(exc.message) from None
+    except ImageSearchError as exc:  # the location was removed, or its folder no longer allowed
+        return Outcome("failed", exc.code, exc.message)
+    with meta:
+        progress = _Progress.of(task.progress, task.progress.get("total") or count_lines(meta))
+        checkpoint = task.checkpoint or {"line": 0, "offset": 0}
+        _Import(service, instance, folder, task, lease, progress).apply(
+            lines(meta, checkpoint["offset"], checkpoint["line"]))
+    if progress.failed:
+        return Outcome("partially_failed", "LinesFailed",
+                       f"{progress.failed} of {progress.total} lines failed; the error report (ErrorUrl) lists them")
+    return Outcome("succeeded")
+
+
+class _Import:
+    def __init__(self, service, instance, folder, task, lease, progress: _Progress):
+        self.service = service
+        self.pictures = service.pictures
+        self.pipeline = service.pipeline
+        self.instance = instance
+        self.folder = folder
+        self.task = task
+        self.lease = lease
+        self.progress = progress
+        self._began = time.monotonic()
+        self._written = 0
+        self._report = Every(10.0)
+        self._timing = threading.Lock()  # readers add their seconds from several threads
+
+    def apply(self, remaining) -> None:
+        chunks = iter(lambda: list(itertools.islice(remaining, CHUNK_LINES)), [])
+        with ThreadPoolExecutor(READERS, thread_name_prefix="batch-read") as readers, \
+                ThreadPoolExecutor(1, thread_name_prefix="batch-prepare") as ahead:
+            upcoming = None
+            for chunk in chunks:
+                following = ahead.submit(self.prepare, chunk, readers)  # while the one before is written
+                if upcoming is not None:
+                    self.write(upcoming.result())
+                upcoming = following
+            if upcoming is not None:
+                self.write(upcoming.result())
+
+    # ---- reading, decoding, detecting, encoding (no database writes) ------------------------------------
+
+    def prepare(self, chunk: list[Line], readers: ThreadPoolExecutor) -> list[_Entry]:
+        self.lease.check()
+        entries = [_Entry(line) for line in chunk]
+        for entry in entries:
+            try:
+                entry.operation = parse(entry.line)
+                if isinstance(entry.operation, Add):
+                    op = entry.operation
+                    entry.checked = self.pictures.check_add(self.instance, op.product_id, op.pic_name, op.category_id,
+                                                            op.attributes)
+                elif isinstance(entry.operation, Delete):
+                    check_delete(entry.operation.product_id, entry.operation.pic_name)
+            except LineRefused as exc:
+                entry.reason = exc.reason
+            except ImageSearchError as exc:
+                entry.reason = exc.message
+        adds = [entry for entry in entries if entry.checked is not None and entry.reason is None]
+        framed = list(readers.map(self._framed, adds))
+        ready = [(entry, frame) for entry, frame in zip(adds, framed) if frame is not None]
+        began = time.perf_counter()
+        prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers)
+        self._spent("encode", time.perf_counter() - began)
+        for (entry, _), picture in zip(ready, prepared):
+            entry.prepared = picture
+        return entries
+
+    def _framed(self, entry: _Entry):
+        """The line's picture read and framed (decoded, subject found); None with the reason on the entry."""
+        op = entry.operation
+        began = time.perf_counter()
+        try:
+            data = self.folder.read(op.pic_name, MAX_PICTURE_BYTES)
+        except StorageNotFound:
+            entry.reason = f"picture {op.pic_name[:128]!r} is not in the folder"
+            return None
+        except StorageUnavailable as exc:
+            raise Transient(exc.message) from None
+        except PathRefused as exc:
+            entry.reason = f"PicName refused: {exc.message}"
+            return None
+        except ImageSearchError as exc:
+            entry.reason = exc.message
+            return None
+        finally:
+            read = time.perf_counter()
+            self._spent("read", read - began)
+        try:
+            return self.pipeline.framed(self.instance, data, crop=op.crop, region=op.region)
+        except ImageSearchError as exc:
+            entry.reason = f"picture {op.pic_name[:128]!r}: {exc.message}"
+            return None
+        finally:
+            self._spent("decode_detect", time.perf_counter() - read)
+
+    def _spent(self, stage: str, seconds: float) -> None:
+        with self._timing:
+            setattr(self.progress.seconds, stage, getattr(self.progress.seconds, stage) + seconds)
+
+    # ---- writing ----------------------------------------------------------------------------------------
+
+    def write(self, entries: list[_Entry]) -> None:
+        began = time.perf_counter()
+        ready = {id(entry): self.pictures.ready(self.instance, entry.checked, entry.prepared)
+                 for entry in entries if entry.prepared is not None}
+        failed = [entry for entry in entries if entry.reason is not None]
+        counts = {"added": 0, "replaced": 0, "deleted": 0}
+        with self.service.database.transaction() as conn:
+            locked = self.service.instances.locked(conn, self.instance.name, "share")
+            run: list[_Entry] = []
+
+            def flush():
+                for entry, outcome in zip(run, self.pictures.write(conn, locked, [ready[id(e)] for e in run])):
+                    if outcome == FULL:
+                        entry.reason = "the instance is full (capacity reached); the picture was not added"
+                        failed.append(entry)
+                    else:
+                        counts["replaced" if outcome == REPLACED else "added"] += 1
+                run.clear()
+
+            for entry in entries:
+                if id(entry) in ready:
+                    run.append(entry)
+                elif entry.reason is None and isinstance(entry.operation, Delete):
+                    flush()  # the ADDs before a DELETE are written before it: file order
+                    counts["deleted"] += len(self.pictures.remove(conn, locked, entry.operation.product_id,
+                                                                  entry.operation.pic_name))
+            flush()
+            failed.sort(key=lambda entry: entry.line.number)
+            task_store.add_errors(conn, self.task.id, [(e.line.number, e.line.content(), e.reason) for e in failed])
+            progress = self._advanced(entries[-1].line, len(failed), counts, time.perf_counter() - began)
+            self.lease.checkpoint(conn, {"line": entries[-1].line.number, "offset": entries[-1].line.end}, progress)
+        if self._report:
+            log.info("task %s: %d of %d lines, %.1f pictures/s", self.task.id, self.progress.done, self.progress.total,
+                     self.progress.pictures_per_second)
+
+    def _advanced(self, last: Line, failed: int, counts: dict, write_seconds: float) -> dict:
+        """The progress after this chunk. If its transaction then fails the task stops, and its next run
+        starts from the progress saved with the last checkpoint."""
+        p = self.progress
+        self._written += counts["added"] + counts["replaced"]
+        with self._timing:
+            p.seconds.write += write_seconds
+            p.done, p.failed = last.number, p.failed + failed
+            p.added, p.replaced, p.deleted = (p.added + counts["added"], p.replaced + counts["replaced"],
+                                              p.deleted + counts["deleted"])
+            p.pictures_per_second = round(self._written / max(time.monotonic() - self._began, 1e-6), 2)
+            return p.as_dict()

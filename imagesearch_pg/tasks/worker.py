@@ -1,0 +1,195 @@
+"""The worker: claims tasks from the queue in PostgreSQL and runs each with its kind's handler.
+
+It wakes on the NOTIFY of a submitted task (so a task starts within a second) and polls besides, for
+leases that expired and retries that came due. Each running task holds a lease that a heartbeat renews;
+a worker that dies (SIGKILL, a lost machine) stops renewing, and another claims the task after the lease
+and resumes it from its last checkpoint. Due callbacks of finished tasks are sent on a thread of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import psycopg
+
+from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError
+from imagesearch_pg.logs import Every
+from imagesearch_pg.store import tasks
+from imagesearch_pg.tasks.lease import Lease, LeaseLost
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30.0
+POLL_SECONDS = 5.0
+# A task claimed this many times without finishing (its worker died each time: a picture that crashes the
+# process, a machine that keeps failing) ends as failed rather than taking workers down forever.
+MAX_ATTEMPTS = 20
+_RETRY_SECONDS = 10.0  # after a transient failure (the database or the storage unreachable), doubling
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a handler's task ended."""
+
+    state: str  # one of tasks.FINAL_STATES
+    code: str | None = None
+    message: str | None = None
+    result_url: str | None = None
+
+
+class Transient(Exception):
+    """Raised by a handler when the task cannot go on now but may later (storage unreachable): the task is
+    given back and claimed again after a delay, from its checkpoint."""
+
+
+Handler = Callable[["ImageSearch", tasks.Task, Lease], Outcome]  # noqa: F821 (service.ImageSearch)
+
+
+def handlers() -> dict[str, Handler]:
+    from imagesearch_pg.tasks import batch_import, metadata_export
+
+    return {"import": batch_import.run, "export": metadata_export.run}
+
+
+class Worker:
+    def __init__(self, service, *, concurrency: int = 1, lease_seconds: float = LEASE_SECONDS,
+                 poll_seconds: float = POLL_SECONDS, only: int | None = None):
+        """``only``: run that one task and nothing else (``imagesearch batch run --wait``)."""
+        if concurrency < 1:
+            raise ValueError("a worker runs at least one task at a time")
+        self.service = service
+        self.database = service.database
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.only = only
+        self.handlers = handlers()
+        self._slots = threading.Semaphore(concurrency)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._unavailable_log = Every(30.0)
+
+    # ---- the loop ---------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Claim and run tasks until ``stop`` is set; then give running tasks back at their next step."""
+        listener = threading.Thread(target=self._listen, args=(stop,), name="task-listener", daemon=True)
+        listener.start()
+        callbacks = threading.Thread(target=self._send_callbacks, args=(stop,), name="task-callbacks", daemon=True)
+        callbacks.start()
+        log.info("task worker %s running up to %d task(s) at a time", self.owner, self.concurrency)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="task") as pool:
+            try:
+                while not stop.is_set():
+                    self._claim_while_free(pool)
+                    self._wake.wait(self.poll_seconds)
+                    self._wake.clear()
+            finally:  # also on Ctrl-C or SIGTERM: running tasks stop at their next step and are given back
+                stop.set()
+                self._stopping.set()
+        callbacks.join()
+
+    def _claim_while_free(self, pool: ThreadPoolExecutor) -> None:
+        while self._slots.acquire(blocking=False):
+            try:
+                with self.database.transaction() as conn:
+                    task = tasks.claim(conn, self.owner, self.lease_seconds, self.only)
+            except DatabaseUnavailable as exc:
+                task = None
+                if self._unavailable_log:
+                    log.warning("cannot claim tasks: %s", exc.message)
+            if task is None:
+                self._slots.release()
+                return
+            pool.submit(self._run_and_free, task)
+
+    def _run_and_free(self, task: tasks.Task) -> None:
+        try:
+            self.run_task(task)
+        finally:
+            self._slots.release()
+            self._wake.set()  # a slot is free: claim again now, not at the next poll
+
+    def _listen(self, stop: threading.Event) -> None:
+        """LISTEN on the queue's channel and wake the loop on every NOTIFY; reconnect when it breaks."""
+        url = self.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {tasks.CHANNEL}")
+                    self._wake.set()  # tasks submitted while we were not listening
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except psycopg.Error:
+                if stop.wait(self.poll_seconds):
+                    return
+
+    def _send_callbacks(self, stop: threading.Event) -> None:
+        from imagesearch_pg.tasks import callbacks
+
+        policy = callbacks.CallbackPolicy.from_settings(self.service.settings)
+        while not stop.wait(min(self.poll_seconds, 1.0)):
+            try:
+                callbacks.run_due_callbacks(self.database, policy, self.service.tasks.result_url)
+            except DatabaseUnavailable:
+                continue
+            except Exception:  # a bug: logged, and the next round tries again
+                log.exception("sending callbacks failed")
+
+    # ---- one task ---------------------------------------------------------------------------------------
+
+    def run_task(self, task: tasks.Task) -> None:
+        """Run a task this worker claimed, to its end or until it is given back."""
+        if task.attempts > MAX_ATTEMPTS:
+            self._finish(task, Outcome("failed", "TooManyAttempts",
+                                       f"the task was started {MAX_ATTEMPTS} times without finishing"))
+            return
+        handler = self.handlers[task.kind]
+        with Lease(self.database, task, self.owner, self.lease_seconds, self._stopping) as lease:
+            try:
+                outcome = handler(self.service, task, lease)
+            except LeaseLost as exc:
+                log.info("task %s stopped: %s", task.id, exc)
+                self._give_back(task, 0.0)
+                return
+            except (Transient, DatabaseUnavailable) as exc:
+                delay = _RETRY_SECONDS * 2 ** min(task.attempts - 1, 6)
+                log.warning("task %s paused for %.0f s: %s", task.id, delay, exc)
+                self._give_back(task, delay)
+                return
+            except ImageSearchError as exc:  # e.g. the instance was deleted under it
+                outcome = Outcome("failed", exc.code, exc.message)
+            except Exception:
+                log.exception("task %s failed", task.id)
+                outcome = Outcome("failed", "InternalError", "the task failed on a bug; the worker's log has the details")
+        self._finish(task, outcome)
+
+    def _give_back(self, task: tasks.Task, delay: float) -> None:
+        try:
+            with self.database.transaction() as conn:
+                tasks.release(conn, task.id, self.owner, delay)
+        except DatabaseUnavailable:
+            pass  # the lease expires by itself
+
+    def _finish(self, task: tasks.Task, outcome: Outcome) -> None:
+        from imagesearch_pg.store import callbacks
+
+        try:
+            with self.database.transaction() as conn:
+                finished = tasks.finish(conn, task.id, self.owner, outcome.state, error_code=outcome.code,
+                                        error_message=outcome.message, result_url=outcome.result_url)
+                if finished and task.params.get("callback_address"):
+                    callbacks.mark_due(conn, task.id)
+        except DatabaseUnavailable:
+            return  # not finished: the lease expires and the task runs again from its checkpoint
+        if finished:
+            log.info("task %s %s%s", task.id, outcome.state, f": {outcome.message}" if outcome.message else "")

@@ -1,0 +1,104 @@
+"""IncreaseInstance, IncreaseList, DumpMeta and DumpMetaList through the official SDK against a live server,
+with a real worker running the tasks: response shapes as the SDK's models read them, the error report and
+the export behind their signed links, and the errors of each action."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import requests
+from alibabacloud_imagesearch20201214 import models as sdk
+
+from imagesearch_pg.attributes import Attributes
+from tests.batch_folders import picture, run_to_end, write_folder
+from tests.test_api import client, code_of  # noqa: F401  (the SDK client fixture)
+
+
+@pytest.fixture
+def folder_location(service, tmp_path):
+    name = f"sdk-{os.getpid()}"
+    service.storage.add(name, str(tmp_path))
+    yield name, tmp_path
+    service.storage.remove(name)
+
+
+def test_a_batch_through_the_sdk(client, service, shop, folder_location):  # noqa: F811
+    location, root = folder_location
+    path = write_folder(root, [
+        {"OperationType": "ADD", "ProductId": "a", "PicName": "1.jpg", "IntAttr": 4},
+        {"OperationType": "ADD", "ProductId": "b", "PicName": "missing.jpg"},
+        "{broken",
+    ], {"1.jpg": picture(1)})
+    submitted = client.increase_instance(sdk.IncreaseInstanceRequest(
+        instance_name=shop, bucket_name=location, path=path)).body
+    assert submitted.success and submitted.data.increment_status == "QUEUED"
+    task_id = int(submitted.data.id)
+    run_to_end(service, service.tasks.get(task_id))
+
+    listed = client.increase_list(sdk.IncreaseListRequest(instance_name=shop, id=task_id)).body.data
+    assert (listed.total_count, listed.page_number, listed.page_size) == (1, 1, 10)
+    item = listed.increments.instance[0]
+    assert (item.id, item.status, item.code, item.bucket_name, item.path) == (
+        task_id, "PARTIALLY_FAILED", "LinesFailed", location, path)
+    assert "2 of 3 lines failed" in item.msg and item.utc_create and item.utc_modified
+    report = requests.get(item.error_url, timeout=30)
+    assert report.status_code == 200
+    lines = [json.loads(line) for line in report.text.splitlines()]
+    assert [(line["line"], line["content"]) for line in lines] == [
+        (2, '{"OperationType": "ADD", "ProductId": "b", "PicName": "missing.jpg"}'), (3, "{broken")]
+    # the link is the permission: changed, it is refused
+    assert requests.get(item.error_url.replace("Signature=", "Signature=0"), timeout=30).status_code == 403
+    assert requests.get(item.error_url.replace(f"/{task_id}?", f"/{task_id + 1}?"), timeout=30).status_code == 403
+
+    by_location = client.increase_list(sdk.IncreaseListRequest(instance_name=shop, bucket_name=location)).body.data
+    assert task_id in [i.id for i in by_location.increments.instance]
+    other = client.increase_list(sdk.IncreaseListRequest(instance_name=shop, path="/elsewhere")).body.data
+    assert other.total_count == 0 and other.increments.instance == []
+    assert service.check_image_exists(shop, "a", "1.jpg").attributes.int_attr == 4
+
+
+def test_the_errors_of_the_batch_actions(client, shop, folder_location):  # noqa: F811
+    location, _ = folder_location
+    assert code_of(lambda: client.increase_instance(sdk.IncreaseInstanceRequest(
+        instance_name=shop, bucket_name="no-such-location", path="/"))) == "InvalidParameter"
+    assert code_of(lambda: client.increase_instance(sdk.IncreaseInstanceRequest(
+        instance_name=shop, bucket_name=location, path="/../.."))) == "InvalidParameter"
+    assert code_of(lambda: client.increase_instance(sdk.IncreaseInstanceRequest(
+        instance_name=shop, bucket_name=location, path="/", callback_address="http://169.254.169.254/"))) == (
+        "InvalidParameter")
+    assert code_of(lambda: client.increase_instance(sdk.IncreaseInstanceRequest(
+        instance_name="no-such-instance", bucket_name=location, path="/"))) == "InvalidInstance"
+    assert code_of(lambda: client.increase_list(sdk.IncreaseListRequest(instance_name=shop, id=10**9))) == (
+        "InvalidParameter")
+    assert code_of(lambda: client.increase_list(sdk.IncreaseListRequest(instance_name=shop, page_size=101))) == (
+        "InvalidParameter")
+    assert code_of(lambda: client.dump_meta_list(sdk.DumpMetaListRequest(instance_name=shop, page_size=31))) == (
+        "InvalidParameter")
+    assert code_of(lambda: client.dump_meta_list(sdk.DumpMetaListRequest(instance_name=shop, id=10**9))) == (
+        "InvalidParameter")
+    assert code_of(lambda: client.dump_meta(sdk.DumpMetaRequest(instance_name="no-such-one"))) == "InvalidInstance"
+
+
+def test_an_export_through_the_sdk_equals_the_database(client, service, shop):  # noqa: F811
+    service.add_image(shop, "p1", "a.jpg", picture(1), attributes=Attributes(int_attr=1, str_attr="x", custom_content="c"))
+    service.add_image(shop, "p1", "b.jpg", picture(2), attributes=Attributes(int_attr2=-7, str_attr4="日本"))
+    service.add_image(shop, "p2", "c.jpg", picture(3))
+    submitted = client.dump_meta(sdk.DumpMetaRequest(instance_name=shop)).body
+    assert submitted.success and submitted.data.dump_meta_status == "QUEUED"
+    task_id = int(submitted.data.id)
+    run_to_end(service, service.tasks.get(task_id))
+
+    listed = client.dump_meta_list(sdk.DumpMetaListRequest(instance_name=shop)).body.data
+    assert listed.total_count == 1
+    item = listed.dump_meta_list[0]
+    assert (item.id, item.status, item.code) == (task_id, "SUCCEEDED", "0") and item.utc_create
+    exported = requests.get(item.meta_url, timeout=30)
+    assert exported.status_code == 200
+    rows = [json.loads(line) for line in exported.text.splitlines()]
+    assert rows == [
+        {"ProductId": "p1", "PicName": "a.jpg", "CategoryId": 88888888, "CustomContent": "c", "IntAttr": 1, "StrAttr": "x"},
+        {"ProductId": "p1", "PicName": "b.jpg", "CategoryId": 88888888, "IntAttr2": -7, "StrAttr4": "日本"},
+        {"ProductId": "p2", "PicName": "c.jpg", "CategoryId": 88888888},
+    ]
