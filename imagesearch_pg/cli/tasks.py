@@ -19,7 +19,7 @@ from imagesearch_pg.cli.context import ServiceHolder, pass_service
 from imagesearch_pg.cli.output import table
 from imagesearch_pg.service import ImageSearch, tasks
 from imagesearch_pg.store.tasks import FINAL_STATES, Task
-from imagesearch_pg.tasks.worker import Worker
+from imagesearch_pg.tasks.worker import LEASE_SECONDS, Worker
 
 
 @cli.group()
@@ -115,12 +115,17 @@ def export(holder: ServiceHolder, instance: str, wait: bool, output: str | None)
 
 @cli.command()
 @click.option("--concurrency", default=1, show_default=True, help="Tasks run at once (of different instances).")
+@click.option("--lease-seconds", default=LEASE_SECONDS, show_default=True,
+              help="How long a task stays this worker's without a renewal: after a crash, the wait before "
+                   "another worker resumes it.")
 @pass_service
-def worker(holder: ServiceHolder, concurrency: int) -> None:
+def worker(holder: ServiceHolder, concurrency: int, lease_seconds: float) -> None:
     """Run background tasks (batch imports, exports, callbacks) until stopped."""
     if concurrency < 1:
         raise click.BadParameter("must be at least 1", param_hint="--concurrency")
-    runner = Worker(holder.get(), concurrency=concurrency)
+    if not 1 <= lease_seconds <= 3600:
+        raise click.BadParameter("must be from 1 to 3600 seconds", param_hint="--lease-seconds")
+    runner = Worker(holder.get(), concurrency=concurrency, lease_seconds=lease_seconds)
     stop = threading.Event()
     click.echo(f"imagesearch worker {runner.owner}: up to {concurrency} task(s) at a time", err=True)
     try:

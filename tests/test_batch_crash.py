@@ -1,0 +1,119 @@
+"""Crash safety: a real `imagesearch worker` process killed with SIGKILL at random points of a real batch
+task leaves it to the next worker, which resumes from the last checkpoint; the final database equals an
+uninterrupted run's, row by row (no line lost, none applied twice with another result, the count right)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from imagesearch_pg.store.tables import partition
+from tests.batch_folders import errors, picture, run_to_end, write_folder
+
+pytestmark = pytest.mark.slow
+LEASE = 2.0  # the killed worker's lease: how long the next one waits
+
+
+def meta_lines(count: int) -> tuple[list, dict]:
+    """ADDs (some labelled, some re-adding a key), DELETEs of one picture and of a product, bad lines."""
+    rng = random.Random(13)
+    lines, pictures = [], {}
+    for i in range(count):
+        roll = rng.random()
+        if roll < 0.08 and i > 10:
+            lines.append({"OperationType": "DELETE", "ProductId": f"p{rng.randrange(i) // 3}"})
+        elif roll < 0.14 and i > 10:
+            lines.append({"OperationType": "DELETE", "ProductId": f"p{rng.randrange(i) // 3}", "PicName": f"{rng.randrange(i)}.jpg"})
+        elif roll < 0.18:
+            lines.append({"OperationType": "ADD", "ProductId": f"p{i // 3}", "PicName": f"absent{i}.jpg"})
+        elif roll < 0.20:
+            lines.append("{not json")
+        else:
+            key = rng.randrange(i) if roll < 0.28 and i else i  # sometimes the same key again
+            lines.append({"OperationType": "ADD", "ProductId": f"p{key // 3}", "PicName": f"{key}.jpg",
+                          "IntAttr": i, **({"CategoryId": 3} if i % 5 == 0 else {})})
+            pictures[f"{key}.jpg"] = picture(i)  # a later ADD of the key reads the newer picture
+    return lines, pictures
+
+
+def snapshot(engine, service, name: str) -> dict:
+    instance = service.instances.current(name)
+    part = partition(instance.id)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(part).order_by(part.c.key_digest)).mappings().all()
+    return {(r["product_id"], r["pic_name"]): {k: v for k, v in r.items()
+                                               if k not in ("created_at", "updated_at", "instance_id")} for r in rows}
+
+
+def worker_process(settings, engine) -> subprocess.Popen:
+    env = {**os.environ, "IMAGESEARCH_HOME": str(settings.home),
+           "IMAGESEARCH_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    return subprocess.Popen([sys.executable, "-m", "imagesearch_pg", "worker", "--lease-seconds", str(LEASE)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _line(service, task) -> int:
+    return (service.tasks.get(task.id).checkpoint or {}).get("line", 0)
+
+
+def _wait_past(service, task, line: int, worker: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while _line(service, task) <= line and service.tasks.get(task.id).state == "running":
+        assert time.monotonic() < deadline and worker.poll() is None, "the worker stopped making progress"
+        time.sleep(0.05)
+
+
+def test_killed_workers_leave_the_same_database_as_a_clean_run(service, make_instance, settings, engine, tmp_path):
+    location = f"crash-{os.getpid()}"
+    service.storage.add(location, str(tmp_path))
+    try:
+        lines, pictures = meta_lines(400)  # about 7 chunks
+        path = write_folder(tmp_path, lines, pictures)
+        clean = make_instance("product").name
+        clean_task = run_to_end(service, service.tasks.submit_import(clean, location, path))
+        crashed = make_instance("product").name
+        task = service.tasks.submit_import(crashed, location, path)
+        rng = random.Random(int(time.time()))
+        # Kill points: once early (loading, counting, inside the first chunk), then past random lines,
+        # each a random moment after the checkpoint passed it (inside the next chunk's reads or write).
+        targets = [0, *sorted(rng.sample(range(1, len(lines) - 64), 3))]
+        kills = []
+        for target in targets:
+            worker = worker_process(settings, engine)
+            if target == 0:
+                time.sleep(rng.uniform(0.5, 2.5))
+            else:
+                _wait_past(service, task, target, worker)
+                time.sleep(rng.uniform(0.0, 1.0))
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            kills.append(_line(service, task))
+            if service.tasks.get(task.id).state not in ("queued", "running"):
+                break  # it finished before this kill
+            time.sleep(LEASE)  # the dead worker's lease runs out
+        final = run_to_end(service, service.tasks.get(task.id))
+        assert final.attempts >= 3 and len({line for line in kills if 0 < line < len(lines)}) >= 2, kills
+    finally:
+        service.storage.remove(location)
+
+    assert (final.state, final.error_message) == (clean_task.state, clean_task.error_message)
+    assert errors(service, final) == errors(service, clean_task)
+    for name in ("total", "done", "failed", "added", "replaced", "deleted"):
+        assert final.progress[name] == clean_task.progress[name], name
+    expected, got = snapshot(engine, service, clean), snapshot(engine, service, crashed)
+    assert got.keys() == expected.keys()
+    for key, row in expected.items():
+        for column, value in row.items():
+            if column in ("embedding", "silhouette") and value is not None:
+                assert np.allclose(np.asarray(got[key][column]), np.asarray(value), atol=1e-6), (key, column)
+            else:
+                assert got[key][column] == value, (key, column)
+    assert service.describe_instance(crashed).picture_count == len(expected)
