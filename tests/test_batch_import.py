@@ -237,3 +237,19 @@ def test_a_submitted_task_starts_within_a_second_on_notify(service, instance, lo
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+def test_a_task_whose_file_changed_since_its_checkpoint_fails_rather_than_resume_elsewhere(service, instance, local,
+                                                                                            engine):
+    from imagesearch_pg.store.tables import tasks as task_table
+
+    location, root = local
+    path = write_folder(root, [{"OperationType": "DELETE", "ProductId": "x"}] * 3, {})
+    task = service.tasks.submit_import(instance.name, location, path)
+    size = (root / path.lstrip("/") / "increment.meta").stat().st_size
+    with engine.begin() as conn:  # as if a worker had applied line 1 of a shorter file, then died
+        conn.execute(sa.update(task_table).where(task_table.c.id == task.id)
+                     .values(checkpoint={"line": 1, "offset": 10, "size": size - 1}))
+    ended = run_to_end(service, task)
+    assert (ended.state, ended.error_code) == ("failed", "IncrementMetaChanged")
+    assert "changed while the task ran" in ended.error_message

@@ -154,6 +154,11 @@ def _wait(service: ImageSearch, task: Task, quiet: bool = False) -> Task:
                     done = task.progress.get("done", 0)
                     bar.update(done - shown)
                     shown = done
+        # A callback's first attempt is made before this worker goes (a running worker makes the retries).
+        deadline = time.monotonic() + 30
+        while task.callback_state == "due" and not task.callback_attempts and time.monotonic() < deadline:
+            time.sleep(0.5)
+            task = service.tasks.get(task.id)
     finally:
         stop.set()
         thread.join()
@@ -166,6 +171,10 @@ def _show_import(service: ImageSearch, task: Task, as_json: bool) -> None:
         click.echo(json.dumps(item, ensure_ascii=False))
         return
     click.echo(f"task {task.id}: {item['Status']} ({_lines(task)} lines) {item['Msg']}")
+    if task.callback_state:
+        tries = len(task.callback_attempts)
+        click.echo(f"callback: {task.callback_state} after {tries} attempt(s)" if task.callback_state != "due" else
+                   f"callback: not delivered yet ({tries} attempt(s)); a running worker retries it")
     if item["ErrorUrl"]:
         click.echo(f"error report: {item['ErrorUrl']}  (or: imagesearch batch errors {task.id})")
 

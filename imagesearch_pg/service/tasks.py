@@ -10,18 +10,21 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 from urllib.parse import urlencode
 
-from imagesearch_pg.errors import InstanceStatusError, InvalidParameter, NoPermission, RequestExpired
+from imagesearch_pg.errors import ImageSearchError, InstanceStatusError, InvalidParameter, NoPermission, RequestExpired
 from imagesearch_pg.service import validation
 from imagesearch_pg.service.access_keys import secret_key
 from imagesearch_pg.service.instances import Instances
 from imagesearch_pg.service.models import public_record
 from imagesearch_pg.store import tasks as task_store
 from imagesearch_pg.store.tasks import Task
+
+log = logging.getLogger(__name__)
 
 IMPORT, EXPORT = "import", "export"
 # The states as IncreaseList and DumpMetaList show them.
@@ -119,7 +122,10 @@ class Tasks:
         results = self.storage.results()
         for task in removed:
             if task.result_url:
-                results.remove(task.result_url)
+                try:
+                    results.remove(task.result_url)
+                except ImageSearchError as exc:  # the task is gone either way; its file is left behind
+                    log.warning("could not remove the file of export %s: %s", task.id, exc.message)
 
     # ---- both -------------------------------------------------------------------------------------------
 

@@ -91,9 +91,14 @@ def run(service, task: task_store.Task, lease) -> Outcome:
     except ImageSearchError as exc:  # the location was removed, or its folder no longer allowed
         return Outcome("failed", exc.code, exc.message)
     with meta:
+        size = meta.seek(0, 2)
+        checkpoint = task.checkpoint or {"line": 0, "offset": 0, "size": size}
+        if checkpoint["size"] != size:  # its offsets mean nothing in another file
+            return Outcome("failed", "IncrementMetaChanged",
+                           f"{FILE_NAME} in {where} changed while the task ran ({checkpoint['size']} bytes, now "
+                           f"{size}); resubmit the task to apply the new file from its start")
         progress = _Progress.of(task.progress, task.progress.get("total") or count_lines(meta))
-        checkpoint = task.checkpoint or {"line": 0, "offset": 0}
-        _Import(service, instance, folder, task, lease, progress).apply(
+        _Import(service, instance, folder, task, lease, progress, size).apply(
             lines(meta, checkpoint["offset"], checkpoint["line"]))
     if progress.failed:
         return Outcome("partially_failed", "LinesFailed",
@@ -102,7 +107,7 @@ def run(service, task: task_store.Task, lease) -> Outcome:
 
 
 class _Import:
-    def __init__(self, service, instance, folder, task, lease, progress: _Progress):
+    def __init__(self, service, instance, folder, task, lease, progress: _Progress, size: int):
         self.service = service
         self.pictures = service.pictures
         self.pipeline = service.pipeline
@@ -111,6 +116,7 @@ class _Import:
         self.task = task
         self.lease = lease
         self.progress = progress
+        self.size = size
         self._began = time.monotonic()
         self._written = 0
         self._report = Every(10.0)
@@ -221,7 +227,8 @@ class _Import:
             failed.sort(key=lambda entry: entry.line.number)
             task_store.add_errors(conn, self.task.id, [(e.line.number, e.line.content(), e.reason) for e in failed])
             progress = self._advanced(entries[-1].line, len(failed), counts, time.perf_counter() - began)
-            self.lease.checkpoint(conn, {"line": entries[-1].line.number, "offset": entries[-1].line.end}, progress)
+            last = entries[-1].line
+            self.lease.checkpoint(conn, {"line": last.number, "offset": last.end, "size": self.size}, progress)
         if self._report:
             log.info("task %s: %d of %d lines, %.1f pictures/s", self.task.id, self.progress.done, self.progress.total,
                      self.progress.pictures_per_second)

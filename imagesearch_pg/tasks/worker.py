@@ -21,6 +21,7 @@ import psycopg
 
 from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError
 from imagesearch_pg.logs import Every
+from imagesearch_pg.storage import StorageUnavailable
 from imagesearch_pg.store import tasks
 from imagesearch_pg.tasks.lease import Lease, LeaseLost
 
@@ -161,7 +162,7 @@ class Worker:
                 log.info("task %s stopped: %s", task.id, exc)
                 self._give_back(task, 0.0)
                 return
-            except (Transient, DatabaseUnavailable) as exc:
+            except (Transient, DatabaseUnavailable, StorageUnavailable) as exc:
                 delay = _RETRY_SECONDS * 2 ** min(task.attempts - 1, 6)
                 log.warning("task %s paused for %.0f s: %s", task.id, delay, exc)
                 self._give_back(task, delay)
