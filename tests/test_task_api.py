@@ -102,3 +102,30 @@ def test_an_export_through_the_sdk_equals_the_database(client, service, shop):  
         {"ProductId": "p1", "PicName": "b.jpg", "CategoryId": 88888888, "IntAttr2": -7, "StrAttr4": "日本"},
         {"ProductId": "p2", "PicName": "c.jpg", "CategoryId": 88888888},
     ]
+
+
+def test_download_links_refuse_what_they_do_not_sign(service, server, shop):
+    task = service.tasks.submit_export(shop)
+    run_to_end(service, task)
+    task = service.tasks.get(task.id)
+    base = f"http://{server}"
+    good = service.tasks.link(task, "meta", base)
+    assert requests.get(good, timeout=30).status_code == 200
+    expired = service.tasks.link(task, "meta", base, seconds=-1)
+    answers = {
+        "expired": requests.get(expired, timeout=30),
+        "other-kind": requests.get(good.replace("/meta/", "/errors/"), timeout=30),
+        "unknown-kind": requests.get(good.replace("/meta/", "/etc/"), timeout=30),
+        "no-signature": requests.get(good.split("&Signature=")[0], timeout=30),
+        "expires-text": requests.get(good.replace("Expires=", "Expires=x"), timeout=30),
+        "later-expiry": requests.get(good.replace("Expires=", "Expires=9"), timeout=30),
+        "not-a-number-id": requests.get(good.replace(f"/{task.id}?", "/abc?"), timeout=30),
+    }
+    codes = {name: (answer.status_code, answer.json()["Code"]) for name, answer in answers.items()}
+    assert codes == {
+        "expired": (403, "RequestExpired"), "other-kind": (403, "NoPermission"),
+        "unknown-kind": (400, "InvalidParameter"), "no-signature": (403, "NoPermission"),
+        "expires-text": (400, "InvalidParameter"), "later-expiry": (403, "NoPermission"),
+        "not-a-number-id": (404, "InvalidPath"),
+    }
+    assert service.tasks.link(service.tasks.submit_export(shop), "meta", base) is None  # not finished: no link
