@@ -23,6 +23,7 @@ from imagesearch_pg.storage import PathRefused, StorageNotFound, StoragePermissi
 from imagesearch_pg.store import tasks as task_store
 from imagesearch_pg.tasks.increment_meta import FILE_NAME, Add, Delete, Line, LineRefused, count_lines, lines, parse
 from imagesearch_pg.tasks.worker import Outcome, Transient
+from imagesearch_pg.vision.encoders.base import BATCH
 from imagesearch_pg.vision.intake import MAX_PICTURE_BYTES
 
 log = logging.getLogger(__name__)
@@ -154,13 +155,16 @@ class _Import:
             except ImageSearchError as exc:
                 entry.reason = exc.message
         adds = [entry for entry in entries if entry.checked is not None and entry.reason is None]
-        framed = list(readers.map(self._framed, adds))
-        ready = [(entry, frame) for entry, frame in zip(adds, framed) if frame is not None]
-        began = time.perf_counter()
-        prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers)
-        self._spent("encode", time.perf_counter() - began)
-        for (entry, _), picture in zip(ready, prepared):
-            entry.prepared = picture
+        # A batch of the encoder at a time: at most BATCH decoded pictures (up to 48 MB each) held at once.
+        for start in range(0, len(adds), BATCH):
+            group = adds[start : start + BATCH]
+            framed = list(readers.map(self._framed, group))
+            ready = [(entry, frame) for entry, frame in zip(group, framed) if frame is not None]
+            began = time.perf_counter()
+            prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers)
+            self._spent("encode", time.perf_counter() - began)
+            for (entry, _), picture in zip(ready, prepared):
+                entry.prepared = picture
         return entries
 
     def _framed(self, entry: _Entry):
