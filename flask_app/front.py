@@ -96,8 +96,12 @@ class FrontWorker(Worker):
                 status, headers, content = await asyncio.get_running_loop().run_in_executor(
                     self.executor, self._call_app, head, body, ends
                 )
-                await _send(conn, writer, status, headers, content)
-                self._access(ends[0], head, status, len(content), time.monotonic() - began)
+                if isinstance(content, bytes):
+                    await _send(conn, writer, status, headers, content)
+                    size = len(content)
+                else:
+                    size = await _stream(conn, writer, status, headers, content, self.executor)
+                self._access(ends[0], head, status, size, time.monotonic() - began)
                 if conn.our_state is h11.MUST_CLOSE or not self.alive:
                     return
                 conn.start_next_cycle()
@@ -117,7 +121,7 @@ class FrontWorker(Worker):
                     f'{head.target.decode("latin-1")[:300]} HTTP/{head.http_version.decode()}" {status} {size} {seconds:.4f}')
             self.log.access_log.info(line)
 
-    def _call_app(self, head: h11.Request, body: bytes, ends) -> tuple[int, list, bytes]:
+    def _call_app(self, head: h11.Request, body: bytes, ends) -> tuple[int, list, "bytes | _Blocks"]:
         key = id(head)
         self.running[key] = time.monotonic()
         try:
@@ -131,7 +135,7 @@ class FrontWorker(Worker):
         finally:
             del self.running[key]
 
-    def _wsgi_call(self, environ: dict) -> tuple[int, list, bytes]:
+    def _wsgi_call(self, environ: dict) -> tuple[int, list, "bytes | _Blocks"]:
         answer: dict = {}
 
         def start_response(status: str, headers: list, exc_info=None):
@@ -139,6 +143,9 @@ class FrontWorker(Worker):
             return lambda data: answer.setdefault("written", []).append(data)
 
         result = self.wsgi(environ, start_response)
+        streamed = not any(name.lower() == "content-length" for name, _ in answer["headers"])
+        if streamed and not answer.get("written"):  # a download: sent block by block as the app reads it
+            return answer["status"], answer["headers"], _Blocks(result)
         try:
             content = b"".join([*answer.get("written", []), *result])
         finally:
@@ -246,6 +253,40 @@ async def _send(conn: h11.Connection, writer, status: int, headers: list, conten
     writer.write(conn.send(h11.Data(data=content)))
     writer.write(conn.send(h11.EndOfMessage()))
     await _drained(writer)
+
+
+class _Blocks:
+    """A streamed WSGI answer's blocks, taken one at a time on a request thread (the app reads them from the
+    database or storage) and closed when done."""
+
+    def __init__(self, result):
+        self._result, self._blocks = result, iter(result)
+
+    def next(self) -> bytes | None:
+        return next(self._blocks, None)
+
+    def close(self) -> None:
+        if hasattr(self._result, "close"):
+            self._result.close()
+
+
+async def _stream(conn: h11.Connection, writer, status: int, headers: list, blocks: _Blocks, executor) -> int:
+    """Send a streamed answer (chunked), each block once the one before has left: memory stays at a block
+    whatever the size, and a client that stops reading is dropped after STALL_SECONDS."""
+    loop = asyncio.get_running_loop()
+    sent = 0
+    try:
+        writer.write(conn.send(h11.Response(status_code=status, headers=[(n.encode(), v.encode("latin-1")) for n, v in headers])))
+        while (block := await loop.run_in_executor(executor, blocks.next)) is not None:
+            if block:
+                writer.write(conn.send(h11.Data(data=block)))
+                sent += len(block)
+                await _drained(writer)
+        writer.write(conn.send(h11.EndOfMessage()))
+        await _drained(writer)
+    finally:
+        await loop.run_in_executor(executor, blocks.close)
+    return sent
 
 
 async def _refuse(writer, refusal: Refusal) -> None:

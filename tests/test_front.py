@@ -137,3 +137,34 @@ def test_bodies_held_at_once_are_bounded_per_worker():
     with pytest.raises(front.Refusal) as refused:
         asyncio.run(receive(budget, 60_000))
     assert refused.value.status == 503 and budget.used == 50_000
+
+
+def test_downloads_stream_through_the_front_and_the_server_runs_tasks(port, service, shop, engine):
+    import sqlalchemy as sa
+
+    from imagesearch_pg.store.tables import tasks
+
+    service.add_image(shop, "p", "1.jpg", encode(noise(200, 200, seed=4)))
+    task = service.tasks.submit_export(shop)  # run by the task worker `imagesearch serve` started
+    deadline = time.monotonic() + 60
+    while (task := service.tasks.get(task.id)).state != "succeeded":
+        assert time.monotonic() < deadline and task.state in ("queued", "running"), task
+        time.sleep(0.2)
+    response = requests.get(service.tasks.link(task, "meta", f"http://127.0.0.1:{port}"), timeout=30)
+    assert response.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in response.headers
+    assert [json.loads(line)["ProductId"] for line in response.text.splitlines()] == ["p"]
+
+    # A report of 200,000 failed lines leaves block by block (a buffered answer would hold ~20 MB twice).
+    with engine.begin() as conn:
+        instance_id = conn.execute(sa.select(tasks.c.instance_id).where(tasks.c.id == task.id)).scalar_one()
+        failed = conn.execute(sa.insert(tasks).values(
+            instance_id=instance_id, kind="import", state="partially_failed", params={"instance": shop},
+            finished_at=sa.func.now()).returning(tasks.c.id)).scalar_one()
+        conn.execute(sa.text("INSERT INTO imagesearch.task_errors (task_id, line, content, reason) "
+                             "SELECT :id, n, repeat('x', 60), 'the reason' FROM generate_series(1, 200000) n"),
+                     {"id": failed})
+    report = requests.get(service.tasks.link(service.tasks.get(failed), "errors", f"http://127.0.0.1:{port}"),
+                          stream=True, timeout=60)
+    assert report.headers.get("Transfer-Encoding") == "chunked"
+    numbers = [json.loads(line)["line"] for line in report.iter_lines()]
+    assert numbers == list(range(1, 200_001))
