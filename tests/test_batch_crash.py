@@ -100,7 +100,7 @@ def test_killed_workers_leave_the_same_database_as_a_clean_run(service, make_ins
                 break  # it finished before this kill
             time.sleep(LEASE)  # the dead worker's lease runs out
         final = run_to_end(service, service.tasks.get(task.id))
-        assert final.attempts >= 3 and len({line for line in kills if 0 < line < len(lines)}) >= 2, kills
+        assert len({line for line in kills if 0 < line < len(lines)}) >= 2, kills
     finally:
         service.storage.remove(location)
 

@@ -121,3 +121,31 @@ def test_a_task_ends_only_in_a_final_state(engine, queue):
     _claim(engine, "w")
     with engine.begin() as conn, pytest.raises(ValueError, match="succeeded"):
         tasks.finish(conn, task_id, "w", "queued")
+
+
+def test_each_claim_of_one_worker_is_its_own_lease_owner(service, queue, engine):
+    """A worker that claims a task again (its lease expired while a slow thread still ran it) fences off
+    its own earlier run: the two runs do not share an owner."""
+    from imagesearch_pg.tasks.worker import Worker
+
+    worker = Worker(service, concurrency=2, lease_seconds=0.2, poll_seconds=0.05)
+    task_id = _submit(engine, queue[0], 1)
+    stop = threading.Event()
+    claimed = []
+
+    def run_task(task):  # the first run stalls past its lease; the loop claims the task again meanwhile
+        claimed.append(task)
+        if len(claimed) == 1:
+            stop.wait(5)
+        else:
+            stop.set()
+
+    worker.run_task = run_task
+    worker.run(stop)
+    first, second = claimed
+    assert first.id == second.id == task_id
+    assert first.lease_owner.startswith(worker.owner) and second.lease_owner.startswith(worker.owner)
+    assert first.lease_owner != second.lease_owner
+    with engine.begin() as conn:
+        assert not tasks.save_checkpoint(conn, task_id, first.lease_owner, {"line": 1}, {})
+        assert tasks.save_checkpoint(conn, task_id, second.lease_owner, {"line": 1}, {})

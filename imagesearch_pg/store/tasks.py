@@ -106,10 +106,11 @@ def renew(conn: sa.Connection, task_id: int, owner: str, lease_seconds: float) -
 
 def save_checkpoint(conn: sa.Connection, task_id: int, owner: str, checkpoint: dict, progress: dict) -> bool:
     """Record how far the task got (in the transaction that applied that much of it); False if ``owner``
-    no longer holds the task, and then the caller's transaction must roll back."""
+    no longer holds the task, and then the caller's transaction must roll back. Progress resets the
+    attempts: they count the claims since the task last got further."""
     changed = conn.execute(
         sa.update(tasks).where(_held(task_id, owner)).values(
-            checkpoint=checkpoint, progress=progress, updated_at=sa.func.now())
+            checkpoint=checkpoint, progress=progress, attempts=1, updated_at=sa.func.now())
     )
     return changed.rowcount == 1
 

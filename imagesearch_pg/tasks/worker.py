@@ -8,6 +8,7 @@ and resumes it from its last checkpoint. Due callbacks of finished tasks are sen
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
 POLL_SECONDS = 5.0
-# A task claimed this many times without finishing (its worker died each time: a picture that crashes the
-# process, a machine that keeps failing) ends as failed rather than taking workers down forever.
+# A task claimed this many times without getting further (its worker died each time: a picture that
+# crashes the process, a machine that keeps failing) ends as failed rather than taking workers down forever.
 MAX_ATTEMPTS = 20
 _RETRY_SECONDS = 10.0  # after a transient failure (the database or the storage unreachable), doubling
 
@@ -74,6 +75,7 @@ class Worker:
         self.only = only
         self.handlers = handlers()
         self._slots = threading.Semaphore(concurrency)
+        self._claims = itertools.count(1)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._unavailable_log = Every(30.0)
@@ -102,7 +104,9 @@ class Worker:
         while self._slots.acquire(blocking=False):
             try:
                 with self.database.transaction() as conn:
-                    task = tasks.claim(conn, self.owner, self.lease_seconds, self.only)
+                    # Each claim its own owner: a task whose lease expired and that this worker claims
+                    # again on another thread fences off the earlier run (its calls no longer match).
+                    task = tasks.claim(conn, f"{self.owner}/{next(self._claims)}", self.lease_seconds, self.only)
             except DatabaseUnavailable as exc:
                 task = None
                 if self._unavailable_log:
@@ -152,10 +156,10 @@ class Worker:
         """Run a task this worker claimed, to its end or until it is given back."""
         if task.attempts > MAX_ATTEMPTS:
             self._finish(task, Outcome("failed", "TooManyAttempts",
-                                       f"the task was started {MAX_ATTEMPTS} times without finishing"))
+                                       f"the task was started {MAX_ATTEMPTS} times without getting further"))
             return
         handler = self.handlers[task.kind]
-        with Lease(self.database, task, self.owner, self.lease_seconds, self._stopping) as lease:
+        with Lease(self.database, task, task.lease_owner, self.lease_seconds, self._stopping) as lease:
             try:
                 outcome = handler(self.service, task, lease)
             except LeaseLost as exc:
@@ -177,7 +181,7 @@ class Worker:
     def _give_back(self, task: tasks.Task, delay: float) -> None:
         try:
             with self.database.transaction() as conn:
-                tasks.release(conn, task.id, self.owner, delay)
+                tasks.release(conn, task.id, task.lease_owner, delay)
         except DatabaseUnavailable:
             pass  # the lease expires by itself
 
@@ -186,7 +190,7 @@ class Worker:
 
         try:
             with self.database.transaction() as conn:
-                finished = tasks.finish(conn, task.id, self.owner, outcome.state, error_code=outcome.code,
+                finished = tasks.finish(conn, task.id, task.lease_owner, outcome.state, error_code=outcome.code,
                                         error_message=outcome.message, result_url=outcome.result_url)
                 if finished and task.params.get("callback_address"):
                     callbacks.mark_due(conn, task.id)
