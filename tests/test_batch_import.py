@@ -202,6 +202,13 @@ def test_a_submission_is_refused_before_anything_is_queued(service, instance, lo
             service.tasks.submit_import(instance.name, **options)
     with pytest.raises(InvalidInstance):
         service.tasks.submit_import("no-such-instance", location, "/")
+    # another tenant's location: to this instance, no location at all
+    service.storage.add(f"{location}-theirs", str(root), instances=["someone-else"])
+    try:
+        with pytest.raises(InvalidParameter, match="unknown storage location"):
+            service.tasks.submit_import(instance.name, f"{location}-theirs", "/")
+    finally:
+        service.storage.remove(f"{location}-theirs")
     assert service.tasks.list_imports(instance.name)[0] == before
 
 

@@ -84,9 +84,19 @@ def test_add_list_get_remove(locations, tmp_path):
     with pytest.raises(InvalidParameter, match=f"location {by_path} exists"):
         locations.add(by_path, str(tmp_path))
     locations.remove(on_s3)
-    with pytest.raises(UnknownLocation, match=rf"unknown storage location '{on_s3}'; known: .*{by_path}") as unknown:
+    with pytest.raises(UnknownLocation, match=rf"unknown storage location '{on_s3}'; the operator lists") as unknown:
         locations.get(on_s3)
-    assert unknown.value.code == "InvalidParameter"
+    assert unknown.value.code == "InvalidParameter" and by_path not in unknown.value.message  # no names told
+
+    # A location for some instances only is, to the others, no location at all.
+    only = f"{by_path}-only"
+    locations.add(only, str(tmp_path), instances=["shop-a", "shop-b"])
+    assert locations.get(only).instances == ("shop-a", "shop-b") and locations.get(only, for_instance="shop-b")
+    with pytest.raises(UnknownLocation, match="unknown storage location"):
+        locations.get(only, for_instance="shop-c")
+    with pytest.raises(InvalidParameter, match="instance name"):
+        locations.add(f"{only}2", str(tmp_path), instances=["bad name!"])
+    locations.remove(only)
     with pytest.raises(UnknownLocation):
         locations.remove(on_s3)
     with pytest.raises(UnknownLocation, match=r"'x{64}\.\.\.'"):  # user text is cut in messages
@@ -334,7 +344,7 @@ def test_cli(engine, settings, tmp_path, locations):
     assert on_s3.exit_code == 0 and variable_names(remote)[0] in on_s3.output
     listed = {row["Name"]: row for row in json.loads(run("list", "--json").stdout)}
     assert listed[remote] == {"Name": remote, "Url": "s3://bucket-x/p", "Endpoint": "http://127.0.0.1:9000",
-                              "Region": "us-east-1", "Profile": None}
+                              "Region": "us-east-1", "Profile": None, "Instances": "*"}
     assert name in run("list").stdout.split()
     assert run("remove", remote).exit_code == 0 and remote not in json.loads(run("list", "--json").stdout)[0].values()
 

@@ -29,15 +29,18 @@ def storage() -> None:
 @click.option("--endpoint", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (MinIO) or an OSS one.")
 @click.option("--region", help="S3 region (when the store needs one).")
 @click.option("--profile", help="A profile of the AWS config files to take credentials from.")
+@click.option("--instance", "instance_names", multiple=True,
+              help="Only this instance may import from it (repeatable; default every instance).")
 @pass_service
 def storage_add(holder: ServiceHolder, name: str, url: str, endpoint: str | None, region: str | None,
-                profile: str | None) -> None:
+                profile: str | None, instance_names: tuple[str, ...]) -> None:
     """Expose URL as location NAME: file:///folder, /folder or s3://bucket[/prefix].
 
     An S3 location's credentials come, when it is used, from IMAGESEARCH_STORAGE_<NAME>_ACCESS_KEY_ID and
     _SECRET_ACCESS_KEY (and _SESSION_TOKEN), else --profile, else the usual AWS variables and files.
     """
-    location = locations(holder).add(name, url, endpoint=endpoint, region=region, profile=profile)
+    location = locations(holder).add(name, url, endpoint=endpoint, region=region, profile=profile,
+                                     instances=list(instance_names) or None)
     click.echo(f"added {location.name}: {location.url}")
     if not location.is_local:
         key_id, secret, _ = variable_names(location.name)
@@ -55,7 +58,7 @@ def storage_list(holder: ServiceHolder, as_json: bool) -> None:
         click.echo(json.dumps(rows))
     else:
         table([{k: "" if v is None else v for k, v in row.items()} for row in rows],
-              ["Name", "Url", "Endpoint", "Region", "Profile"])
+              ["Name", "Url", "Endpoint", "Region", "Profile", "Instances"])
 
 
 @storage.command("remove")
@@ -69,4 +72,5 @@ def storage_remove(holder: ServiceHolder, name: str) -> None:
 
 def _row(location: Location) -> dict:
     return {"Name": location.name, "Url": location.url, "Endpoint": location.endpoint, "Region": location.region,
-            "Profile": location.profile}
+            "Profile": location.profile,
+            "Instances": "*" if location.instances is None else ",".join(location.instances)}

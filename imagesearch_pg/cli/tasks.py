@@ -17,6 +17,7 @@ import click
 from imagesearch_pg.cli import cli
 from imagesearch_pg.cli.context import ServiceHolder, pass_service
 from imagesearch_pg.cli.output import table
+from imagesearch_pg.errors import InvalidParameter
 from imagesearch_pg.service import ImageSearch, tasks
 from imagesearch_pg.store.tasks import FINAL_STATES, Task
 from imagesearch_pg.tasks.worker import LEASE_SECONDS, Worker
@@ -74,6 +75,7 @@ def batch_list(holder: ServiceHolder, instance: str, page: int, page_size: int, 
 def batch_resubmit(holder: ServiceHolder, task_id: int, wait: bool, as_json: bool) -> None:
     """Run a finished batch task again, as a new task."""
     service = holder.get()
+    _batch_task(service, task_id)
     task = service.tasks.resubmit(task_id)
     if wait:
         task = _wait(service, task, as_json)
@@ -85,7 +87,9 @@ def batch_resubmit(holder: ServiceHolder, task_id: int, wait: bool, as_json: boo
 @pass_service
 def batch_errors(holder: ServiceHolder, task_id: int) -> None:
     """Print a batch task's error report: one JSON line per failed line."""
-    for line in holder.get().tasks.error_report(task_id):
+    service = holder.get()
+    _batch_task(service, task_id)
+    for line in service.tasks.error_report(task_id):
         click.echo(line.decode().rstrip("\n"))
 
 
@@ -143,8 +147,9 @@ def _wait(service: ImageSearch, task: Task, quiet: bool = False) -> Task:
     thread.start()
     shown = 0
     try:
-        with click.progressbar(length=1, label=f"task {task.id}", file=None if not quiet else _Null(),
-                               show_pos=True, show_eta=False) as bar:
+        shown_on = _Null() if quiet else sys.stderr  # stdout is for the result
+        with click.progressbar(length=1, label=f"task {task.id}", file=shown_on, show_pos=True,
+                               show_eta=False) as bar:
             while task.state not in FINAL_STATES:
                 time.sleep(0.5)
                 task = service.tasks.get(task.id)
@@ -162,6 +167,14 @@ def _wait(service: ImageSearch, task: Task, quiet: bool = False) -> Task:
     finally:
         stop.set()
         thread.join()
+    return task
+
+
+def _batch_task(service: ImageSearch, task_id: int) -> Task:
+    """The batch task ``task_id``; InvalidParameter if there is none (an export is none)."""
+    task = service.tasks.get(task_id)
+    if task.kind != tasks.IMPORT:
+        raise InvalidParameter(f"task {task_id} is an export, not a batch task")
     return task
 
 

@@ -54,7 +54,8 @@ class Tasks:
         from imagesearch_pg.tasks.callbacks import CallbackPolicy
 
         instance = self.instances.current(instance_name)
-        self.storage.get(location).folder(path)  # an unknown location or a path out of it: refused now
+        # An unknown location, one this instance may not read, or a path out of it: refused now.
+        self.storage.get(location, for_instance=instance_name).folder(path)
         if callback_address:
             CallbackPolicy.from_settings(self.settings).check(callback_address)
         params = {"instance": instance_name, "location": location, "path": path,
@@ -100,7 +101,7 @@ class Tasks:
 
     def submit_export(self, instance_name: str) -> Task:
         instance = self.instances.current(instance_name)
-        self._expire_exports(instance.id)
+        self._expire_exports(instance.id, submitting=True)
         return self._submit(instance.id, instance_name, EXPORT, {"instance": instance_name})
 
     def list_exports(self, instance_name: str, *, task_id: int | None = None, page_number: int = 1,
@@ -112,12 +113,12 @@ class Tasks:
         """The export's file, open for reading."""
         return self.storage.results().reader(task.result_url)
 
-    def _expire_exports(self, instance_id: int) -> None:
+    def _expire_exports(self, instance_id: int, *, submitting: bool = False) -> None:
         """At most EXPORTS_KEPT exports per instance (the oldest finished go first), none older than
-        EXPORT_DAYS; their files go with them."""
+        EXPORT_DAYS; their files go with them. ``submitting``: one more is about to be queued."""
         cutoff = datetime.now(timezone.utc) - timedelta(days=EXPORT_DAYS)
         with self.database.transaction() as conn:
-            room = EXPORTS_KEPT - 1 - task_store.unfinished_count(conn, instance_id, EXPORT)  # 1: the next one
+            room = EXPORTS_KEPT - int(submitting) - task_store.unfinished_count(conn, instance_id, EXPORT)
             removed = task_store.remove_finished(conn, instance_id, EXPORT, keep=max(room, 0), before=cutoff)
         results = self.storage.results()
         for task in removed:

@@ -28,6 +28,10 @@ class Location:
     endpoint: str | None = None
     region: str | None = None
     profile: str | None = None  # a profile of the AWS config files, never a key
+    instances: tuple[str, ...] | None = None  # the instances that may import from it; None: every one
+
+    def allows(self, instance_name: str) -> bool:
+        return self.instances is None or instance_name in self.instances
 
     @property
     def is_local(self) -> bool:

@@ -7,15 +7,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from imagesearch_pg.store.tables import storage_locations
 
-_COLUMNS = [storage_locations.c[name] for name in ("name", "url", "endpoint", "region", "profile")]
+_COLUMNS = [storage_locations.c[name] for name in ("name", "url", "endpoint", "region", "profile", "instances")]
 
 
 def insert(conn: sa.Connection, name: str, url: str, endpoint: str | None, region: str | None,
-           profile: str | None) -> bool:
+           profile: str | None, instances: list[str] | None) -> bool:
     """False if the name is taken."""
     added = conn.execute(
         pg_insert(storage_locations)
-        .values(name=name, url=url, endpoint=endpoint, region=region, profile=profile)
+        .values(name=name, url=url, endpoint=endpoint, region=region, profile=profile, instances=instances)
         .on_conflict_do_nothing(index_elements=["name"])
         .returning(storage_locations.c.name)
     ).first()
@@ -23,7 +23,7 @@ def insert(conn: sa.Connection, name: str, url: str, endpoint: str | None, regio
 
 
 def listing(conn: sa.Connection) -> list[sa.Row]:
-    """name, url, endpoint, region, profile of every location, by name."""
+    """name, url, endpoint, region, profile, instances of every location, by name."""
     return list(conn.execute(sa.select(*_COLUMNS).order_by(storage_locations.c.name)))
 
 

@@ -132,6 +132,7 @@ storage_locations = sa.Table(
     sa.Column("region", sa.Text),
     sa.Column("profile", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("instances", pg.ARRAY(sa.Text)),  # who may import from it; NULL: every instance (0015)
 )
 
 

@@ -81,7 +81,7 @@ def run(service, task: task_store.Task, lease) -> Outcome:
     instance = service.instances.current(params["instance"])
     where = f"{params['path']} of location {params['location']!r}"
     try:
-        folder = service.storage.get(params["location"]).folder(params["path"])
+        folder = service.storage.get(params["location"], for_instance=instance.name).folder(params["path"])
         meta = folder.open(FILE_NAME)
     except StorageNotFound:
         return Outcome("failed", "NoIncrementMeta", f"no {FILE_NAME} file in {where}")
