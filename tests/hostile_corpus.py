@@ -130,6 +130,8 @@ BAD_IMPORTS = [
 BAD_PAGES = [
     ("id-text", {"Id": "seven"}, 400, "InvalidParameter"),
     ("id-unknown", {"Id": "999999999"}, 400, "InvalidParameter"),
+    ("id-over-bigint", {"Id": "99999999999999999999"}, 400, "InvalidParameter"),
+    ("id-zero", {"Id": "0"}, 400, "InvalidParameter"),
     ("page-0", {"PageNumber": "0"}, 400, "InvalidParameter"),
     ("page-negative", {"PageNumber": "-1"}, 400, "InvalidParameter"),
     ("page-size-0", {"PageSize": "0"}, 400, "InvalidParameter"),
@@ -194,4 +196,7 @@ def cases() -> list[tuple[str, str, dict, int | None, str | None]]:
         for name, changes, status, code in BAD_PAGES + [("page-size-over", {"PageSize": str(largest + 1)}, 400,
                                                          "InvalidParameter")]:
             add(action, name, changes, status, code)
+    add("IncreaseList", "bucket-nul", {"BucketName": "a\x00"}, 400, "InvalidParameter")
+    add("IncreaseList", "path-nul", {"Path": "/a\x00"}, 400, "InvalidParameter")
+    add("IncreaseList", "path-long", {"Path": "/" + "p" * 1100}, 400, "InvalidParameter")
     return out

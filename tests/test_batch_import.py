@@ -120,7 +120,7 @@ BAD_LINES = [
     ('{"OperationType": "ADD", "ProductId": "p", "PicName": "ok.jpg", "CategoryId": 12345}', "not a category"),
     ('{"OperationType": "ADD", "ProductId": "p", "PicName": "ok.jpg", "Region": "1,2,3"}', "Region"),
     ('{"OperationType": "ADD", "ProductId": "p", "PicName": "ok.jpg", "Region": "0,500,0,500"}', "Region"),
-    ('{"OperationType": "ADD", "ProductId": "p", "PicName": "missing.jpg"}', "'missing.jpg' is not in the folder"),
+    ('{"OperationType": "ADD", "ProductId": "p", "PicName": "missing.jpg"}', "no picture 'missing.jpg' in /batch"),
     ('{"OperationType": "ADD", "ProductId": "p", "PicName": "text.jpg"}', "text.jpg"),
     ('{"OperationType": "ADD", "ProductId": "p", "PicName": "tiny.png"}', "100-4096"),
     ('{"OperationType": "ADD", "ProductId": "p", "PicName": "huge.bmp"}', "4 MB"),
@@ -130,6 +130,13 @@ BAD_LINES = [
     ('{"OperationType": "DELETE", "ProductId": ""}', "ProductId"),
     (b'{"OperationType": "ADD", "ProductId": "p", "PicName": "ok.jpg", "CustomContent": "' + b"c" * 70000 + b'"}',
      "over 64 KB"),
+    (b"[" * 60000, "nests too deep"),
+    ('{"OperationType": "ADD", "ProductId": "p\\ud800", "PicName": "ok.jpg"}', "unpaired surrogate"),
+    (b'{"OperationType": "DELETE", "ProductId": "p\x00"}', "not JSON"),
+    ('{"OperationType": "ADD", "ProductId": "p\\u0000", "PicName": "ok.jpg"}', "NUL"),
+    ('{"OperationType": "ADD", "ProductId": "p", "PicName": "fifo"}', "not a regular file"),
+    ('{"OperationType": "ADD", "ProductId": "p", "PicName": "loop.jpg"}', "symbolic links"),
+    ('{"OperationType": "ADD", "ProductId": "p", "PicName": "sub"}', "not a regular file"),
 ]
 
 
@@ -141,6 +148,10 @@ def test_each_bad_line_is_reported_and_the_task_goes_on(service, make_instance, 
                 "huge.bmp": encode(noise(1300, 1300, 3), "BMP")}
     good = {"OperationType": "ADD", "ProductId": "p", "PicName": "ok.jpg"}
     path = write_folder(root, [line for line, _ in BAD_LINES] + [good], pictures)
+    folder = root / path.lstrip("/")
+    os.mkfifo(folder / "fifo")  # opening it would wait for a writer forever
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    (folder / "sub").mkdir()
     task = run_to_end(service, service.tasks.submit_import(name, location, path))
     assert task.state == "partially_failed" and task.error_code == "LinesFailed"
     assert f"{len(BAD_LINES)} of {len(BAD_LINES) + 1} lines failed" in task.error_message
@@ -150,6 +161,7 @@ def test_each_bad_line_is_reported_and_the_task_goes_on(service, make_instance, 
         assert expected in entry["reason"], (line[:80], entry["reason"])
         if isinstance(line, str):
             assert entry["content"] == line[:2048] + ("..." if len(line) > 2048 else "")
+    assert "\x00" not in report[-5]["content"] and "\ufffd" in report[-5]["content"]  # the raw NUL line
     assert set(stored(engine, service, name)) == {("p", "ok.jpg")}  # only the good line is applied
     assert count(service, name) == 1
 

@@ -120,12 +120,13 @@ def test_download_links_refuse_what_they_do_not_sign(service, server, shop):
         "expires-text": requests.get(good.replace("Expires=", "Expires=x"), timeout=30),
         "later-expiry": requests.get(good.replace("Expires=", "Expires=9"), timeout=30),
         "not-a-number-id": requests.get(good.replace(f"/{task.id}?", "/abc?"), timeout=30),
+        "non-ascii-signature": requests.get(good.split("&Signature=")[0] + "&Signature=%C3%A9", timeout=30),
     }
     codes = {name: (answer.status_code, answer.json()["Code"]) for name, answer in answers.items()}
     assert codes == {
         "expired": (403, "RequestExpired"), "other-kind": (403, "NoPermission"),
         "unknown-kind": (400, "InvalidParameter"), "no-signature": (403, "NoPermission"),
         "expires-text": (400, "InvalidParameter"), "later-expiry": (403, "NoPermission"),
-        "not-a-number-id": (404, "InvalidPath"),
+        "not-a-number-id": (404, "InvalidPath"), "non-ascii-signature": (403, "NoPermission"),
     }
     assert service.tasks.link(service.tasks.submit_export(shop), "meta", base) is None  # not finished: no link

@@ -54,8 +54,8 @@ class ImageSearch:
         self.pipeline = PicturePipeline(self.encoders, encoders.cache_dir, encoders.threads)
         self.pictures = Pictures(self.instances, self.pipeline)
         self.searches = Searches(self.instances, self.pipeline)
-        self.storage = StorageLocations(database, settings)
-        self.tasks = Tasks(self.instances, self.storage, settings)
+        self.storage = StorageLocations(database, self.settings)
+        self.tasks = Tasks(self.instances, self.storage, self.settings)
         self._access_keys: AccessKeys | None = None
         self._lock = threading.Lock()
 

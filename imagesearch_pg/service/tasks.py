@@ -31,6 +31,7 @@ IMPORT, EXPORT = "import", "export"
 STATUS = {"queued": "QUEUED", "running": "PROCESSING", "succeeded": "SUCCEEDED",
           "partially_failed": "PARTIALLY_FAILED", "failed": "FAILED"}
 MAX_UNFINISHED = 100  # queued or running tasks of one instance
+MAX_TASK_ID = 2**63 - 1  # a bigint
 EXPORTS_KEPT, EXPORT_DAYS = 30, 30
 MAX_IMPORT_PAGE, MAX_EXPORT_PAGE = 100, 30
 LINK_SECONDS = 24 * 3600  # how long a download link made now stays valid
@@ -64,11 +65,14 @@ class Tasks:
 
     def list_imports(self, instance_name: str, *, task_id: int | None = None, location: str | None = None,
                      path: str | None = None, page_number: int = 1, page_size: int = 10) -> tuple[int, list[Task]]:
+        validation.text("BucketName", location, max_len=1024)
+        validation.text("Path", path, max_len=1024)
         filters = {name: value for name, value in (("location", location), ("path", path)) if value}
         return self._page(instance_name, IMPORT, task_id, filters, page_number, page_size, MAX_IMPORT_PAGE)
 
     def resubmit(self, task_id: int) -> Task:
         """The finished task ``task_id`` again, as a new task (its own Id, state and error report)."""
+        validation.positive("Id", task_id, MAX_TASK_ID)
         with self.database.reading() as conn:
             task = task_store.get(conn, task_id)
         if task is None:
@@ -79,6 +83,7 @@ class Tasks:
         return self._submit(instance.id, instance.name, task.kind, task.params)
 
     def get(self, task_id: int) -> Task:
+        validation.positive("Id", task_id, MAX_TASK_ID)
         with self.database.reading() as conn:
             task = task_store.get(conn, task_id)
         if task is None:
@@ -142,6 +147,8 @@ class Tasks:
               max_size: int) -> tuple[int, list[Task]]:
         validation.positive("PageNumber", page_number, 1_000_000)
         validation.positive("PageSize", page_size, max_size)
+        if task_id is not None:
+            validation.positive("Id", task_id, MAX_TASK_ID)
         instance = self.instances.current(instance_name)
         with self.database.reading() as conn:
             total, found = task_store.page(conn, instance.id, kind, task_id=task_id, params=filters,
@@ -167,7 +174,8 @@ class Tasks:
             when = int(expires)
         except (TypeError, ValueError):
             raise InvalidParameter("Expires must be the link's expiry, in seconds since the epoch") from None
-        if not hmac.compare_digest(self._signature(what, task_id, when), signature or ""):
+        given = (signature or "").encode("utf-8", errors="replace")  # any text a client sends, compared as bytes
+        if not hmac.compare_digest(self._signature(what, task_id, when).encode(), given):
             raise NoPermission("the download link's signature does not match; ask for a new link")
         if when < time.time():
             raise RequestExpired("the download link has expired; list the tasks again for a new one")

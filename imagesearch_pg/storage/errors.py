@@ -55,6 +55,10 @@ def megabytes(size: int) -> str:
     return f"{size // 2**20} MB" if size % 2**20 == 0 else f"{size} bytes"
 
 
+# Errors of one file (a symlink loop, a socket or device, an S3 object the store will not serve as asked).
+_THIS_FILE_ONLY = {errno.ELOOP, errno.ENXIO, errno.ENODEV, errno.EINVAL, errno.ENOTDIR, errno.EISDIR}
+
+
 @contextmanager
 def guarded(action: str, what: str, where: str, hidden: Iterable[str] = ()) -> Iterator[None]:
     """Turn what reading or writing raises into the typed errors above: "cannot {action} {what} in {where}".
@@ -72,6 +76,8 @@ def guarded(action: str, what: str, where: str, hidden: Iterable[str] = ()) -> I
     except OSError as exc:
         if exc.errno == errno.ENAMETOOLONG:
             raise PathRefused(f"cannot {action} {what} in {where}: the name is too long for the store") from None
+        if exc.errno in _THIS_FILE_ONLY:  # the file's own trouble, not the store's: trying later cannot help
+            raise StorageNotFound(f"cannot {action} {what} in {where}: {_reason(exc, hidden)}") from None
         raise StorageUnavailable(f"cannot {action} {what} in {where}: {_reason(exc, hidden)}") from None
     except Exception as exc:
         kind = _botocore_kind(exc)

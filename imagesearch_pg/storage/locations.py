@@ -6,6 +6,8 @@ Everything a task reads or writes goes through a Location: names are checked for
 
 from __future__ import annotations
 
+import os
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -15,7 +17,7 @@ import fsspec
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.storage import filesystems, streams, urls
-from imagesearch_pg.storage.errors import FileTooLarge, guarded, megabytes, shown
+from imagesearch_pg.storage.errors import FileTooLarge, StorageNotFound, guarded, megabytes, shown
 from imagesearch_pg.storage.paths import folder_segments, local_path, name_segments
 
 RESULTS = "results"  # the built-in location of exports when no results_location is configured
@@ -112,14 +114,17 @@ class Folder:
 
         ``what`` says in messages what was looked for (default: file 'name'), as in "no increment.meta file
         in /x of location shop-s3"."""
-        path = self._file(name)
-        return streams.reader(self.location.filesystem(), path, self._guard(what or f"file {shown(name)}"))
+        what = what or f"file {shown(name)}"
+        path, guard = self._file(name), self._guard(what)
+        self._regular(path, guard, what)
+        return streams.reader(self.location.filesystem(), path, guard)
 
     def read(self, name: str, max_bytes: int, *, what: str | None = None) -> bytes:
         """The whole file ``name`` (a picture); FileTooLarge past ``max_bytes``, told by its size before
         it is read."""
         what = what or f"picture {shown(name)}"
         path, guard = self._file(name), self._guard(what)
+        self._regular(path, guard, what)
         too_large = FileTooLarge(f"{what} in {self.path} of location {self.location.name} is over "
                                  f"{megabytes(max_bytes)}")
         with guard(), self.location.filesystem().open(path, "rb") as file:
@@ -139,6 +144,14 @@ class Folder:
                 return self.location.filesystem().info(path)["type"] == "file"
             except (FileNotFoundError, NotADirectoryError):
                 return False
+
+    def _regular(self, path: str, guard: streams.Guard, what: str) -> None:
+        """A local name must be a regular file: opening a FIFO would wait forever, a device never end."""
+        if self.location.is_local:
+            with guard():
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            if not regular:
+                raise StorageNotFound(f"{what} in {self.path} of location {self.location.name} is not a regular file")
 
     def _file(self, name: str) -> str:
         return self.location.path_of(self.segments + name_segments(name), f"{self.path.rstrip('/')}/{name}")

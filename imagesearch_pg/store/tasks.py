@@ -144,7 +144,7 @@ def add_errors(conn: sa.Connection, task_id: int, failed: list[tuple[int, str, s
     """Failed lines (number, content, reason), in the transaction that applied the lines around them."""
     if failed:
         conn.execute(sa.insert(task_errors), [
-            {"task_id": task_id, "line": number, "content": content, "reason": reason}
+            {"task_id": task_id, "line": number, "content": content, "reason": reason.replace("\x00", "\ufffd")}
             for number, content, reason in failed
         ])
 

@@ -28,6 +28,8 @@ from imagesearch_pg.vision.intake import MAX_PICTURE_BYTES
 
 log = logging.getLogger(__name__)
 
+_BUG = "the line failed on a bug in imagesearch-pg; the worker's log has the details"
+MAX_REPORTED_LINES = 100_000  # failed lines kept in a task's error report (at most about 250 MB)
 CHUNK_LINES = 64  # lines per transaction (and per checkpoint)
 READERS = 3  # threads reading, decoding and detecting a chunk's pictures (I/O, OpenCV and ONNX release the GIL)
 
@@ -102,8 +104,9 @@ def run(service, task: task_store.Task, lease) -> Outcome:
         _Import(service, instance, folder, task, lease, progress, size).apply(
             lines(meta, checkpoint["offset"], checkpoint["line"]))
     if progress.failed:
+        listed = "lists them" if progress.failed <= MAX_REPORTED_LINES else f"lists the first {MAX_REPORTED_LINES}"
         return Outcome("partially_failed", "LinesFailed",
-                       f"{progress.failed} of {progress.total} lines failed; the error report (ErrorUrl) lists them")
+                       f"{progress.failed} of {progress.total} lines failed; the error report (ErrorUrl) {listed}")
     return Outcome("succeeded")
 
 
@@ -154,6 +157,9 @@ class _Import:
                 entry.reason = exc.reason
             except ImageSearchError as exc:
                 entry.reason = exc.message
+            except Exception:  # a bug met on one line must not end the task: that line fails, loudly
+                log.exception("task %s: line %d failed on a bug", self.task.id, entry.line.number)
+                entry.reason = _BUG
         adds = [entry for entry in entries if entry.checked is not None and entry.reason is None]
         # A batch of the encoder at a time: at most BATCH decoded pictures (up to 48 MB each) held at once.
         for start in range(0, len(adds), BATCH):
@@ -173,9 +179,6 @@ class _Import:
         began = time.perf_counter()
         try:
             data = self.folder.read(op.pic_name, MAX_PICTURE_BYTES)
-        except StorageNotFound:
-            entry.reason = f"picture {op.pic_name[:128]!r} is not in the folder"
-            return None
         except StorageUnavailable as exc:
             raise Transient(exc.message) from None
         except PathRefused as exc:
@@ -191,6 +194,10 @@ class _Import:
             return self.pipeline.framed(self.instance, data, crop=op.crop, region=op.region)
         except ImageSearchError as exc:
             entry.reason = f"picture {op.pic_name[:128]!r}: {exc.message}"
+            return None
+        except Exception:  # as in prepare: the line fails, the task goes on
+            log.exception("task %s: line %d failed on a bug", self.task.id, entry.line.number)
+            entry.reason = _BUG
             return None
         finally:
             self._spent("decode_detect", time.perf_counter() - read)
@@ -229,7 +236,9 @@ class _Import:
                                                                   entry.operation.pic_name))
             flush()
             failed.sort(key=lambda entry: entry.line.number)
-            task_store.add_errors(conn, self.task.id, [(e.line.number, e.line.content(), e.reason) for e in failed])
+            room = max(MAX_REPORTED_LINES - self.progress.failed, 0)  # past it, failed lines are only counted
+            task_store.add_errors(conn, self.task.id,
+                                  [(e.line.number, e.line.content(), e.reason) for e in failed[:room]])
             progress = self._advanced(entries[-1].line, len(failed), counts, time.perf_counter() - began)
             last = entries[-1].line
             self.lease.checkpoint(conn, {"line": last.number, "offset": last.end, "size": self.size}, progress)

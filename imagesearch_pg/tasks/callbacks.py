@@ -29,6 +29,7 @@ import socket
 import ssl
 import threading
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.client import HTTPException
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL_LENGTH = 1024
+RESOLVE_SECONDS = 5.0
+_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="callback-dns")
 USER_AGENT = "imagesearch-pg-callback"
 _ALLOW_HINT = "the operator can allow such networks with IMAGESEARCH_CALLBACK_ALLOWED_NETWORKS"
 _PRINTABLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
@@ -73,6 +76,7 @@ _REFUSED = tuple((ipaddress.ip_network(network), kind) for network, kind in (
     ("::/128", "an unspecified address"),
     ("::1/128", "a loopback address"),
     ("::/96", "an IPv4-compatible address"),
+    ("::ffff:0:0:0/96", "an IPv4-translated address"),
     ("64:ff9b:1::/48", "a local NAT64 address"),
     ("100::/64", "a discard address"),
     ("2001::/23", "an IETF protocol address"),
@@ -209,8 +213,13 @@ def _parse(url: object) -> tuple[str, str, int, str, str]:
 
 
 def _resolve(host: str, port: int) -> tuple[IPAddress, ...]:
+    # getaddrinfo has no timeout of its own: a name whose servers never answer would hold the request (or
+    # the callback round) that asked. The lookup goes on in the background; the answer is not waited for.
+    lookup = _LOOKUPS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = lookup.result(timeout=RESOLVE_SECONDS)
+    except TimeoutError:
+        raise HostNotFound(f"CallbackAddress host {host!r} did not resolve within {RESOLVE_SECONDS:.0f} s") from None
     except (socket.gaierror, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise HostNotFound(f"CallbackAddress host {host!r} does not resolve ({reason})") from None

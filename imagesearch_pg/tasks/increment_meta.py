@@ -40,8 +40,8 @@ class Line:
     end: int  # the byte offset just after it: where a resumed task goes on
 
     def content(self) -> str:
-        """The line as the error report shows it."""
-        text = self.raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
+        """The line as the error report shows it (NUL, which a database text cannot hold, as U+FFFD)."""
+        text = self.raw.rstrip(b"\r\n").decode("utf-8", errors="replace").replace("\x00", "\ufffd")
         return text if len(text) <= _KEPT_CHARACTERS else text[:_KEPT_CHARACTERS] + "..."
 
 
@@ -104,8 +104,15 @@ def parse(line: Line) -> Add | Delete | None:
         fields = json.loads(text, object_pairs_hook=_unique_keys)
     except ValueError as exc:
         raise LineRefused(f"the line is not JSON: {exc}") from None
+    except RecursionError:
+        raise LineRefused("the line nests too deep to be one of increment.meta's objects") from None
     if not isinstance(fields, dict):
         raise LineRefused("the line must be a JSON object")
+    for value in (*fields, *(value for value in fields.values() if isinstance(value, str))):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a \ud800 escape: JSON allows it, text cannot hold it
+            raise LineRefused("the line holds an unpaired surrogate escape (such as \\ud800): not Unicode text") from None
     unknown = [name for name in fields if name not in FIELDS]
     if unknown:
         raise LineRefused(f"unknown field {unknown[0][:64]!r}; the fields are {', '.join(FIELDS)}")
