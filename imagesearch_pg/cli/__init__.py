@@ -101,7 +101,13 @@ def serve(host: str, port: int, workers: int, task_workers: int, dev: bool, inse
             "the entry point imagesearch_pg.servers:http)"
         )
     # Download links made by the worker (callbacks' processResultUrl) point at this server.
-    os.environ.setdefault("IMAGESEARCH_PUBLIC_URL", f"http://{host}:{port}")
+    if "IMAGESEARCH_PUBLIC_URL" not in os.environ:
+        wildcard = host in ("0.0.0.0", "::", "")
+        reached = "127.0.0.1" if wildcard else f"[{host}]" if ":" in host else host
+        if wildcard:
+            click.echo(f"warning: callbacks' processResultUrl will point at http://{reached}:{port}: set "
+                       "IMAGESEARCH_PUBLIC_URL to the address clients reach this server at", err=True)
+        os.environ["IMAGESEARCH_PUBLIC_URL"] = f"http://{reached}:{port}"
     task_worker = None
     if task_workers > 0:
         task_worker = subprocess.Popen([sys.executable, "-m", "imagesearch_pg", "worker", "--concurrency",

@@ -141,6 +141,11 @@ class Tasks:
             if task_store.unfinished_count(conn, instance_id) >= MAX_UNFINISHED:
                 raise InstanceStatusError(
                     f"instance {instance_name!r} has {MAX_UNFINISHED} unfinished tasks; wait for some to finish")
+            # Callbacks that keep failing must not pile up for every other instance to wait behind.
+            if params.get("callback_address") and task_store.due_callbacks(conn, instance_id) >= MAX_UNFINISHED:
+                raise InstanceStatusError(
+                    f"instance {instance_name!r} has {MAX_UNFINISHED} callbacks not delivered yet; fix their "
+                    "receiver, or submit without CallbackAddress")
             return task_store.submit(conn, instance_id, kind, params)
 
     def _page(self, instance_name: str, kind: str, task_id, filters: dict, page_number: int, page_size: int,

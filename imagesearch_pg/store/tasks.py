@@ -183,6 +183,13 @@ def unfinished_count(conn: sa.Connection, instance_id: int, kind: str | None = N
     return conn.execute(sa.select(sa.func.count()).select_from(tasks).where(*condition)).scalar_one()
 
 
+def due_callbacks(conn: sa.Connection, instance_id: int) -> int:
+    return conn.execute(
+        sa.select(sa.func.count()).select_from(tasks)
+        .where(tasks.c.instance_id == instance_id, tasks.c.callback_state == "due")
+    ).scalar_one()
+
+
 def remove_finished(conn: sa.Connection, instance_id: int, kind: str, *, keep: int, before: datetime) -> list[Task]:
     """Delete the instance's finished tasks of ``kind`` past the newest ``keep`` finished ones, or finished
     before ``before``; returns them (for their files)."""
