@@ -54,3 +54,87 @@ def run_to_end(service, task, timeout: float = 120.0):
 
 def errors(service, task) -> list[dict]:
     return [json.loads(line) for line in service.tasks.error_report(task.id)]
+
+
+# ---- added for tests/test_task_sources.py and tests/test_task_doors.py --------------------------------
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "the condition", every: float = 0.05):
+    """Poll ``condition()`` until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what} not reached after {timeout} s"
+        time.sleep(every)
+    return value
+
+
+class worker_loop:
+    """A full ``Worker.run`` loop (every claimable task, and due callbacks) on a thread, for a ``with``."""
+
+    def __init__(self, service, **options):
+        self.worker = Worker(service, **{"poll_seconds": 0.2, **options})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.worker.run, args=(self._stop,), daemon=True)
+
+    def __enter__(self) -> Worker:
+        self._thread.start()
+        return self.worker
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        assert not self._thread.is_alive(), "the worker did not stop"
+
+
+def upload_folder(s3, bucket: str, prefix: str, folder: Path) -> None:
+    """Every file under ``folder`` put at ``prefix/<its relative path>`` of the bucket (prefix "" for the root)."""
+    for file in sorted(folder.rglob("*")):
+        if file.is_file():
+            key = "/".join(part for part in (prefix, file.relative_to(folder).as_posix()) if part)
+            s3.put(bucket, key, file.read_bytes())
+
+
+def pictures_of(engine, service, instance_name: str) -> dict[tuple[str, str], dict]:
+    """Every stored picture of the instance by (ProductId, PicName), without timestamps and ids."""
+    import sqlalchemy as sa
+
+    from imagesearch_pg.store.tables import partition
+
+    part = partition(service.instances.current(instance_name).id)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(part).order_by(part.c.product_id, part.c.pic_name)).mappings().all()
+    return {(row["product_id"], row["pic_name"]): {k: v for k, v in row.items() if k not in (
+        "created_at", "updated_at", "instance_id")} for row in rows}
+
+
+def exported(service, instance_name: str) -> list[dict]:
+    """What an export of the instance must hold: each picture's key, category and set attributes, in
+    (ProductId, PicName) order, read from the database."""
+    from imagesearch_pg.attributes import ATTRIBUTE_NAMES
+    from imagesearch_pg.service.models import public_name
+
+    columns = ("product_id", "pic_name", "category_id", *ATTRIBUTE_NAMES)
+    rows = pictures_of(service.database.engine, service, instance_name).values()
+    return [{public_name(c): row[c] for c in columns if row[c] is not None} for row in rows]
+
+
+class app_server:
+    """The HTTP app over ``service`` on a free loopback port (Werkzeug, threaded), for a ``with``: its
+    base URL. For a service whose settings differ from the session's (conftest's ``server``)."""
+
+    def __init__(self, service):
+        from werkzeug.serving import make_server
+
+        from flask_app import create_app
+
+        self._httpd = make_server("127.0.0.1", 0, create_app({"SETTINGS": service.settings, "SERVICE": service}),
+                                  threaded=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        return f"http://127.0.0.1:{self._httpd.server_port}"
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
