@@ -28,9 +28,8 @@ from imagesearch_pg.errors import InvalidParameter
 from imagesearch_pg.store import callbacks, tasks
 from imagesearch_pg.store.tables import instances
 from imagesearch_pg.store.tables import tasks as task_table
-from imagesearch_pg.tasks.callbacks import (
-    CallbackPolicy, InvalidCallbackSettings, deliver, message, run_due_callbacks,
-)
+from imagesearch_pg.tasks.callback_policy import CallbackPolicy, InvalidCallbackSettings
+from imagesearch_pg.tasks.callbacks import deliver, message, run_due_callbacks
 
 TIMEOUT = 0.5  # of one delivery, in these tests
 HINT = "the operator can allow such networks with IMAGESEARCH_CALLBACK_ALLOWED_NETWORKS"

@@ -52,7 +52,7 @@ class Tasks:
     # ---- batch imports ----------------------------------------------------------------------------------
 
     def submit_import(self, instance_name: str, location: str, path: str, callback_address: str | None = None) -> Task:
-        from imagesearch_pg.tasks.callbacks import CallbackPolicy
+        from imagesearch_pg.tasks.callback_policy import CallbackPolicy
 
         instance = self.instances.current(instance_name)
         # An unknown location, one this instance may not read, or a path out of it: refused now.

@@ -140,8 +140,9 @@ class Worker:
 
     def _send_callbacks(self, stop: threading.Event) -> None:
         from imagesearch_pg.tasks import callbacks
+        from imagesearch_pg.tasks.callback_policy import CallbackPolicy
 
-        policy = callbacks.CallbackPolicy.from_settings(self.service.settings)
+        policy = CallbackPolicy.from_settings(self.service.settings)
         while not stop.wait(min(self.poll_seconds, 1.0)):
             try:
                 callbacks.run_due_callbacks(self.database, policy, self.service.tasks.result_url)
