@@ -130,3 +130,15 @@ def test_download_links_refuse_what_they_do_not_sign(service, server, shop):
         "not-a-number-id": (404, "InvalidPath"), "non-ascii-signature": (403, "NoPermission"),
     }
     assert service.tasks.link(service.tasks.submit_export(shop), "meta", base) is None  # not finished: no link
+
+
+def test_deleting_an_instance_removes_its_export_files(service, settings):
+    service.create_instance("exported-then-deleted", "generic")
+    try:
+        service.add_image("exported-then-deleted", "p", "1.jpg", picture(1))
+        task = run_to_end(service, service.tasks.submit_export("exported-then-deleted"))
+        file = settings.results_dir / task.result_url
+        assert file.read_text().count("\n") == 1
+    finally:
+        service.delete_instance("exported-then-deleted")
+    assert not file.exists()

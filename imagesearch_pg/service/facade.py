@@ -114,7 +114,10 @@ class ImageSearch:
         return self.instances.describe(name)
 
     def delete_instance(self, name: str) -> None:
+        """The instance with its pictures and tasks, and its exports' files."""
+        files = self.tasks.export_files(name)
         self.instances.delete(name)
+        self.tasks.remove_files(files)
 
     def clear_instance(self, name: str) -> None:
         self.instances.clear(name)

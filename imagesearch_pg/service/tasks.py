@@ -125,13 +125,21 @@ class Tasks:
         with self.database.transaction() as conn:
             room = EXPORTS_KEPT - int(submitting) - task_store.unfinished_count(conn, instance_id, EXPORT)
             removed = task_store.remove_finished(conn, instance_id, EXPORT, keep=max(room, 0), before=cutoff)
+        self.remove_files([task.result_url for task in removed if task.result_url])
+
+    def export_files(self, instance_name: str) -> list[str]:
+        """The files of the instance's exports (to remove once the instance is deleted)."""
+        instance = self.instances.current(instance_name)
+        with self.database.reading() as conn:
+            return task_store.result_files(conn, instance.id, EXPORT)
+
+    def remove_files(self, files: list[str]) -> None:
         results = self.storage.results()
-        for task in removed:
-            if task.result_url:
-                try:
-                    results.remove(task.result_url)
-                except ImageSearchError as exc:  # the task is gone either way; its file is left behind
-                    log.warning("could not remove the file of export %s: %s", task.id, exc.message)
+        for file in files:
+            try:
+                results.remove(file)
+            except ImageSearchError as exc:  # its task is gone either way; the file is left behind
+                log.warning("could not remove the export file %s: %s", file, exc.message)
 
     # ---- both -------------------------------------------------------------------------------------------
 

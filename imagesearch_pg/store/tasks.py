@@ -183,6 +183,11 @@ def unfinished_count(conn: sa.Connection, instance_id: int, kind: str | None = N
     return conn.execute(sa.select(sa.func.count()).select_from(tasks).where(*condition)).scalar_one()
 
 
+def result_files(conn: sa.Connection, instance_id: int, kind: str) -> list[str]:
+    return list(conn.execute(sa.select(tasks.c.result_url).where(
+        tasks.c.instance_id == instance_id, tasks.c.kind == kind, tasks.c.result_url.is_not(None))).scalars())
+
+
 def due_callbacks(conn: sa.Connection, instance_id: int) -> int:
     return conn.execute(
         sa.select(sa.func.count()).select_from(tasks)
