@@ -272,3 +272,51 @@ def test_a_task_whose_file_changed_since_its_checkpoint_fails_rather_than_resume
     ended = run_to_end(service, task)
     assert (ended.state, ended.error_code) == ("failed", "IncrementMetaChanged")
     assert "changed while the task ran" in ended.error_message
+
+
+def _has_vector_index(engine, service, name: str) -> bool:
+    instance = service.instances.current(name)
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM pg_indexes WHERE schemaname = 'imagesearch' "
+                                    "AND indexname = :name"), {"name": f"pictures_{instance.id}_embedding_hnsw"}
+                            ).scalar_one() == 1
+
+
+def test_a_large_batch_builds_the_vector_index_once_at_the_end(service, make_instance, local, engine, monkeypatch):
+    from imagesearch_pg.tasks import batch_import
+
+    monkeypatch.setattr(batch_import, "DEFERRED_INDEX_LINES", 10)  # a small folder counts as large here
+    name = make_instance("generic").name
+    location, root = local
+    pictures = {f"p{i}.jpg": picture(i) for i in range(12)}
+    path = write_folder(root, [{"OperationType": "ADD", "ProductId": f"p{i}", "PicName": f"p{i}.jpg"}
+                               for i in range(12)], pictures)
+    task = run_to_end(service, service.tasks.submit_import(name, location, path))
+    assert task.state == "succeeded" and task.checkpoint["deferred_index"] is True
+    assert _has_vector_index(engine, service, name)
+    found = service.search_by_picture(name, pictures["p7.jpg"], num=1)
+    assert found.matches[0].product_id == "p7"
+    # Into an instance already holding more than half as many pictures, rows go into the index as they come.
+    again = run_to_end(service, service.tasks.submit_import(name, location, path))
+    assert again.state == "succeeded" and again.checkpoint["deferred_index"] is False
+
+
+def test_a_deferred_index_is_built_by_the_run_that_resumes_or_abandons_the_task(service, make_instance, local, engine):
+    from imagesearch_pg.store import pictures as picture_store
+    from imagesearch_pg.store.tables import tasks as task_table
+
+    location, root = local
+    path = write_folder(root, [{"OperationType": "DELETE", "ProductId": "x"}] * 3, {})
+    size = (root / path.lstrip("/") / "increment.meta").stat().st_size
+    for attempts, state in ((1, "succeeded"), (21, "failed")):
+        name = make_instance("generic").name
+        task = service.tasks.submit_import(name, location, path)
+        instance = service.instances.current(name)
+        with engine.begin() as conn:  # as if a run had dropped the index, checkpointed, and died
+            picture_store.drop_vector_indexes(conn, instance.id, False)
+            conn.execute(sa.update(task_table).where(task_table.c.id == task.id).values(
+                attempts=attempts - 1, checkpoint={"line": 0, "offset": 0, "size": size, "deferred_index": True}))
+        assert not _has_vector_index(engine, service, name)
+        ended = run_to_end(service, task)
+        assert ended.state == state and (state == "succeeded" or ended.error_code == "TooManyAttempts")
+        assert _has_vector_index(engine, service, name)

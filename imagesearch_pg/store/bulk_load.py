@@ -6,7 +6,8 @@ import sqlalchemy as sa
 
 from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
 from imagesearch_pg.store.instances import count_added
-from imagesearch_pg.store.tables import key_digest, partition_name, pictures
+from imagesearch_pg.store.pictures import create_vector_indexes, drop_vector_indexes
+from imagesearch_pg.store.tables import key_digest, pictures
 
 BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
 BULK_TYPES = {
@@ -29,9 +30,7 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
     raw = conn.connection.driver_connection
     register_vector(raw)
     silhouettes = "silhouette" in columns
-    conn.execute(sa.select(sa.func.imagesearch.drop_picture_index(instance_id)))
-    if silhouettes:
-        conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
+    drop_vector_indexes(conn, instance_id, silhouettes)
     loaded = 0
     with raw.cursor().copy(
         f"COPY {pictures.fullname} (instance_id, key_digest, {', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)"
@@ -46,9 +45,5 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
             if progress is not None:
                 progress(loaded)
     count_added(conn, instance_id, loaded)
-    conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
-    if silhouettes:
-        conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
-    # Fresh statistics, so the planner sees the loaded rows at once rather than after autovacuum.
-    conn.execute(sa.text(f"ANALYZE {partition_name(instance_id, qualified=True)}"))
+    create_vector_indexes(conn, instance_id, silhouettes)
     return loaded

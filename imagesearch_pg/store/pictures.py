@@ -64,6 +64,24 @@ def _binary_vectors(row: dict, at: int) -> dict:
     return vectors
 
 
+def drop_vector_indexes(conn: sa.Connection, instance_id: int, silhouettes: bool) -> None:
+    """The instance's HNSW indexes (with ``silhouettes``, that one too), gone until create_vector_indexes:
+    many rows load several times faster without them, and one parallel build afterwards is faster than
+    inserting each row into the graph. Searches meanwhile scan every row (exact, slower)."""
+    conn.execute(sa.select(sa.func.imagesearch.drop_picture_index(instance_id)))
+    if silhouettes:
+        conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
+
+
+def create_vector_indexes(conn: sa.Connection, instance_id: int, silhouettes: bool) -> None:
+    """Build the instance's HNSW indexes if they are missing (a no-op when they exist), and fresh statistics
+    so that the planner sees the loaded rows at once rather than after autovacuum."""
+    conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
+    if silhouettes:
+        conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
+    conn.execute(sa.text(f"ANALYZE {partition_name(instance_id, qualified=True)}"))
+
+
 def stored_digests(conn: sa.Connection, instance_id: int, digests: list[bytes]) -> set[bytes]:
     """Which of these key digests are stored."""
     part = partition(instance_id)

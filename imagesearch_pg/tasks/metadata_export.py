@@ -39,6 +39,10 @@ def run(service, task: task_store.Task, lease) -> Outcome:
     return Outcome("succeeded", message=f"{written} pictures exported", result_url=relative)
 
 
+def abandon(service, task: task_store.Task) -> None:
+    """Nothing to undo: an export that did not finish published no file."""
+
+
 def _line(names: list[str], row) -> bytes:
     # Attributes without a value are left out, as in search results.
     record = {name: value for name, value in zip(names, row) if value is not None}

@@ -16,7 +16,6 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import psycopg
 
@@ -51,13 +50,12 @@ class Transient(Exception):
     given back and claimed again after a delay, from its checkpoint."""
 
 
-Handler = Callable[["ImageSearch", tasks.Task, Lease], Outcome]  # noqa: F821 (service.ImageSearch)
-
-
-def handlers() -> dict[str, Handler]:
+def handlers() -> dict:
+    """Each kind's handler module: ``run(service, task, lease) -> Outcome``, and ``abandon(service, task)``
+    for a task that will not run again (TooManyAttempts), to undo what its runs left half done."""
     from imagesearch_pg.tasks import batch_import, metadata_export
 
-    return {"import": batch_import.run, "export": metadata_export.run}
+    return {"import": batch_import, "export": metadata_export}
 
 
 class Worker:
@@ -155,14 +153,15 @@ class Worker:
 
     def run_task(self, task: tasks.Task) -> None:
         """Run a task this worker claimed, to its end or until it is given back."""
+        handler = self.handlers[task.kind]
         if task.attempts > MAX_ATTEMPTS:
+            handler.abandon(self.service, task)
             self._finish(task, Outcome("failed", "TooManyAttempts",
                                        f"the task was started {MAX_ATTEMPTS} times without getting further"))
             return
-        handler = self.handlers[task.kind]
         with Lease(self.database, task, task.lease_owner, self.lease_seconds, self._stopping) as lease:
             try:
-                outcome = handler(self.service, task, lease)
+                outcome = handler.run(self.service, task, lease)
             except LeaseLost as exc:
                 log.info("task %s stopped: %s", task.id, exc)
                 self._give_back(task, 0.0)
