@@ -124,17 +124,19 @@ class Worker:
     def _listen(self, stop: threading.Event) -> None:
         """LISTEN on the queue's channel and wake the loop on every NOTIFY; reconnect when it breaks."""
         url = self.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {tasks.CHANNEL}")
-                    self._wake.set()  # tasks submitted while we were not listening
-                    while not stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            self._wake.set()
-            except psycopg.Error:
-                if stop.wait(self.poll_seconds):
-                    return
+        try:
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        conn.execute(f"LISTEN {tasks.CHANNEL}")
+                        self._wake.set()  # tasks submitted while we were not listening
+                        while not stop.is_set():
+                            for _ in conn.notifies(timeout=1.0, stop_after=1):
+                                self._wake.set()
+                except psycopg.Error:
+                    stop.wait(self.poll_seconds)
+        finally:
+            self._wake.set()  # the loop sees ``stop`` now, not at its next poll
 
     def _send_callbacks(self, stop: threading.Event) -> None:
         from imagesearch_pg.tasks import callbacks
