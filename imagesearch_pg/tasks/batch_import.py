@@ -204,10 +204,13 @@ class _Import:
                 log.exception("task %s: line %d failed on a bug", self.task.id, entry.line.number)
                 entry.reason = _BUG
         adds = [entry for entry in entries if entry.checked is not None and entry.reason is None]
-        # A batch of the encoder at a time: at most BATCH decoded pictures (up to 48 MB each) held at once.
-        for start in range(0, len(adds), BATCH):
-            group = adds[start : start + BATCH]
-            framed = list(readers.map(self._framed, group))
+        # A batch of the encoder at a time, the next one read and framed while this one is encoded: at most
+        # two batches of decoded pictures (up to 48 MB each) held at once.
+        groups = [adds[start : start + BATCH] for start in range(0, len(adds), BATCH)]
+        upcoming = [readers.submit(self._framed, entry) for entry in groups[0]] if groups else []
+        for at, group in enumerate(groups):
+            framed = [future.result() for future in upcoming]
+            upcoming = [readers.submit(self._framed, entry) for entry in groups[at + 1]] if at + 1 < len(groups) else []
             ready = [(entry, frame) for entry, frame in zip(group, framed) if frame is not None]
             began = time.perf_counter()
             prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers)
