@@ -2,7 +2,7 @@
 
     IMAGESEARCH_HOME=/work/benchruns/batch-home \\
     python benchmarks/batch_import.py [--limit N] [--source local|s3|both] [--modes crop,nocrop] [--sample 500]
-        [--rounds 1] [--keep] [--home DIR] [--json FILE]
+        [--rounds 1] [--columns a,b,c,import] [--keep] [--home DIR] [--json FILE]
         [--chunk-lines N] [--readers N] [--batch N]     # levers: override the library's constants for this run
 
 The pictures are every file of the real sets under ~/.cache/imagesearch-bench/bench/ (logo-simple-icons,
@@ -19,11 +19,12 @@ them in the reverse order, so load on the shared machine falls on all alike):
   local folder, or a bucket of a moto_server started on loopback by this script (uploaded with boto3 before,
   not timed). pictures/s = pictures added / wall time from submit to the task's end as seen by polling;
   the task's own rate (started_at -> finished_at) and its per-stage seconds (progress.seconds: read,
-  decode_detect, encode, write; summed over the threads doing each) are reported too, with the CPU seconds
-  of this process, of PostgreSQL's processes and of moto_server over the column.
-- (a) pipeline alone (no database, pictures already in memory): exactly the task's prepare step, chunk by
-  chunk of CHUNK_LINES: PicturePipeline.framed on READERS threads, then PicturePipeline.prepare_stored
-  (describe_many in batches of BATCH) on the framed pictures of the chunk.
+  decode_detect, encode, write; summed over the threads doing each) are reported too, with the time after
+  the last chunk (the HNSW index built once at the end when the task deferred it) and the CPU seconds of
+  this process, of PostgreSQL's processes and of moto_server over the column.
+- (a) pipeline alone (no database, pictures already in memory): exactly the task's prepare step
+  (batch_import._Import.prepare), chunk by chunk of CHUNK_LINES: PicturePipeline.framed on READERS threads
+  for a group of BATCH pictures while PicturePipeline.prepare_stored describes the group before it.
 - (b) AddImage: `service.add_image` one picture at a time on the first --sample pictures (the same crop).
 - (c) encoder alone (nocrop mode): the instance's encoder `encode()` on the decoded pictures, in the batches
   describe_many makes (BATCH pictures of each chunk); decoding is not timed.
@@ -227,24 +228,29 @@ def run_import(service, instance_name: str, location: str, meter: Meter) -> dict
         reason = json.loads(line)["reason"]
         reasons[reason[:120]] = reasons.get(reason[:120], 0) + 1
     task_seconds = (task.finished_at - task.started_at).total_seconds()
+    chunks_seconds = added / progress["pictures_per_second"] if progress.get("pictures_per_second") else None
     return {
         "state": task.state, "lines": progress.get("total"), "added": added, "failed": progress.get("failed"),
         "failed_reasons": reasons, "stored": service.describe_instance(instance_name).picture_count,
         "pictures_per_s": round(added / wall, 2), "task_s": round(task_seconds, 2),
         "task_pictures_per_s": round(added / task_seconds, 2),
         "progress_pictures_per_s": progress.get("pictures_per_second"),
+        # After the last chunk's commit: the deferred index build (if the task deferred it) and the finish.
+        "after_last_chunk_s": None if chunks_seconds is None else round(task_seconds - chunks_seconds, 2),
         "stage_s": progress.get("seconds"), **meter.figures,
     }
 
 
 def pipeline_alone(service, instance, datas: list[bytes], crop: bool, meter: Meter) -> dict:
-    """(a): the task's prepare step with no database: framed on READERS threads, then prepare_stored."""
+    """(a): the task's prepare step (batch_import._Import.prepare) with no database and no storage: chunk by
+    chunk of CHUNK_LINES, a group of BATCH pictures framed on READERS threads while the group before it is
+    described by prepare_stored."""
     from imagesearch_pg.errors import ImageSearchError
     from imagesearch_pg.tasks import batch_import
 
     pipeline = service.pipeline
     spent = {"decode_detect": 0.0, "encode": 0.0}
-    phase = {"framed_wall": 0.0, "encode_wall": 0.0}
+    phase = {"wait_framed": 0.0, "encode_wall": 0.0}
     refused = 0
     lock = threading.Lock()
 
@@ -260,15 +266,20 @@ def pipeline_alone(service, instance, datas: list[bytes], crop: bool, meter: Met
 
     with meter, ThreadPoolExecutor(batch_import.READERS, thread_name_prefix="bench-read") as readers:
         for start in range(0, len(datas), batch_import.CHUNK_LINES):
-            began = time.perf_counter()
-            frames = list(readers.map(framed, datas[start:start + batch_import.CHUNK_LINES]))
-            ready = [frame for frame in frames if frame is not None]
-            refused += len(frames) - len(ready)
-            middle = time.perf_counter()
-            pipeline.prepare_stored(instance, ready, readers)
-            ended = time.perf_counter()
-            phase["framed_wall"] += middle - began
-            phase["encode_wall"] += ended - middle
+            chunk = datas[start:start + batch_import.CHUNK_LINES]
+            groups = [chunk[at:at + batch_import.BATCH] for at in range(0, len(chunk), batch_import.BATCH)]
+            upcoming = [readers.submit(framed, data) for data in groups[0]] if groups else []
+            for at in range(len(groups)):
+                began = time.perf_counter()
+                frames = [future.result() for future in upcoming]
+                middle = time.perf_counter()
+                upcoming = [readers.submit(framed, data) for data in groups[at + 1]] if at + 1 < len(groups) else []
+                ready = [frame for frame in frames if frame is not None]
+                refused += len(frames) - len(ready)
+                pipeline.prepare_stored(instance, ready, readers)
+                ended = time.perf_counter()
+                phase["wait_framed"] += middle - began
+                phase["encode_wall"] += ended - middle
     spent["encode"] = phase["encode_wall"]  # one thread encodes, as in the task
     done = len(datas) - refused
     return {"pictures": done, "refused": refused, "pictures_per_s": round(done / meter.figures["wall_s"], 2),
@@ -326,6 +337,22 @@ def encoder_alone(service, instance, datas: list[bytes], meter: Meter) -> dict:
 
 # ---- the run ----------------------------------------------------------------------------------------------
 
+CODE = ("imagesearch_pg/tasks/batch_import.py", "imagesearch_pg/tasks/metadata_export.py",
+        "imagesearch_pg/service/picture_pipeline.py", "imagesearch_pg/service/pictures.py",
+        "imagesearch_pg/store/pictures.py", "imagesearch_pg/storage/locations.py",
+        "imagesearch_pg/vision/encoders/base.py")
+
+
+def code_digests() -> dict:
+    """The first 12 hex digits of the SHA-256 of the library files on the measured path: which code the
+    figures are of."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest()[:12] for name in CODE
+            if (root / name).exists()}
+
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -341,7 +368,7 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--chunk-lines", type=int, help="override batch_import.CHUNK_LINES for this run")
     parser.add_argument("--readers", type=int, help="override batch_import.READERS for this run")
-    parser.add_argument("--batch", type=int, help="override encoders.base.BATCH for this run")
+    parser.add_argument("--batch", type=int, help="override BATCH (encoders.base and the task's groups) for this run")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     wanted = set(args.columns.split(","))
@@ -361,8 +388,8 @@ def main() -> None:
         batch_import.CHUNK_LINES = args.chunk_lines
     if args.readers:
         batch_import.READERS = args.readers
-    if args.batch:
-        base.BATCH = args.batch
+    if args.batch:  # the task's groups and describe_many's batches
+        base.BATCH = batch_import.BATCH = args.batch
     sources = ["local", "s3"] if args.source == "both" else [args.source]
 
     pictures = collect(args.limit)
@@ -381,7 +408,9 @@ def main() -> None:
                      "service_type": SERVICE_TYPE, "sample": len(sample), "nproc": os.cpu_count(),
                      "onnx_threads": service.settings.onnx_threads,
                      "constants": {"CHUNK_LINES": batch_import.CHUNK_LINES, "READERS": batch_import.READERS,
-                                   "BATCH": base.BATCH},
+                                   "BATCH": base.BATCH,
+                                   "DEFERRED_INDEX_LINES": getattr(batch_import, "DEFERRED_INDEX_LINES", None)},
+                     "code": code_digests(),
                      "load_at_start": [round(v, 2) for v in os.getloadavg()], "rounds": []}
     try:
         # The local folder and the bucket hold the same files; increment.meta is rewritten for each mode.

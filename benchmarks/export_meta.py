@@ -246,6 +246,7 @@ def main() -> None:
     if args.raw_to:
         return raw_export(os.environ["BENCH_RAW_URL"], args.raw_instance, args.raw_to)
 
+    from benchmarks.batch_import import code_digests
     from benchmarks.common import measured_instance
 
     from imagesearch_pg.service import ImageSearch
@@ -253,7 +254,7 @@ def main() -> None:
     service = ImageSearch.open()
     results: dict = {"rows": args.rows, "service_type": SERVICE_TYPE, "nproc": os.cpu_count(),
                      "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-                     "load_at_start": [round(v, 2) for v in os.getloadavg()], "rounds": []}
+                     "load_at_start": [round(v, 2) for v in os.getloadavg()], "code": code_digests(), "rounds": []}
     began = time.perf_counter()
     with measured_instance(service, args, "bench-export", lambda name: load(service, name, args.rows), log) as name:
         if not args.instance:
