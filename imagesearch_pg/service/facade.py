@@ -171,6 +171,12 @@ class ImageSearch:
         request = SearchRequest(instance_name, num, start, filter, category_id, score_threshold, distinct_product_id)
         return self.searches.by_vector(request, vector)
 
+    def search_by_product(self, instance_name: str, product_id: str, *, num: int = 10, start: int = 0,
+                          category_id: int | None = None, filter: str | None = None,
+                          score_threshold: float | None = None, distinct_product_id: bool = False) -> SearchResult:
+        request = SearchRequest(instance_name, num, start, filter, category_id, score_threshold, distinct_product_id)
+        return self.searches.by_product(request, product_id)
+
     def search_by_text(self, instance_name: str, text: str, *, num: int = 10, start: int = 0,
                        filter: str | None = None, score_threshold: float | None = None,
                        distinct_product_id: bool = False) -> SearchResult:

@@ -34,13 +34,14 @@ class Window:
     distinct: bool
     filter: Node | None
     category_id: int | None  # searched within (product instances), else None
+    exclude_product: str | None = None  # a search by a product leaves its own pictures out
 
 
 def ranked(conn: sa.Connection, instance: InstanceRef, fetch: Fetch, window: Window) -> tuple[list, int]:
     """The first ``start + num`` rows of ``fetch`` after the score threshold and DistinctProductId, and
     DocsFound: how many results there are, up to the 500 window. The planner's estimate of the matches is
     asked once and serves both the plan and the count."""
-    expected = picture_search.estimate(conn, instance.id, window.filter, window.category_id)
+    expected = picture_search.estimate(conn, instance.id, window.filter, window.category_id, window.exclude_product)
     wanted = window.start + window.num
     threshold = window.threshold
     # With a threshold every result above it must be seen to count them; scores descend, so the first
@@ -62,7 +63,7 @@ def ranked(conn: sa.Connection, instance: InstanceRef, fetch: Fetch, window: Win
     else:
         docs_found = picture_search.count(
             conn, instance.id, window.filter, window.category_id, window.distinct, validation.MAX_WINDOW, expected,
-            rows,
+            rows, window.exclude_product,
         )
     return kept[:wanted], docs_found
 

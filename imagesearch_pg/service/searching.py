@@ -16,6 +16,8 @@ from imagesearch_pg.store import picture_search
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.filters import parse_filter
 
+MAX_PRODUCT_QUERIES = 100  # a search by a product searches with this many of its pictures at most
+
 
 @dataclass(frozen=True)
 class SearchRequest:
@@ -107,6 +109,32 @@ class Searches:
 
         return self._search(request, window, fetch, began)
 
+    def by_product(self, request: SearchRequest, product_id: str) -> SearchResult:
+        """Pictures of other products near any picture of this one ("which products look like this one"):
+        each of its first MAX_PRODUCT_QUERIES pictures (by PicName) searches, and a picture keeps its best
+        score. Trademark instances rank by the picture vectors alone, as by_vector does."""
+        began = time.perf_counter()
+        validation.picture_key(product_id, None, pic_name_required=False)
+        window, _ = self._window(request, exclude_product=product_id)
+
+        def fetch(conn, instance, limit, expected):
+            queries = picture_store.product_embeddings(conn, instance.id, product_id, MAX_PRODUCT_QUERIES)
+            if not queries:
+                raise NoSpecifiedSearchPic(f"no pictures with ProductId {product_id!r}")
+            best: dict = {}
+            for query in queries:
+                for row in picture_search.nearest(
+                    conn, instance.id, instance.embedding_dim, query, limit, window.filter, window.category_id,
+                    expected=expected, exclude_product=product_id,
+                ):
+                    key = (row.product_id, row.pic_name)
+                    if key not in best or row.score > best[key].score:
+                        best[key] = row
+            # Ties in code-point order of ProductId, then PicName (as the SQL function's COLLATE "C").
+            return sorted(best.values(), key=lambda row: (-row.score, row.product_id, row.pic_name))[:limit]
+
+        return self._search(request, window, fetch, began)
+
     def by_text(self, request: SearchRequest, text: str) -> SearchResult:
         """Search with a phrase, on an instance whose encoder has a text model (its spec's [text] table)."""
         began = time.perf_counter()
@@ -159,14 +187,15 @@ class Searches:
             score = max(score, shapes - first.encoder.silhouette_margin)
         return min(1.0, max(0.0, score))
 
-    def _window(self, request: SearchRequest):
+    def _window(self, request: SearchRequest, exclude_product: str | None = None):
         """The request's options checked, and the instance (cached)."""
         validation.window(request.num, request.start)
         threshold = validation.score_threshold(request.score_threshold)
         parsed = None if request.filter is None else parse_filter(request.filter)
         instance = self.instances.cached(request.instance_name)
         within = validation.category(instance.service_type, request.category_id)
-        window = Window(request.start, request.num, threshold, request.distinct_product_id, parsed, within)
+        window = Window(request.start, request.num, threshold, request.distinct_product_id, parsed, within,
+                        exclude_product)
         return window, instance
 
     def _search(self, request: SearchRequest, window: Window, fetch: Fetch, began: float,

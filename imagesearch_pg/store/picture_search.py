@@ -87,12 +87,13 @@ def _query_and_limit(part: sa.TableClause, dim: int, by_stored_picture: bool):
 
 
 @functools.lru_cache(maxsize=4096)
-def _walk(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | None, category_id: int | None) -> _DriverStatement:
+def _walk(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | None, category_id: int | None,
+          excluded: bool) -> _DriverStatement:
     """The HNSW walk, built once per instance, filter and category (a parsed filter is hashable, its values
     in it), with the query and the limit as parameters (_walk_values). Unfiltered, each row also carries
     the instance's picture count (column TOTAL)."""
     part = partition(instance_id)
-    conditions = _conditions(part, filter, category_id)
+    conditions = _conditions(part, filter, category_id, excluded)
     walk = walk_statement(part, dim, *_query_and_limit(part, dim, by_stored_picture), conditions)
     if not conditions:
         # DocsFound of an unfiltered search is the instance's kept count: read in the same round trip (an
@@ -102,17 +103,20 @@ def _walk(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | No
 
 
 @functools.lru_cache(maxsize=4096)
-def _exact(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | None, category_id: int | None) -> _DriverStatement:
+def _exact(instance_id: int, dim: int, by_stored_picture: bool, filter: Node | None, category_id: int | None,
+           excluded: bool) -> _DriverStatement:
     """The exact scan of a filter's matches, built once as _walk is."""
     part = partition(instance_id)
     query, limit = _query_and_limit(part, dim, by_stored_picture)
-    return _DriverStatement.of(_exact_statement(part, query, limit, _conditions(part, filter, category_id), [], 0.0, 0))
+    conditions = _conditions(part, filter, category_id, excluded)
+    return _DriverStatement.of(_exact_statement(part, query, limit, conditions, [], 0.0, 0))
 
 
-def _walk_values(query: np.ndarray | StoredPicture, limit: int) -> dict:
+def _walk_values(query: np.ndarray | StoredPicture, limit: int, exclude_product: str | None) -> dict:
+    values = {"limit": limit} if exclude_product is None else {"limit": limit, EXCLUDED: exclude_product}
     if isinstance(query, StoredPicture):
-        return {"key": key_digest(query.product_id, query.pic_name), "limit": limit}
-    return {"q": query, "limit": limit}
+        return {"key": key_digest(query.product_id, query.pic_name), **values}
+    return {"q": query, **values}
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ def nearest(
     expected: Estimate | None = None,
     keypoints_for: int = 0,
     silhouette_margin: float = 0.0,
+    exclude_product: str | None = None,
 ) -> list[sa.Row]:
     """The ``limit`` nearest pictures by cosine distance, best first, each with a ``score`` column; with a
     ``filter`` (parsed) or a category, the ``limit`` nearest among the matching pictures, or all of them
@@ -180,16 +185,18 @@ def nearest(
     ``expected``: the planner's estimate of the matches (estimate()), if the caller has it already.
     ``keypoints_for`` (searches with ``silhouettes``): the first that many rows carry the stored
     ``keypoints`` too, the others None, for re-ranking without a second round trip.
+    ``exclude_product``: that product's pictures are left out (a search by a product), like a filter.
     """
     part = partition(instance_id)
-    filtered = filter is not None or category_id is not None
+    excluded = exclude_product is not None
+    filtered = filter is not None or category_id is not None or excluded
     if not silhouettes:
-        key = (instance_id, dim, isinstance(query, StoredPicture), filter, category_id)
-        values = _walk_values(query, limit)
+        key = (instance_id, dim, isinstance(query, StoredPicture), filter, category_id, excluded)
+        values = _walk_values(query, limit, exclude_product)
         if not filtered:
             return _walk(*key).execute(conn, values)
         if expected is None:
-            expected = estimate(conn, instance_id, filter, category_id)
+            expected = estimate(conn, instance_id, filter, category_id, exclude_product)
         breadth = walk_breadth(expected)
         if breadth is not None:
             with _breadth(conn, breadth):
@@ -202,6 +209,8 @@ def nearest(
     silhouette_queries = [vector(part, s, dim, f"s{i}", half=True) for i, s in enumerate(silhouettes or ())]
     if keypoints_for and not silhouette_queries:
         raise ValueError("keypoints come with searches by silhouettes (trademark encoders)")
+    if excluded:
+        raise ValueError("searches by silhouettes leave no product out")
     fusion = (silhouette_queries, silhouette_margin, keypoints_for)
     if not conditions:
         return list(conn.execute(_fused_statement(part, dim, query, limit, *fusion)))
@@ -209,42 +218,50 @@ def nearest(
 
 
 def count(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None,
-          distinct_products: bool, cap: int, expected: Estimate | None = None, rows: list = ()) -> int:
+          distinct_products: bool, cap: int, expected: Estimate | None = None, rows: list = (),
+          exclude_product: str | None = None) -> int:
     """How many pictures (or distinct products) match, counting no further than ``cap``; ``rows``: those
     the search found, whose TOTAL column (unfiltered walks) spares reading the instance's count.
 
     Rows are about a page each (the vector stays in line), so counting reads a page per match: when the
     planner expects ten times ``cap`` matching pictures or more, the answer is ``cap`` without counting.
     """
-    filtered = filter is not None or category_id is not None
+    excluded = exclude_product is not None
+    filtered = filter is not None or category_id is not None or excluded
     if not distinct_products and not filtered:  # the instance keeps its own count
         total = getattr(rows[0], TOTAL, None) if rows else None
         return min(cap, instance_store.picture_count(conn, instance_id) if total is None else total)
     if not distinct_products:
-        expected = estimate(conn, instance_id, filter, category_id) if expected is None else expected
+        expected = estimate(conn, instance_id, filter, category_id, exclude_product) if expected is None else expected
         if expected.matching >= 10 * cap:
             return cap
-    return _count(instance_id, filter, category_id, distinct_products).execute(conn, {"cap": cap})[0][0]
+    values = {"cap": cap} if not excluded else {"cap": cap, EXCLUDED: exclude_product}
+    return _count(instance_id, filter, category_id, distinct_products, excluded).execute(conn, values)[0][0]
 
 
 @functools.lru_cache(maxsize=4096)
-def _count(instance_id: int, filter: Node | None, category_id: int | None, distinct_products: bool) -> _DriverStatement:
+def _count(instance_id: int, filter: Node | None, category_id: int | None, distinct_products: bool,
+           excluded: bool) -> _DriverStatement:
     """The count of a filter's matches (or their distinct products) up to ``cap``, built once as _walk is."""
     part = partition(instance_id)
     column = part.c.product_id if distinct_products else sa.literal(1)
-    matching = sa.select(column).select_from(part).where(*_conditions(part, filter, category_id))
+    matching = sa.select(column).select_from(part).where(*_conditions(part, filter, category_id, excluded))
     if distinct_products:
         matching = matching.distinct()
     capped = matching.limit(sa.bindparam("cap", 0, type_=sa.Integer)).subquery()
     return _DriverStatement.of(sa.select(sa.func.count()).select_from(capped))
 
 
-def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None) -> Estimate | None:
-    """The planner's estimate of the pictures a filter and category match, and of all of them (bound
-    parameters, nothing executed, one round trip); None when there is neither filter nor category."""
-    if filter is None and category_id is None:
+def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, category_id: int | None,
+             exclude_product: str | None = None) -> Estimate | None:
+    """The planner's estimate of the pictures a filter and category match (less an excluded product's),
+    and of all of them (bound parameters, nothing executed, one round trip); None when nothing narrows
+    the search."""
+    if filter is None and category_id is None and exclude_product is None:
         return None
-    plan = _explain(instance_id, filter, category_id).execute(conn, {})[0][0][0]["Plan"]
+    excluded = exclude_product is not None
+    values = {EXCLUDED: exclude_product} if excluded else {}
+    plan = _explain(instance_id, filter, category_id, excluded).execute(conn, values)[0][0][0]["Plan"]
     if plan["Node Type"] == "Append" and len(plan["Plans"]) == 2:
         matching, every = plan["Plans"]
         return Estimate(float(matching["Plan Rows"]), float(every["Plan Rows"]))
@@ -252,11 +269,11 @@ def estimate(conn: sa.Connection, instance_id: int, filter: Node | None, categor
 
 
 @functools.lru_cache(maxsize=4096)
-def _explain(instance_id: int, filter: Node | None, category_id: int | None) -> _DriverStatement:
+def _explain(instance_id: int, filter: Node | None, category_id: int | None, excluded: bool) -> _DriverStatement:
     """The EXPLAIN of a filter's matches beside all the pictures (an Append of the two scans), compiled
     once per filter."""
     part = partition(instance_id)
-    matching = sa.select(sa.literal(1)).select_from(part).where(*_conditions(part, filter, category_id))
+    matching = sa.select(sa.literal(1)).select_from(part).where(*_conditions(part, filter, category_id, excluded))
     scans = _DriverStatement.of(sa.union_all(matching, sa.select(sa.literal(1)).select_from(part)))
     return _DriverStatement(f"EXPLAIN (FORMAT JSON) {scans.text}", scans.defaults, scans.processors)
 
@@ -274,9 +291,14 @@ def _breadth(conn: sa.Connection, breadth: int) -> Iterator[None]:
         conn.exec_driver_sql(f"SET hnsw.ef_search = {DEFAULT_BREADTH}")
 
 
-def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | None) -> list:
-    return ([] if filter is None else [to_sql(filter, part)]) + (
-        [] if category_id is None else [part.c.category_id == category_id]
+EXCLUDED = "excluded_product"  # the bound parameter of the product a search leaves out
+
+
+def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | None, excluded: bool = False) -> list:
+    return (
+        ([] if filter is None else [to_sql(filter, part)])
+        + ([] if category_id is None else [part.c.category_id == category_id])
+        + ([part.c.product_id != sa.bindparam(EXCLUDED, "", type_=sa.Text)] if excluded else [])
     )
 
 

@@ -119,6 +119,16 @@ def listing(conn: sa.Connection, instance_id: int, filter: Node, limit: int, off
     )
 
 
+def product_embeddings(conn: sa.Connection, instance_id: int, product_id: str, limit: int) -> list:
+    """The embeddings of a product's first ``limit`` pictures in code-point order of PicName (as
+    imagesearch.search_by_product takes them)."""
+    part = partition(instance_id)
+    return list(conn.execute(
+        sa.select(part.c.embedding).where(part.c.product_id == product_id)
+        .order_by(part.c.pic_name.collate("C")).limit(limit)
+    ).scalars())
+
+
 def exists(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> bool:
     return (
         conn.execute(
