@@ -112,3 +112,15 @@ class NoPermission(ImageSearchError):
 
 class Throttling(ImageSearchError):
     code = "Throttling"
+
+
+def from_code(code: str, message: str) -> ImageSearchError:
+    """The error a Code names (as the SQL surface raises them, the Code in the DETAIL): the class of that
+    Code, or an InternalError carrying it."""
+    pending = [ImageSearchError]
+    while pending:
+        kind = pending.pop()
+        if kind.code == code:
+            return kind(message)
+        pending.extend(kind.__subclasses__())
+    return ImageSearchError(f"{code}: {message}")

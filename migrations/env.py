@@ -1,9 +1,16 @@
-"""Alembic environment: runs migrations on a connection we are handed, or on the configured database."""
+"""Alembic environment: runs migrations on a connection we are handed, or on the configured database.
 
+The version table lives in schema imagesearch, like everything else of ours, so that a database that also
+holds the user's own schemas (and perhaps their own alembic_version) gets nothing outside it. Databases
+migrated before this kept it in public; it moves on the next run. A downgrade to base leaves nothing.
+"""
+
+import sqlalchemy as sa
 from alembic import context
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.store.database import Database
+from imagesearch_pg.store.schema import SCHEMA, VERSION_TABLE
 
 
 def run() -> None:
@@ -21,9 +28,36 @@ def run() -> None:
 
 
 def _migrate(connection) -> None:
-    context.configure(connection=connection, transaction_per_migration=True)
+    connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+    _adopt_public_version_table(connection)
+    context.configure(connection=connection, transaction_per_migration=True, version_table_schema=SCHEMA,
+                      version_table=VERSION_TABLE)
     with context.begin_transaction():
         context.run_migrations()
+    # At base, the schema holds only the (empty) version table: it goes too.
+    left = connection.execute(sa.text(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = :s AND c.relname <> :t"), {"s": SCHEMA, "t": VERSION_TABLE}).scalar()
+    functions = connection.execute(sa.text(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :s"),
+        {"s": SCHEMA}).scalar()
+    versions = connection.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.{VERSION_TABLE}")).scalar()
+    if left == 1 and functions == 0 and versions == 0:  # the version table's own index (its primary key)
+        connection.execute(sa.text(f"DROP SCHEMA {SCHEMA} CASCADE"))
+
+
+def _adopt_public_version_table(connection) -> None:
+    """A public.alembic_version of ours (our schema exists, and the revision it holds is one of ours) moves
+    into our schema; one of the user's own alembic project stays where it is, untouched."""
+    ours = connection.execute(sa.text(
+        f"SELECT to_regclass('public.{VERSION_TABLE}') IS NOT NULL AND to_regclass('{SCHEMA}.{VERSION_TABLE}') IS NULL"
+        f" AND to_regclass('{SCHEMA}.instances') IS NOT NULL")).scalar()
+    if not ours:
+        return
+    revisions = {script.revision for script in context.script.walk_revisions()}
+    held = connection.execute(sa.text(f"SELECT version_num FROM public.{VERSION_TABLE}")).scalars().all()
+    if held and set(held) <= revisions:
+        connection.execute(sa.text(f"ALTER TABLE public.{VERSION_TABLE} SET SCHEMA {SCHEMA}"))
 
 
 if context.is_offline_mode():

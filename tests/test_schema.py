@@ -99,7 +99,7 @@ def test_sql_surface_searches_from_sql(service, instance, engine):
         service.add_image(instance.name, key, f"{key}.png", encode(photos[key]))
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT product_id, score FROM imagesearch.search_by_name(:i, 'rocket', 'rocket.png', 3)"),
+            sa.text("SELECT product_id, score FROM imagesearch.search_by_picture(:i, 'rocket', 'rocket.png', 3)"),
             {"i": instance.name},
         ).all()
     assert rows[0][0] == "rocket" and rows[0][1] > 0.999 and len(rows) == 3

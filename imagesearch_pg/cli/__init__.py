@@ -68,6 +68,16 @@ def db_upgrade(revision: str) -> None:
         database.close()
 
 
+@db.command("url")
+def db_url() -> None:
+    """Print a libpq URI of the database the CLI uses, for psql "$(imagesearch db url)"."""
+    database = Database.connect(Settings.from_env())
+    try:
+        click.echo(database.libpq_url())
+    finally:
+        database.close()
+
+
 @db.command("current")
 def db_current() -> None:
     """Print the schema revision of the database."""

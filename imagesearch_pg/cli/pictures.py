@@ -107,3 +107,20 @@ def delete(holder: ServiceHolder, name, product_id, pic_name, filter_text) -> No
         raise click.UsageError("give --product-id (and perhaps --pic-name), or --filter")
     deleted = holder.get().delete_image(name, product_id, pic_name, filter=filter_text).pic_names
     click.echo(f"deleted {len(deleted)} picture(s)" + (": " + ", ".join(deleted) if deleted else ""))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--min-score", type=float, default=0.95, show_default=True, help="Pairs scoring at least this (0-1).")
+@click.option("--neighbours", type=int, default=10, show_default=True,
+              help="How many nearest pictures of each picture are looked at (1-100).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of pairs, best first.")
+@pass_service
+def duplicates(holder: ServiceHolder, name, min_score, neighbours, as_json) -> None:
+    """Pairs of different pictures of instance NAME that look alike, best first (imagesearch.duplicate_pairs)."""
+    pairs = holder.get().duplicate_pairs(name, min_score, neighbours=neighbours)
+    rows = [{"product_id_a": a, "pic_name_a": na, "product_id_b": b, "pic_name_b": nb, "score": round(score, 6)}
+            for a, na, b, nb, score in pairs]
+    records(rows, ["ProductIdA", "PicNameA", "ProductIdB", "PicNameB", "Score"], as_json)
+    if not as_json:
+        click.echo(f"{len(rows)} pair(s) at or above {min_score}", err=True)

@@ -183,6 +183,9 @@ class ImageSearch:
         request = SearchRequest(instance_name, num, start, filter, None, score_threshold, distinct_product_id)
         return self.searches.by_text(request, text)
 
+    def duplicate_pairs(self, instance_name: str, min_score: float, *, neighbours: int = 10) -> list:
+        return self.searches.duplicate_pairs(instance_name, min_score, neighbours)
+
     def search_by_filter(self, instance_name: str, filter: str, *, num: int = 10, start: int = 0) -> SearchResult:
         return self.searches.by_filter(instance_name, filter, num=num, start=start)
 

@@ -12,7 +12,7 @@ from imagesearch_pg.service.instances import Instances
 from imagesearch_pg.service.models import PicInfo, SearchResult
 from imagesearch_pg.service.picture_pipeline import PicturePipeline, category
 from imagesearch_pg.service.search_window import Fetch, Window, ranked, result
-from imagesearch_pg.store import picture_search
+from imagesearch_pg.store import duplicates, picture_search
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.filters import parse_filter
 
@@ -170,6 +170,13 @@ class Searches:
 
         rows, found = self.instances.read(instance_name, listing)
         return result(rows, found, 0, began, scored=False)
+
+    def duplicate_pairs(self, instance_name: str, min_score: float, neighbours: int = 10) -> list:
+        """Pairs of different pictures scoring ``min_score`` or more, best first, as the SQL function
+        imagesearch.duplicate_pairs finds them (each picture's ``neighbours`` nearest)."""
+        return self.instances.read(
+            instance_name, lambda conn, instance: duplicates.pairs(conn, instance_name, min_score, neighbours)
+        )
 
     def compare(self, instance_name: str, primary: bytes, secondary: bytes) -> float:
         """The Score two pictures would have if one were stored and the other searched with (0..1).

@@ -119,6 +119,10 @@ class Database:
             yield conn
 
 
+    def libpq_url(self) -> str:
+        """The database as a libpq URI (psql, pg_dump, another driver), password included."""
+        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     def schema_revision(self) -> str | None:
         with _translated():
             return schema.current_revision(self.engine)

@@ -13,6 +13,9 @@ from alembic.script import ScriptDirectory
 
 from imagesearch_pg.errors import SchemaOutOfDate
 
+SCHEMA = "imagesearch"  # every object of ours is in it, the version table too (migrations/env.py)
+VERSION_TABLE = "alembic_version"
+
 
 def schema_dir(name: str) -> Path:
     """``migrations`` or ``sql``: inside an installed wheel, or at the top of a source checkout."""
@@ -64,7 +67,15 @@ def downgrade(engine: sa.Engine, revision: str) -> None:
 
 def current_revision(engine: sa.Engine) -> str | None:
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        context = MigrationContext.configure(connection, opts={"version_table_schema": SCHEMA,
+                                                               "version_table": VERSION_TABLE})
+        revision = context.get_current_revision()
+        if revision is None and connection.execute(sa.text(
+                f"SELECT to_regclass('public.{VERSION_TABLE}') IS NOT NULL AND to_regclass('{SCHEMA}.instances') IS NOT NULL"
+        )).scalar():
+            # Migrated before the version table moved into our schema (the next upgrade moves it).
+            revision = connection.execute(sa.text(f"SELECT max(version_num) FROM public.{VERSION_TABLE}")).scalar()
+        return revision
 
 
 def head_revision() -> str:

@@ -3,7 +3,8 @@
 It wakes on the NOTIFY of a submitted task (so a task starts within a second) and polls besides, for
 leases that expired and retries that came due. Each running task holds a lease that a heartbeat renews;
 a worker that dies (SIGKILL, a lost machine) stops renewing, and another claims the task after the lease
-and resumes it from its last checkpoint. Due callbacks of finished tasks are sent on a thread of their own.
+and resumes it from its last checkpoint. Due callbacks of finished tasks are sent on a thread of their own,
+and pictures written from SQL (tasks/picture_queue.py) are embedded on another.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
+import sqlalchemy as sa
 
 from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError
 from imagesearch_pg.logs import Every
 from imagesearch_pg.storage import StorageUnavailable
-from imagesearch_pg.store import tasks
+from imagesearch_pg.store import picture_queue, tasks
 from imagesearch_pg.tasks.lease import Lease, LeaseLost
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class Worker:
         self._slots = threading.Semaphore(concurrency)
         self._claims = itertools.count(1)
         self._wake = threading.Event()
+        self._pictures_wake = threading.Event()
         self._stopping = threading.Event()
         self._unavailable_log = Every(30.0)
 
@@ -86,6 +89,9 @@ class Worker:
         listener.start()
         callbacks = threading.Thread(target=self._send_callbacks, args=(stop,), name="task-callbacks", daemon=True)
         callbacks.start()
+        pictures = threading.Thread(target=self._embed_queued, args=(stop,), name="picture-queue", daemon=True)
+        if self.only is None:
+            pictures.start()
         log.info("task worker %s running up to %d task(s) at a time", self.owner, self.concurrency)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="task") as pool:
             try:
@@ -96,7 +102,10 @@ class Worker:
             finally:  # also on Ctrl-C or SIGTERM: running tasks stop at their next step and are given back
                 stop.set()
                 self._stopping.set()
+                self._pictures_wake.set()
         callbacks.join()
+        if pictures.is_alive():
+            pictures.join()
 
     def _claim_while_free(self, pool: ThreadPoolExecutor) -> None:
         while self._slots.acquire(blocking=False):
@@ -123,16 +132,18 @@ class Worker:
 
     def _listen(self, stop: threading.Event) -> None:
         """LISTEN on the queue's channel and wake the loop on every NOTIFY; reconnect when it breaks."""
-        url = self.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = self.database.libpq_url()
         try:
             while not stop.is_set():
                 try:
                     with psycopg.connect(url, autocommit=True) as conn:
                         conn.execute(f"LISTEN {tasks.CHANNEL}")
+                        conn.execute(f"LISTEN {picture_queue.CHANNEL}")
                         self._wake.set()  # tasks submitted while we were not listening
+                        self._pictures_wake.set()
                         while not stop.is_set():
-                            for _ in conn.notifies(timeout=1.0, stop_after=1):
-                                self._wake.set()
+                            for notice in conn.notifies(timeout=1.0, stop_after=1):
+                                (self._pictures_wake if notice.channel == picture_queue.CHANNEL else self._wake).set()
                 except psycopg.Error:
                     stop.wait(self.poll_seconds)
         finally:
@@ -150,6 +161,24 @@ class Worker:
                 continue
             except Exception:  # a bug: logged, and the next round tries again
                 log.exception("sending callbacks failed")
+
+    def _embed_queued(self, stop: threading.Event) -> None:
+        """Take pictures written from SQL through AddImage's steps, batch after batch, while there are any."""
+        from imagesearch_pg.tasks.picture_queue import process_pending
+
+        while not stop.is_set():
+            self._pictures_wake.wait(self.poll_seconds)
+            self._pictures_wake.clear()
+            try:
+                while not stop.is_set() and process_pending(self.service):
+                    pass
+            except (DatabaseUnavailable, StorageUnavailable, sa.exc.OperationalError) as exc:
+                if self._unavailable_log:
+                    log.warning("cannot embed queued pictures now: %s", getattr(exc, "message", exc))
+                stop.wait(self.poll_seconds)
+            except Exception:  # a bug: logged, and the next round tries again
+                log.exception("embedding queued pictures failed")
+                stop.wait(self.poll_seconds)
 
     # ---- one task ---------------------------------------------------------------------------------------
 

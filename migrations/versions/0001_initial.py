@@ -99,4 +99,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Dropping the schema drops every instance's partition with it; the vector extension may serve others.
+    # The version table lived in it (migrations/env.py): alembic still removes this revision's row from it,
+    # and env.py drops the schema once that is done.
     op.execute("DROP SCHEMA imagesearch CASCADE")
+    op.execute("CREATE SCHEMA imagesearch")
+    op.execute("CREATE TABLE imagesearch.alembic_version (version_num varchar(32) PRIMARY KEY)")
+    op.execute("INSERT INTO imagesearch.alembic_version VALUES ('0001')")

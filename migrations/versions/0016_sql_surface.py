@@ -1,45 +1,31 @@
-"""The SQL surface: the filter language compiled in the database and the search functions (docs/sql.md).
-They replace sql/0001's search_by_vector and search_by_name, which ignored filters and every option; the
-downgrade brings those back. Every object is in schema imagesearch.
+"""The SQL surface (docs/sql.md): the filter language compiled in the database, the search functions, the
+views, writing pictures from SQL (a queue the worker embeds, synced tables), near-duplicate pairs and the
+roles imagesearch_reader and imagesearch_writer. The search functions replace sql/0001's search_by_vector
+and search_by_name, which ignored filters and every option; the downgrade brings those back.
+
+Everything is created in schema imagesearch, except the two roles (cluster-wide, made only if missing and
+if this user may). The downgrade removes every object the files made, in the reverse order, and the
+triggers that synced tables got; the users' tables themselves stay as they are.
 
 Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-01
 """
 
+import re
+
 from alembic import op
 
-from imagesearch_pg.store.schema import run_sql_file, run_sql_functions
+from imagesearch_pg.store.schema import run_sql_file, run_sql_functions, schema_dir
 
 revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
 
-FILES = ("0016_filter.sql", "0016_search.sql")
-# Dropped in this order by the downgrade (the functions before the types and views they use).
-FUNCTIONS = (
-    "search_by_picture(text, text, text, integer, integer, text, integer, boolean, double precision)",
-    "search_by_vector(text, vector, integer, integer, text, integer, boolean, double precision)",
-    "search_by_product(text, text, integer, integer, text, integer, boolean, double precision)",
-    "ranked(imagesearch.search_plan, text, vector, halfvec, double precision, vector[])",
-    "nearest_any(imagesearch.search_plan, vector[], integer)",
-    "nearest_fused(imagesearch.search_plan, vector, halfvec, double precision, integer)",
-    "nearest(imagesearch.search_plan, vector, integer)",
-    "scan(imagesearch.search_plan, vector, integer, boolean)",
-    "plan_search(imagesearch.instances, text, integer, text, integer, integer, double precision, boolean)",
-    "checked_category(text, integer)",
-    "instance_named(text)",
-    "check_window(integer, integer, double precision)",
-    "check_text(text, text, integer, boolean)",
-    "key_digest(text, text)",
-    "silhouette_margin(text)",
-    "compile_filter(text)",
-    "filter_fail(integer, text)",
-    "filter_shown(text, boolean)",
-    "py_repr(text)",
-    "raise_error(text, text)",
-)
+FILES = ("0016_filter.sql", "0016_search.sql", "0016_views.sql", "0016_queue.sql", "0016_duplicates.sql",
+         "0016_roles.sql")
+_CREATED = re.compile(r"^CREATE (FUNCTION|VIEW|TYPE|TABLE) imagesearch\.(\w+)", re.M)
 
 
 def upgrade() -> None:
@@ -50,9 +36,33 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for signature in FUNCTIONS:
-        op.execute(f"DROP FUNCTION imagesearch.{signature}")
-    op.execute("DROP VIEW imagesearch.category_list")
-    op.execute("DROP TYPE imagesearch.search_plan")
-    op.execute("DROP TYPE imagesearch.search_result")
+    op.execute("""
+        DO $$
+        DECLARE s record;
+        BEGIN
+            FOR s IN SELECT id, source FROM imagesearch.synced_tables LOOP
+                EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'imagesearch_sync_' || s.id, s.source);
+            END LOOP;
+        END $$
+    """)
+    op.execute("DROP TRIGGER picture_queue_notify ON imagesearch.picture_queue")
+    created = [match for name in FILES for match in _CREATED.findall((schema_dir("sql") / name).read_text())]
+    # Functions first (their signatures use the tables' and types' row types), then the rest, newest first.
+    for kind, name in [c for c in reversed(created) if c[0] == "FUNCTION"] + \
+                      [c for c in reversed(created) if c[0] != "FUNCTION"]:
+        op.execute(f"DROP {kind} imagesearch.{name}")
+    op.execute("""
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'imagesearch_reader') THEN
+                REVOKE USAGE ON SCHEMA imagesearch FROM imagesearch_reader, imagesearch_writer;
+                BEGIN
+                    DROP ROLE imagesearch_writer;
+                    DROP ROLE imagesearch_reader;
+                EXCEPTION WHEN dependent_objects_still_exist OR insufficient_privilege THEN
+                    RAISE NOTICE 'imagesearch: the roles imagesearch_reader and imagesearch_writer stay (%)', SQLERRM;
+                END;
+            END IF;
+        END $$
+    """)
     run_sql_functions(op.get_bind(), "0001_functions.sql", ("search_by_vector", "search_by_name"))
