@@ -63,7 +63,7 @@ BEGIN
             'attributes must be a JSON object of %s, got %s', array_to_string(allowed, ', '),
             coalesce(jsonb_typeof(p_attributes), 'NULL')));
     END IF;
-    FOR key, value IN SELECT * FROM jsonb_each(p_attributes) ORDER BY 1 COLLATE "C" LOOP
+    FOR key, value IN SELECT e.key, e.value FROM jsonb_each(p_attributes) e ORDER BY e.key COLLATE "C" LOOP
         IF NOT key = ANY (allowed) THEN
             PERFORM imagesearch.raise_error('InvalidParameter', format('unknown attribute %s; allowed: %s',
                 imagesearch.py_repr(key), array_to_string(allowed, ', ')));

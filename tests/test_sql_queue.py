@@ -1,0 +1,334 @@
+"""Writing pictures from SQL: add_image and delete_image through the queue, the worker's AddImage path, the
+status and errors views, retries, synced tables, and the refusals the SQL functions share with the API."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from imagesearch_pg.errors import ImageSearchError
+from imagesearch_pg.store.tables import partition
+from imagesearch_pg.tasks.picture_queue import process_pending, queued_add
+from imagesearch_pg.tasks.worker import Worker
+from tests.pictures import encode, sample_photos
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return {key: encode(image) for key, image in sample_photos().items()}
+
+
+def run_queue(service) -> int:
+    """Work the queue until nothing is left, as the worker's thread does."""
+    done = 0
+    while (finished := process_pending(service)):
+        done += finished
+    return done
+
+
+def sql(engine, statement: str, **values):
+    with engine.begin() as conn:
+        result = conn.execute(sa.text(statement), values)
+        return result.all() if result.returns_rows else None
+
+
+def stored(engine, instance_id: int, product_id: str, pic_name: str):
+    part = partition(instance_id)
+    with engine.connect() as conn:
+        return conn.execute(sa.select(part).where(part.c.product_id == product_id, part.c.pic_name == pic_name)).first()
+
+
+def instance_id(engine, name: str) -> int:
+    return sql(engine, "SELECT id FROM imagesearch.instances WHERE name = :n", n=name)[0][0]
+
+
+def test_add_image_from_sql_stores_what_add_image_stores(service, engine, make_instance, photos):
+    made = make_instance("product")
+    service.add_image(made.name, "api", "a.png", photos["rocket"], attributes=None)
+    [(queued,)] = sql(engine, "SELECT imagesearch.add_image(:i, 'sql', 'a.png', :p, '{\"IntAttr\": 7, \"StrAttr\": \"red\"}')",
+                      i=made.name, p=photos["rocket"])
+    assert sql(engine, "SELECT state FROM imagesearch.queue_status WHERE id = :q", q=queued) == [("pending",)]
+    assert run_queue(service) == 1
+    assert sql(engine, "SELECT state, attempts FROM imagesearch.queue_status WHERE id = :q", q=queued) == [("done", 1)]
+    iid = instance_id(engine, made.name)
+    by_api, by_sql = stored(engine, iid, "api", "a.png"), stored(engine, iid, "sql", "a.png")
+    np.testing.assert_allclose(by_sql.embedding, by_api.embedding, atol=1e-6)
+    assert (by_sql.category_id, by_sql.region) == (by_api.category_id, by_api.region)
+    assert (by_sql.int_attr, by_sql.str_attr) == (7, "red")
+    # searchable at once, from SQL and from the service
+    rows = sql(engine, "SELECT product_id, score FROM imagesearch.search_by_picture(:i, 'api', 'a.png', 2)", i=made.name)
+    assert {r[0] for r in rows} == {"api", "sql"} and rows[1][1] > 0.999
+    # the picture's bytes are not kept once done
+    assert sql(engine, "SELECT picture IS NULL FROM imagesearch.picture_queue WHERE id = :q", q=queued) == [(True,)]
+
+
+def test_a_bad_picture_lands_in_the_errors_view_with_the_apis_code(service, engine, make_instance):
+    made = make_instance()
+    bad = b"\x89PNG\r\n\x1a\n this is not a picture"
+    with pytest.raises(ImageSearchError) as api:
+        service.add_image(made.name, "p", "bad.png", bad)
+    [(queued,)] = sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'bad.png', :p)", i=made.name, p=bad)
+    run_queue(service)
+    [(code, message)] = sql(engine, "SELECT code, message FROM imagesearch.queue_errors WHERE id = :q", q=queued)
+    assert (code, message) == (api.value.code, api.value.message)
+    assert service.describe_instance(made.name).picture_count == 0
+    # retried, it fails again the same way; retry_failed counts what it sent back
+    assert sql(engine, "SELECT imagesearch.retry_failed(:i)", i=made.name) == [(1,)]
+    assert sql(engine, "SELECT state FROM imagesearch.queue_status WHERE id = :q", q=queued) == [("pending",)]
+    run_queue(service)
+    assert sql(engine, "SELECT code FROM imagesearch.queue_errors WHERE id = :q", q=queued) == [(api.value.code,)]
+
+
+def test_items_apply_in_order_and_deletes_delete(service, engine, make_instance, photos):
+    made = make_instance()
+    sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p), imagesearch.add_image(:i, 'p', 'b', :q),"
+                " imagesearch.delete_image(:i, 'p', 'a'), imagesearch.add_image(:i, 'r', 'c', :p)",
+        i=made.name, p=photos["coffee"], q=photos["chelsea"])
+    assert run_queue(service) == 4
+    keys = sql(engine, "SELECT product_id, pic_name FROM imagesearch.picture_list WHERE instance = :i ORDER BY 1, 2",
+               i=made.name)
+    assert keys == [("p", "b"), ("r", "c")]
+    sql(engine, "SELECT imagesearch.delete_image(:i, 'p')", i=made.name)  # the whole product
+    run_queue(service)
+    assert service.describe_instance(made.name).picture_count == 1
+
+
+def test_a_full_instance_fails_the_item_it_has_no_room_for(service, engine, make_instance, photos):
+    made = make_instance(capacity=1)
+    sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p), imagesearch.add_image(:i, 'p', 'b', :p)",
+        i=made.name, p=photos["coffee"])
+    run_queue(service)
+    [(pic_name, code)] = sql(engine, "SELECT pic_name, code FROM imagesearch.queue_errors WHERE instance = :i", i=made.name)
+    assert (pic_name, code) == ("b", "InstanceStatusError")
+
+
+# ---- refusals at enqueue time, and the worker's own checks agree with them -------------------------------
+
+BAD_ATTRIBUTES = [
+    '[]', '"x"', '5', '{"Price": 5}', '{"intattr": 5}', '{"IntAttr": "5"}', '{"IntAttr": 5.5}', '{"IntAttr": 5.0}',
+    '{"IntAttr": 2147483648}', '{"IntAttr2": -2147483649}', '{"IntAttr": true}', '{"StrAttr": 5}',
+    '{"StrAttr": "' + "x" * 129 + '"}', '{"CustomContent": "' + "y" * 4097 + '"}', '{"Crop": "yes"}',
+    '{"Crop": 1}', '{"Region": 5}', '{"CategoryId": 12345}', '{"CategoryId": "3"}', '{"CategoryId": 3.0}',
+    '{"CategoryId": true}', '{"Zeta": 1, "Alpha": 2}', '{"StrAttr": null, "Bad": 1}',
+]
+
+
+@pytest.mark.parametrize("attributes", BAD_ATTRIBUTES)
+def test_bad_attributes_are_refused_at_once_as_the_worker_would(engine, make_instance, photos, attributes):
+    made = make_instance("product")
+    with pytest.raises(ImageSearchError) as worker:
+        queued_add("product", json.loads(attributes))
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
+        conn.execute(sa.text("SELECT imagesearch.add_image(:i, 'p', 'a', :p, CAST(:a AS jsonb))"),
+                     {"i": made.name, "p": photos["coffee"], "a": attributes})
+    diag = caught.value.orig.diag
+    assert (diag.message_detail, diag.message_primary) == (worker.value.code, worker.value.message)
+    assert sql(engine, "SELECT count(*) FROM imagesearch.queue_status WHERE instance = :i", i=made.name) == [(0,)]
+
+
+@pytest.mark.parametrize("attributes", ['{}', '{"IntAttr": 5, "StrAttr": "a", "Crop": false, "Region": "0,10,0,10"}',
+                                        '{"CategoryId": 3, "CustomContent": "", "IntAttr4": null}'])
+def test_good_attributes_pass_both(engine, make_instance, photos, attributes):
+    made = make_instance("product")
+    queued_add("product", json.loads(attributes))
+    sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p, CAST(:a AS jsonb))",
+        i=made.name, p=photos["coffee"], a=attributes)
+
+
+@pytest.mark.parametrize("call, code", [
+    ("imagesearch.add_image(:i, '', 'a', :p)", "MissingParameter"),
+    ("imagesearch.add_image(:i, 'p', NULL, :p)", "MissingParameter"),
+    ("imagesearch.add_image(:i, repeat('p', 513), 'a', :p)", "InvalidParameter"),
+    ("imagesearch.add_image(:i, 'p', 'a', NULL)", "MissingParameter"),
+    ("imagesearch.add_image(:i, 'p', 'a', ''::bytea)", "MissingParameter"),
+    ("imagesearch.add_image(:i, 'p', 'a', decode(repeat('00', 4 * 1024 * 1024 + 1), 'hex'))", "InvalidImageSize"),
+    ("imagesearch.add_image('no-such', 'p', 'a', :p)", "InvalidInstance"),
+    ("imagesearch.add_image('bad name', 'p', 'a', :p)", "InvalidInstance"),
+    ("imagesearch.add_image(NULL, 'p', 'a', :p)", "MissingParameter"),
+    ("imagesearch.delete_image(:i, '')", "MissingParameter"),
+    ("imagesearch.delete_image(:i, 'p', '')", "InvalidParameter"),
+    ("imagesearch.add_image_from_storage(:i, 'p', 'a', '', 'x.png')", "MissingParameter"),
+    ("imagesearch.retry_failed('no-such')", "InvalidInstance"),
+])
+def test_bad_calls_are_refused_and_queue_nothing(engine, make_instance, photos, call, code):
+    made = make_instance()
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
+        conn.execute(sa.text(f"SELECT {call}"), {"i": made.name, "p": photos["coffee"]})
+    assert caught.value.orig.diag.message_detail == code
+    assert sql(engine, "SELECT count(*) FROM imagesearch.queue_status WHERE instance = :i", i=made.name) == [(0,)]
+
+
+def test_a_picture_from_a_storage_location_refuses_paths_out_of_it(service, engine, make_instance, photos, tmp_path):
+    made = make_instance()
+    (tmp_path / "shoes").mkdir()
+    (tmp_path / "shoes" / "a.png").write_bytes(photos["chelsea"])
+    (tmp_path.parent / "outside.png").write_bytes(photos["chelsea"])
+    name = f"loc-{made.name}"
+    service.storage.add(name, str(tmp_path))
+    try:
+        ids = [sql(engine, "SELECT imagesearch.add_image_from_storage(:i, 'p', :n, :l, :path)",
+                   i=made.name, n=path, l=name, path=path)[0][0] for path in ("shoes/a.png", "../outside.png", "/etc/passwd")]
+        run_queue(service)
+        states = dict(sql(engine, "SELECT pic_name, state FROM imagesearch.queue_status WHERE instance = :i", i=made.name))
+        assert states == {"shoes/a.png": "done", "../outside.png": "failed", "/etc/passwd": "failed"}
+        codes = {r[0] for r in sql(engine, "SELECT code FROM imagesearch.queue_errors WHERE id = ANY(:ids)", ids=ids)}
+        assert codes == {"InvalidParameter"}
+    finally:
+        service.storage.remove(name)
+
+
+# ---- synced tables -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def products(engine):
+    """A table of the user's own, in a schema of theirs."""
+    sql(engine, "CREATE SCHEMA IF NOT EXISTS shop")
+    sql(engine, "CREATE TABLE shop.products (id integer PRIMARY KEY, title text, price_cents integer, brand text,"
+                " photo bytea)")
+    yield "shop.products"
+    sql(engine, "DROP TABLE shop.products")
+
+
+def test_a_synced_table_follows_inserts_updates_and_deletes(service, engine, make_instance, photos, products):
+    made = make_instance()
+    sql(engine, "INSERT INTO shop.products VALUES (1, 'cup', 450, 'acme', :p), (2, 'no photo yet', 100, 'acme', NULL)",
+        p=photos["coffee"])
+    [(queued,)] = sql(engine, "SELECT imagesearch.sync_table(:i, 'shop.products', ARRAY['id'], 'photo',"
+                              " '{\"IntAttr\": \"price_cents\", \"StrAttr\": \"brand\"}')", i=made.name)
+    assert queued == 1  # the row with a picture
+    run_queue(service)
+    iid = instance_id(engine, made.name)
+    first = stored(engine, iid, "1", "photo")
+    assert (first.int_attr, first.str_attr) == (450, "acme")
+
+    sql(engine, "INSERT INTO shop.products VALUES (3, 'rocket', 999, 'nasa', :p)", p=photos["rocket"])
+    sql(engine, "UPDATE shop.products SET photo = :p WHERE id = 2", p=photos["chelsea"])  # gets a picture
+    run_queue(service)
+    assert stored(engine, iid, "3", "photo").int_attr == 999 and stored(engine, iid, "2", "photo") is not None
+
+    # an attribute-only update changes the attributes, not the vectors; a NULL clears one
+    sql(engine, "UPDATE shop.products SET price_cents = 500, brand = NULL WHERE id = 1")
+    assert sql(engine, "SELECT operation FROM imagesearch.queue_status WHERE instance = :i AND state = 'pending'",
+               i=made.name) == [("update",)]
+    run_queue(service)
+    updated = stored(engine, iid, "1", "photo")
+    assert (updated.int_attr, updated.str_attr) == (500, None)
+    np.testing.assert_array_equal(updated.embedding, first.embedding)
+
+    # a new picture is embedded again; a change of nothing synced queues nothing
+    sql(engine, "UPDATE shop.products SET photo = :p WHERE id = 1", p=photos["rocket"])
+    sql(engine, "UPDATE shop.products SET title = 'mug' WHERE id = 1")
+    assert run_queue(service) == 1
+    assert np.dot(stored(engine, iid, "1", "photo").embedding, stored(engine, iid, "3", "photo").embedding) > 0.999
+
+    # a deleted row, or one whose picture goes, loses its picture; a changed key moves it
+    sql(engine, "DELETE FROM shop.products WHERE id = 3")
+    sql(engine, "UPDATE shop.products SET photo = NULL WHERE id = 2")
+    sql(engine, "UPDATE shop.products SET id = 10 WHERE id = 1")
+    run_queue(service)
+    keys = sql(engine, "SELECT product_id FROM imagesearch.picture_list WHERE instance = :i", i=made.name)
+    assert keys == [("10",)]
+
+    # a bad picture fails its item, never the user's statement
+    sql(engine, "INSERT INTO shop.products VALUES (4, 'broken', 1, 'x', '\\x0102'::bytea)")
+    run_queue(service)
+    assert sql(engine, "SELECT product_id, code FROM imagesearch.queue_errors WHERE instance = :i", i=made.name) == \
+        [("4", "InvalidImage")]
+
+    sql(engine, "SELECT imagesearch.unsync_table(:i, 'shop.products')", i=made.name)
+    sql(engine, "INSERT INTO shop.products VALUES (5, 'after', 1, 'x', :p)", p=photos["coffee"])
+    assert sql(engine, "SELECT count(*) FROM imagesearch.queue_status WHERE instance = :i AND state = 'pending'",
+               i=made.name) == [(0,)]
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    ("'shop.products', ARRAY['nope'], 'photo'", "has no column 'nope'"),
+    ("'shop.products', ARRAY['id'], 'title'", "the picture column 'title' is text"),
+    ("'shop.products', ARRAY[]::text[], 'photo'", "key_columns must name"),
+    ("'shop.products', ARRAY['id', 'title', 'brand'], 'photo'", "1 or 2 columns"),
+    ("'shop.products', ARRAY['id'], 'photo', '{\"Price\": \"price_cents\"}'", "unknown attribute 'Price'"),
+    ("'shop.products', ARRAY['id'], 'photo', '{\"IntAttr\": 5}'", "attribute_columns must be"),
+    ("'shop.products', ARRAY['id'], 'photo', '{}', 'no-such-location'", "no storage location"),
+])
+def test_sync_table_refuses_what_it_cannot_follow(engine, make_instance, products, arguments, fragment):
+    made = make_instance()
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
+        conn.execute(sa.text(f"SELECT imagesearch.sync_table(:i, {arguments})"), {"i": made.name})
+    assert fragment in caught.value.orig.diag.message_primary
+    assert sql(engine, "SELECT count(*) FROM imagesearch.synced_tables") == [(0,)]
+    assert sql(engine, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'shop.products'::regclass") == [(0,)]
+
+
+def test_a_synced_insert_is_searchable_within_seconds_with_a_running_worker(service, engine, make_instance, photos,
+                                                                           products):
+    made = make_instance()
+    sql(engine, "SELECT imagesearch.sync_table(:i, 'shop.products', ARRAY['id'], 'photo')", i=made.name)
+    stop = threading.Event()
+    worker = Worker(service, poll_seconds=60.0)  # only the NOTIFY can wake it in time
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)  # listening
+        began = time.monotonic()
+        sql(engine, "INSERT INTO shop.products (id, photo) VALUES (7, :p)", p=photos["rocket"])
+        while time.monotonic() - began < 20:
+            if sql(engine, "SELECT count(*) FROM imagesearch.picture_list WHERE instance = :i", i=made.name) == [(1,)]:
+                break
+            time.sleep(0.05)
+        elapsed = time.monotonic() - began
+    finally:
+        stop.set()
+        thread.join(30)
+    assert elapsed < 10, elapsed
+    assert sql(engine, "SELECT product_id FROM imagesearch.search_by_picture(:i, '7', 'photo', 1)", i=made.name) == [("7",)]
+
+
+def test_a_worker_killed_mid_batch_leaves_its_items_pending(service, engine, make_instance, photos, monkeypatch):
+    """The batch's writes and its items' outcomes commit together: a failure before the commit leaves both
+    undone, the items pending with one attempt counted."""
+    made = make_instance()
+    sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p)", i=made.name, p=photos["coffee"])
+    from imagesearch_pg.store import picture_queue as queue_store
+
+    def crash(conn, outcomes):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(queue_store, "finish", crash)
+    with pytest.raises(RuntimeError):
+        process_pending(service)
+    monkeypatch.undo()
+    assert sql(engine, "SELECT state, attempts FROM imagesearch.queue_status WHERE instance = :i", i=made.name) == \
+        [("pending", 1)]
+    assert service.describe_instance(made.name).picture_count == 0
+    run_queue(service)
+    assert service.describe_instance(made.name).picture_count == 1
+
+
+def test_the_lock_keeps_one_instance_to_one_worker(engine, make_instance, photos):
+    from imagesearch_pg.store import picture_queue as queue_store
+
+    made = make_instance()
+    sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p)", i=made.name, p=photos["coffee"])
+    with engine.connect() as one, engine.connect() as two:
+        held = queue_store.lock_next_instance(one)
+        assert held == instance_id(engine, made.name)
+        assert queue_store.lock_next_instance(two) != held
+        queue_store.release(one, held)
+        one.commit()
+        assert queue_store.lock_next_instance(two) == held
+        queue_store.release(two, held)
+        two.commit()
+
+
+def test_psycopg_gets_the_code_in_the_detail(engine, make_instance):
+    made = make_instance()
+    with psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(hide_password=False)) as conn:
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+            conn.execute("SELECT imagesearch.delete_image(%s, %s, %s)", (made.name, "p", ""))
+    assert caught.value.diag.message_detail == "InvalidParameter"

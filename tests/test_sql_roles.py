@@ -1,0 +1,183 @@
+"""The SQL surface's roles, and its installation into a database that already holds the user's own things."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from imagesearch_pg.store import schema
+from tests.pictures import encode, sample_photos
+from tests.test_schema import scratch_engine  # noqa: F401 (fixture)
+
+
+@pytest.fixture(scope="module")
+def stocked(service):
+    name = "sql-roles"
+    service.create_instance(name, "generic")
+    photos = sample_photos()
+    for key in ("coffee", "rocket"):
+        service.add_image(name, key, "a.png", encode(photos[key]))
+    yield name
+    service.delete_instance(name)
+
+
+def as_role(engine, role: str, statement: str, **values):
+    """Run ``statement`` with the privileges of ``role`` (SET ROLE: the roles are NOLOGIN), rolled back."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SET ROLE {role}")
+        try:
+            result = conn.execute(sa.text(statement), values)
+            return result.all() if result.returns_rows else None
+        finally:
+            conn.rollback()
+
+
+WRITES = [
+    "INSERT INTO imagesearch.instances (name, service_type, capacity, qps, region, encoder, embedding_dim)"
+    " VALUES ('x', 'generic', 1, 1, 'r', 'efficientnet-lite0-gem', 1280)",
+    "UPDATE imagesearch.instances SET capacity = 1",
+    "DELETE FROM imagesearch.pictures",
+    "TRUNCATE imagesearch.pictures",
+    "UPDATE imagesearch.picture_queue SET state = 'pending'",
+    "SELECT * FROM imagesearch.access_keys",
+    "SELECT * FROM imagesearch.pictures",
+    "SELECT * FROM imagesearch.tasks",
+    "SELECT imagesearch.drop_picture_partition(1)",
+    "SELECT imagesearch.create_picture_partition(1)",
+    "SELECT imagesearch.drop_vector_index(1, 'embedding')",
+    "SELECT * FROM imagesearch.compile_filter('int_attr = 1')",
+    "SELECT imagesearch.enqueue(:i, 'delete', 'p', NULL, NULL, NULL, NULL, NULL, 'x')",
+    "DROP SCHEMA imagesearch CASCADE",
+    "CREATE TABLE imagesearch.mine (x int)",
+]
+WRITER_ONLY = [
+    "SELECT imagesearch.add_image(:i, 'p', 'a', '\\x00'::bytea)",
+    "SELECT imagesearch.delete_image(:i, 'coffee')",
+    "SELECT imagesearch.retry_failed(:i)",
+    "SELECT * FROM imagesearch.queue_status",
+    "SELECT imagesearch.sync_table(:i, 'pg_catalog.pg_class', ARRAY['oid'], 'relname')",
+]
+
+
+@pytest.mark.parametrize("statement", WRITES + WRITER_ONLY)
+def test_the_reader_cannot_write_or_read_past_the_surface(engine, stocked, statement):
+    with pytest.raises(sa.exc.ProgrammingError) as caught:
+        as_role(engine, "imagesearch_reader", statement, i=stocked)
+    assert "permission denied" in str(caught.value.orig) or "must be owner" in str(caught.value.orig)
+
+
+@pytest.mark.parametrize("statement", WRITES)
+def test_the_writer_cannot_write_past_the_surface_either(engine, stocked, statement):
+    with pytest.raises(sa.exc.ProgrammingError) as caught:
+        as_role(engine, "imagesearch_writer", statement, i=stocked)
+    assert "permission denied" in str(caught.value.orig) or "must be owner" in str(caught.value.orig)
+
+
+def test_the_reader_searches_and_reads_the_views(engine, stocked):
+    rows = as_role(engine, "imagesearch_reader",
+                   "SELECT product_id FROM imagesearch.search_by_picture(:i, 'rocket', 'a.png', 2, filter => 'int_attr != 3')",
+                   i=stocked)
+    assert rows[0] == ("rocket",) and len(rows) == 2
+    assert as_role(engine, "imagesearch_reader", "SELECT count(*) FROM imagesearch.picture_list WHERE instance = :i",
+                   i=stocked) == [(2,)]
+    assert as_role(engine, "imagesearch_reader", "SELECT picture_count FROM imagesearch.instance_list WHERE name = :i",
+                   i=stocked) == [(2,)]
+    assert as_role(engine, "imagesearch_reader", "SELECT count(*) FROM imagesearch.search_by_product(:i, 'coffee')",
+                   i=stocked) == [(1,)]
+    assert as_role(engine, "imagesearch_reader", "SELECT count(*) FROM imagesearch.duplicate_pairs(:i, 0.0)",
+                   i=stocked) == [(1,)]
+
+
+def test_the_writer_queues_and_reads_its_status(engine, stocked):
+    [(queued,)] = as_role(engine, "imagesearch_writer",
+                          "SELECT imagesearch.add_image(:i, 'p', 'a', '\\x00'::bytea, '{\"IntAttr\": 1}')", i=stocked)
+    assert queued > 0  # (rolled back)
+    assert as_role(engine, "imagesearch_writer", "SELECT count(*) >= 0 FROM imagesearch.queue_errors") == [(True,)]
+
+
+def test_the_public_has_nothing(engine, stocked):
+    """A role granted neither (PUBLIC) cannot even see into the schema."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP ROLE IF EXISTS imagesearch_test_stranger")
+        conn.exec_driver_sql("CREATE ROLE imagesearch_test_stranger NOLOGIN")
+    try:
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for schema imagesearch"):
+            as_role(engine, "imagesearch_test_stranger",
+                    "SELECT * FROM imagesearch.search_by_picture(:i, 'rocket', 'a.png')", i=stocked)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP ROLE imagesearch_test_stranger")
+
+
+# ---- inside an existing database ------------------------------------------------------------------------
+
+USER_SETUP = [
+    "CREATE SCHEMA shop",
+    "CREATE TABLE shop.products (id integer PRIMARY KEY, title text, photo bytea)",
+    "INSERT INTO shop.products VALUES (1, 'cup', '\\x0102'), (2, 'pen', NULL)",
+    "CREATE TABLE public.alembic_version (version_num varchar(32) PRIMARY KEY)",  # the user's own alembic
+    "INSERT INTO public.alembic_version VALUES ('ae1027a6acf')",
+    "CREATE FUNCTION public.user_function() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+]
+CATALOG = """
+    SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_%' AND nspname <> 'information_schema'
+    UNION ALL SELECT 'relation ' || c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('imagesearch', 'pg_catalog', 'information_schema', 'pg_toast')
+    UNION ALL SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('imagesearch', 'pg_catalog', 'information_schema')
+    UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'shop'
+    UNION ALL SELECT 'extension ' || extname FROM pg_extension
+"""
+
+
+def catalog(engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text(CATALOG)).scalars())
+
+
+def test_installed_into_a_users_database_it_adds_only_its_schema_and_leaves_cleanly(scratch_engine):  # noqa: F811
+    with scratch_engine.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION vector")  # as a DBA would, where the migrating user may not
+        for statement in USER_SETUP:
+            conn.exec_driver_sql(statement)
+    before = catalog(scratch_engine)
+    schema.upgrade(scratch_engine)
+    assert schema.current_revision(scratch_engine) == schema.head_revision()
+    assert catalog(scratch_engine) - before == {"schema imagesearch"}
+    with scratch_engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM public.alembic_version").scalar() == "ae1027a6acf"
+        conn.exec_driver_sql("INSERT INTO imagesearch.instances (name, service_type, capacity, qps, region, encoder,"
+                             " embedding_dim) VALUES ('shop', 'generic', 10, 1, 'local', 'efficientnet-lite0-gem', 1280)")
+        conn.exec_driver_sql("SELECT imagesearch.create_picture_partition(id) FROM imagesearch.instances")
+        queued = conn.exec_driver_sql(
+            "SELECT imagesearch.sync_table('shop', 'shop.products', ARRAY['id'], 'photo')").scalar()
+        assert queued == 1
+        conn.exec_driver_sql("INSERT INTO shop.products VALUES (3, 'mug', '\\x03')")
+    assert "trigger imagesearch_sync_1" in catalog(scratch_engine)
+    schema.downgrade(scratch_engine, "0015")  # the SQL surface goes, and the synced table's trigger with it
+    assert catalog(scratch_engine) == before | {"schema imagesearch"}
+    with scratch_engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT id, title, photo FROM shop.products ORDER BY id").all() == [
+            (1, "cup", b"\x01\x02"), (2, "pen", None), (3, "mug", b"\x03")]
+        conn.exec_driver_sql("SELECT imagesearch.drop_picture_partition(id) FROM imagesearch.instances")
+        conn.exec_driver_sql("DELETE FROM imagesearch.instances")  # older downgrades refuse to orphan instances
+    schema.downgrade(scratch_engine, "base")
+    assert schema.current_revision(scratch_engine) is None
+    assert catalog(scratch_engine) == before  # nothing of the user's changed
+    with scratch_engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM shop.products").scalar() == 3
+        assert conn.exec_driver_sql("SELECT version_num FROM public.alembic_version").scalar() == "ae1027a6acf"
+    schema.upgrade(scratch_engine)  # and it comes back
+    assert schema.current_revision(scratch_engine) == schema.head_revision()
+
+
+def test_a_database_migrated_before_keeps_its_revision_when_the_version_table_moves(scratch_engine):  # noqa: F811
+    schema.upgrade(scratch_engine, "0015")
+    with scratch_engine.begin() as conn:  # as versions before 0016 kept it
+        conn.exec_driver_sql("ALTER TABLE imagesearch.alembic_version SET SCHEMA public")
+    assert schema.current_revision(scratch_engine) == "0015"
+    schema.upgrade(scratch_engine)
+    assert schema.current_revision(scratch_engine) == schema.head_revision()
+    with scratch_engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT to_regclass('public.alembic_version')").scalar() is None
