@@ -1,0 +1,191 @@
+"""The SQL surface (docs/sql.md): search latency beside the service layer's, synced-table latency, and
+duplicate_pairs at scale.
+
+    IMAGESEARCH_HOME=... python benchmarks/sql_surface.py [--rows 100000] [--queries 200] [--inserts 20]
+        [--parts search,sync,duplicates] [--json FILE] [--keep] [--instance NAME]
+
+- search: a generic instance of --rows synthetic vectors (benchmarks/search.py's: 1280-d, 1,000 clusters)
+  with IntAttr = i % 10000, so `int_attr < K` selects K/10000 of them. For each selectivity (no filter,
+  10 %, 1 %, 0.1 %) and each query (the stored vector of a random picture, Num=10), alternating:
+  (sql) `SELECT * FROM imagesearch.search_by_vector(...)` from a psycopg client, vector bound in binary;
+  (service) ImageSearch.search_by_vector, the service layer's whole search (the same plan, its own
+  statements); (raw) the bare HNSW walk statement pgvector needs for the unfiltered case, for scale.
+  Each column gets one untimed pass first. Target: sql <= 1.2x service.
+- sync: a table with a bytea picture column synced to a fresh instance; a real `imagesearch worker`
+  process; rows inserted one at a time (a real bench picture each, 1 s apart, the machine otherwise idle),
+  each timed from its commit until search_by_picture finds it. Target: p50 <= 2 s.
+- duplicates: imagesearch.duplicate_pairs(instance, 0.95) over the search part's instance, timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import measured_instance, reuse_options, summary_ms  # noqa: E402
+from benchmarks.filtered_search import MODULUS, load  # noqa: E402
+from benchmarks.search import clustered_vectors  # noqa: E402
+from imagesearch_pg.service import ImageSearch  # noqa: E402
+
+FRACTIONS = (None, 0.1, 0.01, 0.001)
+BENCH_PICTURES = Path.home() / ".cache/imagesearch-bench/bench/logo-logos/gallery"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def stored_vectors(conn: psycopg.Connection, instance_id: int, count: int, seed: int) -> list[np.ndarray]:
+    rng = random.Random(seed)
+    total = conn.execute(f"SELECT count(*) FROM imagesearch.pictures_{instance_id}").fetchone()[0]
+    picks = [f"p{rng.randrange(total)}" for _ in range(count)]
+    rows = conn.execute(f"SELECT product_id, embedding FROM imagesearch.pictures_{instance_id} WHERE product_id = ANY(%s)",
+                        (picks,)).fetchall()
+    by_key = dict(rows)
+    return [np.asarray(by_key[p].to_numpy(), dtype=np.float32) for p in picks]
+
+
+def search_part(service: ImageSearch, name: str, queries: int) -> dict:
+    instance = service.instances.cached(name)
+    url = service.database.libpq_url()
+    results = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("SET hnsw.ef_search = 80")
+        vectors = stored_vectors(conn, instance.id, queries, seed=7)
+        raw = (f"SELECT product_id, pic_name, 1 - (embedding::vector({instance.embedding_dim}) <=> %s)"
+               f" FROM imagesearch.pictures_{instance.id} ORDER BY embedding::vector({instance.embedding_dim}) <=> %s LIMIT 10")
+        for fraction in FRACTIONS:
+            text = None if fraction is None else f"int_attr < {int(MODULUS * fraction)}"
+            sql = "SELECT * FROM imagesearch.search_by_vector(%s, %s, num => 10, filter => %s)"
+
+            def run_sql(v):
+                return conn.execute(sql, (name, v, text), binary=True).fetchall()
+
+            def run_service(v):
+                return service.search_by_vector(name, v, num=10, filter=text).matches
+
+            def run_raw(v):
+                return conn.execute(raw, (v, v), binary=True).fetchall()
+
+            columns = {"sql": run_sql, "service": run_service}
+            if fraction is None:
+                columns["raw"] = run_raw
+            for run in columns.values():  # one untimed pass each
+                for v in vectors[: min(len(vectors), 50)]:
+                    run(v)
+            times = {column: [] for column in columns}
+            same = 0
+            for at, v in enumerate(vectors):
+                order = list(columns) if at % 2 == 0 else list(reversed(columns))
+                answers = {}
+                for column in order:
+                    began = time.perf_counter()
+                    answers[column] = columns[column](v)
+                    times[column].append(time.perf_counter() - began)
+                same += [r[0] for r in answers["sql"]] == [m.product_id for m in answers["service"]]
+            label = "none" if fraction is None else f"{fraction:.1%}"
+            figures = {column: summary_ms(seconds) for column, seconds in times.items()}
+            figures["sql_over_service_p50"] = round(figures["sql"]["p50_ms"] / figures["service"]["p50_ms"], 3)
+            figures["same_answer"] = f"{same}/{len(vectors)}"
+            results[label] = figures
+            log(f"filter {label}: {figures}")
+    return results
+
+
+def sync_part(service: ImageSearch, inserts: int) -> dict:
+    name = f"bench-sync-{int(time.time())}"
+    service.create_instance(name, "generic")
+    pictures = sorted(BENCH_PICTURES.iterdir())[:inserts]
+    url = service.database.libpq_url()
+    env = {**os.environ, "IMAGESEARCH_DATABASE_URL": url}
+    worker = subprocess.Popen([sys.executable, "-m", "imagesearch_pg", "worker"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    latencies = []
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS bench_sync CASCADE")
+            conn.execute("CREATE SCHEMA bench_sync")
+            conn.execute("CREATE TABLE bench_sync.products (id integer PRIMARY KEY, photo bytea)")
+            conn.execute("SELECT imagesearch.sync_table(%s, 'bench_sync.products', ARRAY['id'], 'photo')", (name,))
+            time.sleep(5.0)  # the worker has started and listens
+            for at, path in enumerate(pictures):
+                conn.execute("INSERT INTO bench_sync.products VALUES (%s, %s)", (at, path.read_bytes()))
+                began = time.perf_counter()
+                while time.perf_counter() - began < 60 and not _stored(conn, name, at):
+                    time.sleep(0.01)
+                latencies.append(time.perf_counter() - began)
+                time.sleep(1.0)
+            conn.execute("DROP SCHEMA bench_sync CASCADE")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        service.delete_instance(name)
+    figures = summary_ms(latencies)
+    figures["max_ms"] = round(max(latencies) * 1000, 1)
+    log(f"synced inserts: {figures}")
+    return figures
+
+
+def _stored(conn: psycopg.Connection, name: str, product: int) -> bool:
+    return conn.execute("SELECT EXISTS (SELECT FROM imagesearch.picture_list WHERE instance = %s AND product_id = %s)",
+                        (name, str(product))).fetchone()[0]
+
+
+def duplicates_part(service: ImageSearch, name: str) -> dict:
+    with psycopg.connect(service.database.libpq_url(), autocommit=True) as conn:
+        began = time.perf_counter()
+        pairs = conn.execute("SELECT count(*) FROM imagesearch.duplicate_pairs(%s, 0.95)", (name,)).fetchone()[0]
+        seconds = time.perf_counter() - began
+    pictures = service.describe_instance(name).picture_count
+    figures = {"pictures": pictures, "pairs": pairs, "seconds": round(seconds, 1),
+               "ms_per_picture": round(seconds * 1000 / pictures, 3)}
+    log(f"duplicate_pairs: {figures}")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--inserts", type=int, default=20)
+    parser.add_argument("--parts", default="search,sync,duplicates")
+    parser.add_argument("--json", metavar="FILE")
+    reuse_options(parser, "the same --rows")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    service = ImageSearch.open()
+    results: dict = {"rows": args.rows, "nproc": os.cpu_count(), "load_at_start": [round(v, 2) for v in os.getloadavg()]}
+    if "sync" in parts:
+        results["sync"] = sync_part(service, args.inserts)
+    if parts & {"search", "duplicates"}:
+        def make(name):
+            load(service, name, clustered_vectors(args.rows, seed=1), log)
+
+        with measured_instance(service, args, "bench-sql", make, log) as name:
+            if "search" in parts:
+                results["search"] = search_part(service, name, args.queries)
+            if "duplicates" in parts:
+                results["duplicates"] = duplicates_part(service, name)
+    else:
+        service.close()
+    results["load_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
