@@ -2,19 +2,23 @@
 duplicate_pairs at scale.
 
     IMAGESEARCH_HOME=... python benchmarks/sql_surface.py [--rows 100000] [--queries 200] [--inserts 20]
-        [--parts search,sync,duplicates] [--json FILE] [--keep] [--instance NAME]
+        [--planted 500] [--parts search,sync,duplicates] [--json FILE] [--keep] [--instance NAME]
 
 - search: a generic instance of --rows synthetic vectors (benchmarks/search.py's: 1280-d, 1,000 clusters)
   with IntAttr = i % 10000, so `int_attr < K` selects K/10000 of them. For each selectivity (no filter,
   10 %, 1 %, 0.1 %) and each query (the stored vector of a random picture, Num=10), alternating:
   (sql) `SELECT * FROM imagesearch.search_by_vector(...)` from a psycopg client, vector bound in binary;
   (service) ImageSearch.search_by_vector, the service layer's whole search (the same plan, its own
-  statements); (raw) the bare HNSW walk statement pgvector needs for the unfiltered case, for scale.
-  Each column gets one untimed pass first. Target: sql <= 1.2x service.
+  statements); (queries) the service layer's own queries for the same rows: picture_search.estimate and
+  nearest on a reading connection (the EXPLAIN and the walk or scan, prepared; no checks, no DocsFound
+  count, no result objects; the SQL function computes no DocsFound either); (raw) the bare HNSW walk statement pgvector needs for the unfiltered case.
+  Each column gets one untimed pass first. Target: sql <= 1.2x the service layer's query.
 - sync: a table with a bytea picture column synced to a fresh instance; a real `imagesearch worker`
   process; rows inserted one at a time (a real bench picture each, 1 s apart, the machine otherwise idle),
   each timed from its commit until search_by_picture finds it. Target: p50 <= 2 s.
-- duplicates: imagesearch.duplicate_pairs(instance, 0.95) over the search part's instance, timed.
+- duplicates: --planted near copies (the stored vector of a random picture plus a little noise, cosine
+  about 0.99 to it) are added to the search part's instance, then imagesearch.duplicate_pairs(instance,
+  0.95) is timed; the planted pairs found are counted.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from benchmarks.common import measured_instance, reuse_options, summary_ms  # no
 from benchmarks.filtered_search import MODULUS, load  # noqa: E402
 from benchmarks.search import clustered_vectors  # noqa: E402
 from imagesearch_pg.service import ImageSearch  # noqa: E402
+from imagesearch_pg.store import picture_search  # noqa: E402
+from imagesearch_pg.store.filters import parse_filter  # noqa: E402
 
 FRACTIONS = (None, 0.1, 0.01, 0.001)
 BENCH_PICTURES = Path.home() / ".cache/imagesearch-bench/bench/logo-logos/gallery"
@@ -80,7 +86,15 @@ def search_part(service: ImageSearch, name: str, queries: int) -> dict:
             def run_raw(v):
                 return conn.execute(raw, (v, v), binary=True).fetchall()
 
-            columns = {"sql": run_sql, "service": run_service}
+            parsed = None if text is None else parse_filter(text)
+
+            def run_queries(v):
+                with service.database.reading() as read:
+                    expected = picture_search.estimate(read, instance.id, parsed, None)
+                    return picture_search.nearest(read, instance.id, instance.embedding_dim, v, 10, parsed, None,
+                                                  expected=expected)
+
+            columns = {"sql": run_sql, "service": run_service, "queries": run_queries}
             if fraction is None:
                 columns["raw"] = run_raw
             for run in columns.values():  # one untimed pass each
@@ -99,6 +113,7 @@ def search_part(service: ImageSearch, name: str, queries: int) -> dict:
             label = "none" if fraction is None else f"{fraction:.1%}"
             figures = {column: summary_ms(seconds) for column, seconds in times.items()}
             figures["sql_over_service_p50"] = round(figures["sql"]["p50_ms"] / figures["service"]["p50_ms"], 3)
+            figures["sql_over_queries_p50"] = round(figures["sql"]["p50_ms"] / figures["queries"]["p50_ms"], 3)
             figures["same_answer"] = f"{same}/{len(vectors)}"
             results[label] = figures
             log(f"filter {label}: {figures}")
@@ -144,14 +159,31 @@ def _stored(conn: psycopg.Connection, name: str, product: int) -> bool:
                         (name, str(product))).fetchone()[0]
 
 
-def duplicates_part(service: ImageSearch, name: str) -> dict:
+def duplicates_part(service: ImageSearch, name: str, planted: int) -> dict:
+    from imagesearch_pg.store import pictures as picture_store
+
+    instance = service.instances.cached(name)
+    rng = np.random.default_rng(11)
+    with psycopg.connect(service.database.libpq_url(), autocommit=True) as conn:
+        register_vector(conn)
+        originals = stored_vectors(conn, instance.id, planted, seed=13)
+    rows = []
+    for at, vector in enumerate(originals):
+        copy = vector + rng.normal(0, 0.003, vector.shape).astype(np.float32)
+        rows.append({"product_id": f"copy{at}", "pic_name": "0", "category_id": 88888888,
+                     "embedding": copy / np.linalg.norm(copy)})
+    with service.database.transaction() as conn:
+        picture_store.upsert_many(conn, instance.id, rows)
+        conn.exec_driver_sql(f"ANALYZE imagesearch.pictures_{instance.id}")
     with psycopg.connect(service.database.libpq_url(), autocommit=True) as conn:
         began = time.perf_counter()
-        pairs = conn.execute("SELECT count(*) FROM imagesearch.duplicate_pairs(%s, 0.95)", (name,)).fetchone()[0]
+        found = conn.execute("SELECT product_id_a, product_id_b FROM imagesearch.duplicate_pairs(%s, 0.95)",
+                             (name,)).fetchall()
         seconds = time.perf_counter() - began
+    copies = sum(1 for a, b in found if a.startswith("copy") != b.startswith("copy"))
     pictures = service.describe_instance(name).picture_count
-    figures = {"pictures": pictures, "pairs": pairs, "seconds": round(seconds, 1),
-               "ms_per_picture": round(seconds * 1000 / pictures, 3)}
+    figures = {"pictures": pictures, "pairs": len(found), "planted": planted, "planted_found": copies,
+               "seconds": round(seconds, 1), "ms_per_picture": round(seconds * 1000 / pictures, 3)}
     log(f"duplicate_pairs: {figures}")
     return figures
 
@@ -161,6 +193,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--inserts", type=int, default=20)
+    parser.add_argument("--planted", type=int, default=500)
     parser.add_argument("--parts", default="search,sync,duplicates")
     parser.add_argument("--json", metavar="FILE")
     reuse_options(parser, "the same --rows")
@@ -178,7 +211,7 @@ def main() -> None:
             if "search" in parts:
                 results["search"] = search_part(service, name, args.queries)
             if "duplicates" in parts:
-                results["duplicates"] = duplicates_part(service, name)
+                results["duplicates"] = duplicates_part(service, name, args.planted)
     else:
         service.close()
     results["load_at_end"] = [round(v, 2) for v in os.getloadavg()]

@@ -63,6 +63,8 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT imagesearch.raise_error('InvalidFilter', format('Filter: at position %s, %s', p_position, p_detail))
 $$;
 
+CREATE TYPE imagesearch.compiled_filter AS (condition text, ints integer[], strs text[]);
+
 -- Compile filter text to (condition, ints, strs): see the top of this file. NULL text gives a NULL
 -- condition (no filter). Every problem raises InvalidFilter naming the 1-based character position.
 CREATE FUNCTION imagesearch.compile_filter(p_filter text, OUT condition text, OUT ints integer[], OUT strs text[])

@@ -245,8 +245,15 @@ DECLARE
     picture_changed boolean := false;
 BEGIN
     SELECT * INTO sync FROM imagesearch.synced_tables WHERE id = TG_ARGV[0]::integer;
-    IF NOT FOUND OR sync.source <> TG_RELID THEN
-        RAISE EXCEPTION 'imagesearch.synced_row_changed: no sync % of table %', TG_ARGV[0], TG_RELID::regclass;
+    IF NOT FOUND THEN
+        -- Its instance was deleted (the sync with it): the user's writes go on; the trigger is theirs to drop.
+        RAISE WARNING 'imagesearch: table % is no longer synced (its instance was deleted); DROP TRIGGER % ON % removes this trigger',
+            TG_RELID::regclass, TG_NAME, TG_RELID::regclass;
+        RETURN NULL;
+    END IF;
+    IF sync.source <> TG_RELID THEN
+        RAISE EXCEPTION 'imagesearch.synced_row_changed: sync % is of table %, not %', TG_ARGV[0], sync.source,
+            TG_RELID::regclass;
     END IF;
     inst := (SELECT name FROM imagesearch.instances WHERE id = sync.instance_id);
     IF TG_OP = 'INSERT' THEN

@@ -114,18 +114,18 @@ CREATE TYPE imagesearch.search_plan AS (
 -- The request with its filter compiled and its conditions joined ($1 ints, $2 strs, $5 the category,
 -- $6 the excluded product: the parameters every statement below passes), and the planner's estimate of
 -- the matches beside all the instance's pictures (picture_search.estimate).
-CREATE FUNCTION imagesearch.plan_search(p_instance imagesearch.instances, p_filter text, p_category_id integer,
+CREATE FUNCTION imagesearch.plan_search(p_instance imagesearch.instances, p_filter imagesearch.compiled_filter,
+                                        p_category_id integer,
                                            p_exclude_product text, p_num integer, p_start integer,
                                            p_threshold double precision, p_distinct boolean)
 RETURNS imagesearch.search_plan
 LANGUAGE plpgsql AS $$
 DECLARE
     r imagesearch.search_plan;
-    compiled record;
+    compiled imagesearch.compiled_filter := p_filter;
     conditions text[] := '{}';
     plan jsonb;
 BEGIN
-    compiled := imagesearch.compile_filter(p_filter);
     IF compiled.condition IS NOT NULL THEN
         conditions := conditions || ('(' || compiled.condition || ')');
     END IF;
@@ -264,6 +264,11 @@ DECLARE
     kept imagesearch.search_result[];
     ended boolean;
 BEGIN
+    IF r.threshold IS NULL AND NOT r.distinct_products AND p_kind = 'vector' THEN
+        -- One fetch of start + num rows is the whole window (the common case, without the arrays below).
+        RETURN QUERY SELECT * FROM imagesearch.nearest(r, p_query, wanted) OFFSET r.start;
+        RETURN;
+    END IF;
     LOOP
         IF p_kind = 'vector' THEN
             rows := ARRAY(SELECT s FROM imagesearch.nearest(r, p_query, lim) s);
@@ -302,6 +307,7 @@ SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
 DECLARE
     inst imagesearch.instances;
     r imagesearch.search_plan;
+    compiled imagesearch.compiled_filter;
     query vector;
     silhouette halfvec;
     margin double precision;
@@ -309,9 +315,9 @@ BEGIN
     PERFORM imagesearch.check_text('ProductId', product_id, 512, true);
     PERFORM imagesearch.check_text('PicName', pic_name, 512, true);
     PERFORM imagesearch.check_window(num, start, score_threshold);
-    PERFORM imagesearch.compile_filter(filter);
+    compiled := imagesearch.compile_filter(filter);
     inst := imagesearch.instance_named(instance);
-    r := imagesearch.plan_search(inst, filter, imagesearch.checked_category(inst.service_type, category_id), NULL,
+    r := imagesearch.plan_search(inst, compiled, imagesearch.checked_category(inst.service_type, category_id), NULL,
                                     num, start, score_threshold, distinct_product_id);
     EXECUTE format('SELECT p.embedding, p.silhouette FROM imagesearch.%I p WHERE p.key_digest = $1', r.part)
         INTO query, silhouette USING imagesearch.key_digest(product_id, pic_name);
@@ -338,11 +344,12 @@ SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
 DECLARE
     inst imagesearch.instances;
     r imagesearch.search_plan;
+    compiled imagesearch.compiled_filter;
 BEGIN
     PERFORM imagesearch.check_window(num, start, score_threshold);
-    PERFORM imagesearch.compile_filter(filter);
+    compiled := imagesearch.compile_filter(filter);
     inst := imagesearch.instance_named(instance);
-    r := imagesearch.plan_search(inst, filter, imagesearch.checked_category(inst.service_type, category_id), NULL,
+    r := imagesearch.plan_search(inst, compiled, imagesearch.checked_category(inst.service_type, category_id), NULL,
                                     num, start, score_threshold, distinct_product_id);
     IF query IS NULL THEN
         PERFORM imagesearch.raise_error('InvalidParameter', format('the query vector must be a list of %s numbers', r.dim));
@@ -366,13 +373,14 @@ SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
 DECLARE
     inst imagesearch.instances;
     r imagesearch.search_plan;
+    compiled imagesearch.compiled_filter;
     queries vector[];
 BEGIN
     PERFORM imagesearch.check_text('ProductId', product_id, 512, true);
     PERFORM imagesearch.check_window(num, start, score_threshold);
-    PERFORM imagesearch.compile_filter(filter);
+    compiled := imagesearch.compile_filter(filter);
     inst := imagesearch.instance_named(instance);
-    r := imagesearch.plan_search(inst, filter, imagesearch.checked_category(inst.service_type, category_id),
+    r := imagesearch.plan_search(inst, compiled, imagesearch.checked_category(inst.service_type, category_id),
                                     product_id, num, start, score_threshold, distinct_product_id);
     EXECUTE format('SELECT array_agg(e ORDER BY n COLLATE "C") FROM (SELECT p.embedding, p.pic_name FROM imagesearch.%I p'
                    ' WHERE p.product_id = $1 ORDER BY p.pic_name COLLATE "C" LIMIT 100) f(e, n)', r.part)

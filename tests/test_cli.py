@@ -174,3 +174,25 @@ def test_keys_create_list_revoke(run):
     assert again.exit_code == 1 and "InvalidParameter" in again.output
     bad = run("keys", "create", "--instance", "no spaces allowed")
     assert bad.exit_code == 1 and "instance name" in bad.output
+
+
+def test_duplicates_and_db_url(run, service, make_instance, photo_dir):
+    made = make_instance()
+    for key in ("rocket", "coffee"):
+        service.add_image(made.name, f"{key}-1", "a.png", (photo_dir / f"{key}.png").read_bytes())
+    service.add_image(made.name, "rocket-copy", "b.png", (photo_dir / "rocket.png").read_bytes())
+    listed = run("duplicates", made.name, "--min-score", "0.98", "--json")
+    assert listed.exit_code == 0, listed.output
+    pairs = json.loads(listed.stdout)
+    assert [(p["ProductIdA"], p["ProductIdB"]) for p in pairs] in ([("rocket-1", "rocket-copy")],
+                                                                 [("rocket-copy", "rocket-1")])
+    assert pairs[0]["Score"] > 0.999
+    refused = run("duplicates", made.name, "--min-score", "1.5")
+    assert refused.exit_code != 0 and "min_score must be a number from 0 to 1, got 1.5" in refused.output
+    assert "no instance named 'nope'" in run("duplicates", "nope").output
+
+    url = run("db", "url").stdout.strip()
+    assert url.startswith("postgresql://")
+    with psycopg.connect(url) as conn:  # libpq parses it, as psql does
+        found = conn.execute("SELECT count(*) FROM imagesearch.instance_list WHERE name = %s", (made.name,))
+        assert found.fetchone()[0] == 1

@@ -332,3 +332,30 @@ def test_psycopg_gets_the_code_in_the_detail(engine, make_instance):
         with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
             conn.execute("SELECT imagesearch.delete_image(%s, %s, %s)", (made.name, "p", ""))
     assert caught.value.diag.message_detail == "InvalidParameter"
+
+
+def test_names_that_need_quoting_stay_names(service, engine, make_instance, photos):
+    """Table and column names are only ever quoted identifiers in the SQL the sync builds."""
+    made = make_instance()
+    sql(engine, 'CREATE SCHEMA IF NOT EXISTS "sh""op; --"')
+    sql(engine, 'CREATE TABLE "sh""op; --"."ta ble" ("id; DROP TABLE x" text PRIMARY KEY, "pho""to" bytea,'
+                ' "price)" integer)')
+    try:
+        table = '"sh""op; --"."ta ble"'
+        sql(engine, "SELECT imagesearch.sync_table(:i, :t, ARRAY['id; DROP TABLE x'], 'pho\"to', :a)",
+            i=made.name, t=table, a=json.dumps({"IntAttr": "price)"}))
+        sql(engine, f"INSERT INTO {table} VALUES ('k''1', :p, 5)", p=photos["coffee"])
+        run_queue(service)
+        assert sql(engine, "SELECT product_id, pic_name, int_attr FROM imagesearch.picture_list WHERE instance = :i",
+                   i=made.name) == [("k'1", 'pho"to', 5)]
+    finally:
+        sql(engine, 'DROP SCHEMA "sh""op; --" CASCADE')
+
+
+def test_deleting_a_synced_instance_leaves_the_users_table_writable(service, engine, photos, products):
+    made = service.create_instance("sql-queue-deleted", "generic")
+    sql(engine, "SELECT imagesearch.sync_table(:i, 'shop.products', ARRAY['id'], 'photo')", i=made.name)
+    service.delete_instance(made.name)
+    sql(engine, "INSERT INTO shop.products (id, photo) VALUES (1, :p)", p=photos["coffee"])  # warns, no error
+    sql(engine, "DELETE FROM shop.products")
+    assert sql(engine, "SELECT count(*) FROM imagesearch.synced_tables") == [(0,)]
