@@ -50,7 +50,7 @@ def downgrade() -> None:
     # Functions first (their signatures use the tables' and types' row types), then the rest, newest first.
     for kind, name in [c for c in reversed(created) if c[0] == "FUNCTION"] + \
                       [c for c in reversed(created) if c[0] != "FUNCTION"]:
-        op.execute(f"DROP {kind} imagesearch.{name}")
+        op.execute(f"DROP {kind} IF EXISTS imagesearch.{name}")
     op.execute("""
         DO $$
         BEGIN
