@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from imagesearch_pg.errors import InvalidFilter
 from imagesearch_pg.store.filters import MAX_FILTER_LENGTH, MAX_NESTING, parse_filter
-from tests.test_filters import (  # noqa: F401 (fixtures)
-    DB_CASES, ERRORS, HOSTILE, ROWS, example_rows, insert_rows, instance_id, matching, rows_and_filter,
-)
+from tests.test_filters import DB_CASES, ERRORS, HOSTILE, insert_rows, matching, rows_and_filter
+from tests.test_filters import example_rows, instance_id  # noqa: F401 (fixtures)
 
 # Rows that the SQL condition selects, run as the search functions run it: EXECUTE ... USING the arrays.
 MATCHING = """
