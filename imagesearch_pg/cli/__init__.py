@@ -134,6 +134,6 @@ def serve(host: str, port: int, workers: int, task_workers: int, dev: bool, inse
                 task_worker.kill()
 
 
-from imagesearch_pg.cli import instances, keys, pictures, storage, tasks  # noqa: E402  (they add their commands to cli)
+from imagesearch_pg.cli import instances, keys, pictures, storage, tasks, users  # noqa: E402  (they add their commands to cli)
 
-__all__ = ["cli", "main", "instances", "keys", "pictures", "storage", "tasks"]
+__all__ = ["cli", "main", "instances", "keys", "pictures", "storage", "tasks", "users"]

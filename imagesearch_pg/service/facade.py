@@ -17,6 +17,7 @@ from imagesearch_pg.attributes import Attributes
 from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import DatabaseUnavailable
 from imagesearch_pg.service.access_keys import AccessKeys, secret_box
+from imagesearch_pg.service.console_users import ConsoleUsers
 from imagesearch_pg.service.encoders import EncoderCatalog
 from imagesearch_pg.service.instances import DEFAULT_CAPACITY, DEFAULT_QPS, Instances
 from imagesearch_pg.service.models import DeleteResult, Instance, Match, PicInfo, SearchResult
@@ -55,6 +56,7 @@ class ImageSearch:
         self.pictures = Pictures(self.instances, self.pipeline)
         self.searches = Searches(self.instances, self.pipeline)
         self.storage = StorageLocations(database, self.settings)
+        self.console_users = ConsoleUsers(database)
         self.tasks = Tasks(self.instances, self.storage, self.settings)
         self._access_keys: AccessKeys | None = None
         self._lock = threading.Lock()

@@ -191,3 +191,28 @@ synced_tables = sa.Table(  # sql/0016_queue.sql: the user's tables whose trigger
     sa.Column("picture_location", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
+
+console_users = sa.Table(  # migration 0017
+    "console_users",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("last_login_at", sa.DateTime(timezone=True)),
+)
+
+console_login_failures = sa.Table(
+    "console_login_failures",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+)
+
+console_secret = sa.Table(
+    "console_secret",
+    metadata,
+    sa.Column("id", sa.Boolean, primary_key=True, server_default=sa.true()),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)

@@ -1,0 +1,126 @@
+"""Console accounts: argon2id hashes, the CLI, throttled logins, the session key."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from imagesearch_pg.cli import cli
+from imagesearch_pg.errors import InvalidParameter, MissingParameter, NoPermission, Throttling
+from imagesearch_pg.service import console_users
+from imagesearch_pg.service.console_users import MAX_FAILURES
+
+
+@pytest.fixture
+def users(service):
+    made = []
+
+    def make(name: str, password: str = "correct horse battery"):
+        service.console_users.create(name, password)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        try:
+            service.console_users.delete(name)
+        except InvalidParameter:
+            pass
+    with service.database.transaction() as conn:
+        conn.exec_driver_sql("DELETE FROM imagesearch.console_login_failures")
+
+
+def test_a_password_is_kept_as_an_argon2id_hash(service, users, engine):
+    users("ann")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT password_hash FROM imagesearch.console_users WHERE name = 'ann'")).scalar()
+    assert stored.startswith("$argon2id$") and "correct horse" not in stored
+    assert "m=65536" in stored  # memory-hard: 64 MiB
+    service.console_users.authenticate("ann", "correct horse battery", "127.0.0.1")
+    with pytest.raises(NoPermission, match="wrong user name or password"):
+        service.console_users.authenticate("ann", "correct horse batterY", "127.0.0.1")
+
+
+def test_an_unknown_name_is_told_apart_from_nothing(service, users):
+    users("bob")
+    timings = {}
+    for name in ("bob", "nobody-at-all"):
+        began = time.perf_counter()
+        with pytest.raises(NoPermission) as caught:
+            service.console_users.authenticate(name, "not the password", "10.0.0.1")
+        timings[name] = time.perf_counter() - began
+        assert caught.value.message == "wrong user name or password"
+    # both paths verify one argon2 hash (an unknown name is not visibly faster)
+    assert timings["nobody-at-all"] > timings["bob"] / 4
+
+
+def test_failed_logins_are_throttled_per_name_and_per_client(service, users):
+    users("cid")
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(NoPermission):
+            service.console_users.authenticate("cid", "wrong password", "10.0.0.2")
+    # the right password no longer gets in, for this name from anywhere ...
+    with pytest.raises(Throttling, match="try again in 15 minutes"):
+        service.console_users.authenticate("cid", "correct horse battery", "10.0.0.3")
+    # ... and this client is held back for any name
+    users("dee")
+    with pytest.raises(Throttling):
+        service.console_users.authenticate("dee", "correct horse battery", "10.0.0.2")
+    service.console_users.authenticate("dee", "correct horse battery", "10.0.0.4")
+
+
+def test_a_window_that_ended_counts_again_from_zero(service, users, monkeypatch):
+    users("eve")
+    monkeypatch.setattr(console_users, "WINDOW_SECONDS", 1)
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(NoPermission):
+            service.console_users.authenticate("eve", "wrong password", "10.0.0.5")
+    with pytest.raises(Throttling):
+        service.console_users.authenticate("eve", "correct horse battery", "10.0.0.5")
+    time.sleep(1.2)
+    service.console_users.authenticate("eve", "correct horse battery", "10.0.0.5")
+
+
+@pytest.mark.parametrize("name, password, error", [
+    ("", "long enough pw", InvalidParameter), ("a b", "long enough pw", InvalidParameter),
+    ("-lead", "long enough pw", InvalidParameter), ("x" * 65, "long enough pw", InvalidParameter),
+    ("ok", "short", InvalidParameter), ("ok", "p" * 1025, InvalidParameter), ("ok", " padded pw ", InvalidParameter),
+    ("ok", "nul\x00inside!", InvalidParameter),
+])
+def test_bad_names_and_passwords_are_refused(service, name, password, error):
+    with pytest.raises(error):
+        service.console_users.create(name, password)
+
+
+def test_a_login_without_a_name_or_password_is_refused(service):
+    with pytest.raises(MissingParameter):
+        service.console_users.authenticate("", "x", "10.0.0.6")
+    with pytest.raises(NoPermission):  # an over-long password is simply wrong (and never hashed at length)
+        service.console_users.authenticate("someone", "p" * 100_000, "10.0.0.7")
+
+
+def test_the_session_key_is_made_once(service):
+    first = service.console_users.session_secret()
+    assert len(first) == 64 and service.console_users.session_secret() == first
+
+
+def test_the_cli_creates_lists_and_deletes(engine, settings, service):
+    env = {"IMAGESEARCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "IMAGESEARCH_HOME": str(settings.home)}
+    run = CliRunner()
+    made = run.invoke(cli, ["users", "create", "fay", "--password-stdin"], input="a good password\n", env=env)
+    assert made.exit_code == 0, made.output
+    again = run.invoke(cli, ["users", "create", "fay", "--password-stdin"], input="another password\n", env=env)
+    assert again.exit_code != 0 and "user 'fay' exists" in again.output
+    short = run.invoke(cli, ["users", "create", "gus", "--password-stdin"], input="short\n", env=env)
+    assert short.exit_code != 0 and "8-1024 characters" in short.output
+    listed = json.loads(run.invoke(cli, ["users", "list", "--json"], env=env).stdout)
+    assert [u["Name"] for u in listed] == ["fay"] and "a good password" not in json.dumps(listed)
+    service.console_users.authenticate("fay", "a good password", "10.0.0.8")
+    assert run.invoke(cli, ["users", "delete", "fay"], env=env).exit_code == 0
+    missing = run.invoke(cli, ["users", "delete", "fay"], env=env)
+    assert missing.exit_code != 0 and "no user named 'fay'" in missing.output
