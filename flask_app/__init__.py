@@ -27,14 +27,29 @@ def create_app(config: dict | None = None) -> Flask:
     if app.config["SETTINGS"] is None:
         app.config["SETTINGS"] = Settings.from_env()
 
-    from flask_app import api, downloads, health, metrics
+    from flask_app import api, console, downloads, health, metrics
 
     app.register_blueprint(health.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
+    app.before_request(_api_call_with_another_method)
+    console.init_app(app)
+    # The API and the download links carry their own signatures: no session, so no CSRF token either.
+    console.csrf.exempt(api.bp)
+    console.csrf.exempt(downloads.bp)
     app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+def _api_call_with_another_method():
+    """GET / is the console, for browsers; an API call (it names its action) sent with any method but POST
+    is refused as the protocol refuses it, not answered with a login page."""
+    from flask import abort, request
+
+    if request.path == "/" and request.method != "POST" and (
+            request.headers.get("x-acs-action") or request.args.get("Action")):
+        abort(405)
 
 
 def _http_error(error: HTTPException):
@@ -42,7 +57,7 @@ def _http_error(error: HTTPException):
     from flask_app import protocol
 
     code, message = {
-        404: ("InvalidPath", "no such path: the API is POST /; GET /health and GET /metrics"),
+        404: ("InvalidPath", "no such path: the API is POST /; the console is GET /; GET /health and GET /metrics"),
         405: ("MethodNotAllowed", "this path does not take that method: the API is POST /"),
         413: ("InvalidParameter", f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MB"),
     }.get(error.code, ("InvalidParameter", error.description or error.name))

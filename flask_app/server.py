@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.service import ImageSearch
@@ -37,19 +38,29 @@ def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, in
             "pictures of every instance. Use it for local trials only.", host, port,
         )
     config = {"SETTINGS": settings, "INSECURE_NO_AUTH": insecure_no_auth}
+    console_hint = console_line(service, host, port)
     try:
         if dev:
+            print(console_hint, file=sys.stderr, flush=True)
             create_app(config).run(host=host, port=port, threaded=True, use_reloader=False)
         else:
-            _gunicorn(config, host=host, port=port, workers=workers)
+            _gunicorn(config, host=host, port=port, workers=workers, console_hint=console_hint)
     finally:
         service.close()
 
 
-def _gunicorn(config: dict, *, host: str, port: int, workers: int) -> None:
+def console_line(service: ImageSearch, host: str, port: int) -> str:
+    """Where the web console is, and how to get in."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    users = service.console_users.listing()
+    how = "log in as " + ", ".join(u.name for u in users[:3]) + (" ..." if len(users) > 3 else "") if users else \
+        "no users yet: make one with `imagesearch users create NAME`"
+    return f"web console: http://{shown}:{port}/ ({how})"
+
+
+def _gunicorn(config: dict, *, host: str, port: int, workers: int, console_hint: str) -> None:
     import os
     import shutil
-    import sys
     import tempfile
 
     from gunicorn.app.base import BaseApplication
@@ -80,7 +91,8 @@ def _gunicorn(config: dict, *, host: str, port: int, workers: int) -> None:
             self.cfg.set("control_socket_disable", True)  # one shared path would clash between servers
             self.cfg.set("child_exit", child_exit)
             self.cfg.set("when_ready", lambda server: print(
-                f"imagesearch-pg listening on http://{host}:{port} ({workers} workers)", file=sys.stderr, flush=True))
+                f"imagesearch-pg listening on http://{host}:{port} ({workers} workers)\n{console_hint}",
+                file=sys.stderr, flush=True))
 
         def load(self):
             return create_app(config)

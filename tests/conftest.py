@@ -107,3 +107,12 @@ def keys(service) -> AccessKeys:
 @pytest.fixture(scope="session")
 def credentials(keys):
     return keys.create()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (rep_setup, rep_call ...), for fixtures that act on failures
+    (tests/browser.py saves a screenshot)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -97,3 +97,4 @@ def test_serve_runs_gunicorn_workers(engine, settings, service):
     assert server.returncode == 0, stderr[-2000:]
     assert '"GET /health HTTP/1.1" 200' in stdout  # the access log
     assert f"listening on http://127.0.0.1:{port} (2 workers)" in stderr  # the start-up line
+    assert f"web console: http://127.0.0.1:{port}/ (" in stderr

@@ -47,6 +47,10 @@ class ConsoleUsers:
         with self.database.reading() as conn:
             return user_store.listing(conn)
 
+    def exists(self, name: str) -> bool:
+        with self.database.reading() as conn:
+            return user_store.password_hash(conn, name) is not None
+
     def delete(self, name: str) -> None:
         with self.database.transaction() as conn:
             if not user_store.remove(conn, name):

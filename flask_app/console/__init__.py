@@ -1,0 +1,71 @@
+"""The web console (spec/console.md): the whole service from a browser, at GET /.
+
+Server-rendered pages with a little plain JavaScript; every asset is served from ``static/`` (no CDN, no
+build step). Views call the service layer, as the API does. A login is needed (``auth``); every form
+carries a CSRF token (Flask-WTF's CSRFProtect, which the signed API and the signed download links are
+exempt from: they have their own signatures, and a console session cookie is no way into them).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, current_app, render_template, request
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from flask_app.extensions import get_service
+from imagesearch_pg.errors import DatabaseUnavailable
+
+bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/console/static")
+csrf = CSRFProtect()
+
+
+def init_app(app: Flask) -> None:
+    from flask_app.console import auth, pages  # noqa: F401  (their views join the blueprint)
+
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a token lives as long as its session
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.session_interface = _KeyedSessions()
+    app.before_request(_session_key)  # before CSRFProtect's own check, which needs the key
+    csrf.init_app(app)
+    app.register_blueprint(bp)
+    app.register_error_handler(CSRFError, _form_expired)
+    app.register_error_handler(DatabaseUnavailable, _unavailable)
+
+
+def is_console_request() -> bool:
+    return request.blueprint == "console"
+
+
+def _session_key() -> None:
+    # Set on a process's first console request: the service opens after a server's fork, not before.
+    if is_console_request() and not current_app.secret_key:
+        current_app.secret_key = get_service().console_users.session_secret()
+
+
+class _KeyedSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the key read from the database when a request brings a session
+    cookie before this process has it (the session opens before any view or hook runs). Requests without
+    one, such as the API's, never need it."""
+
+    def open_session(self, app, request):
+        if not app.secret_key and request.cookies.get(self.get_cookie_name(app)):
+            try:
+                app.secret_key = get_service().console_users.session_secret()
+            except DatabaseUnavailable:
+                return None  # an empty session; the page itself then says the database is unavailable
+        return super().open_session(app, request)
+
+
+def _form_expired(error: CSRFError):
+    return render_template("console/problem.html", title="The form was refused",
+                           message="This form has expired or did not come from this console. Go back, reload "
+                                   "the page and send it again."), 400
+
+
+def _unavailable(error: DatabaseUnavailable):
+    if not is_console_request():
+        raise error  # the API answers its own outages
+    return render_template("console/problem.html", title="The database is unavailable",
+                           message="The service cannot reach its database just now. Try again in a moment."), 503

@@ -1,0 +1,124 @@
+"""The console's pages of instances: the overview, the list of a service type, an instance's overview tab,
+and the category reference."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from flask_app import protocol
+from flask_app.console import bp
+from flask_app.console.auth import login_required
+from flask_app.extensions import get_service
+from imagesearch_pg import categories
+from imagesearch_pg.errors import ImageSearchError
+from imagesearch_pg.service.instances import DEFAULT_CAPACITY, DEFAULT_QPS
+from imagesearch_pg.service_types import SERVICE_TYPES
+
+EXPIRING_DAYS = 7  # an instance that expires within this many days is "expiring soon"
+
+
+def lifecycle(instance, now: datetime) -> str:
+    """running, expiring (soon) or expired, from the instance's status and expiry."""
+    if instance.expires_at is not None and instance.expires_at <= now:
+        return "expired"
+    if instance.expires_at is not None and instance.expires_at <= now + timedelta(days=EXPIRING_DAYS):
+        return "expiring"
+    return instance.status
+
+
+@bp.get("/")
+@login_required
+def overview():
+    now = datetime.now(timezone.utc)
+    counts = {name: {"instances": 0, "running": 0, "expiring": 0, "expired": 0} for name in SERVICE_TYPES}
+    for instance in get_service().list_instances():
+        row = counts[instance.service_type]
+        row["instances"] += 1
+        state = lifecycle(instance, now)
+        if state in row:
+            row[state] += 1
+    return render_template("console/overview.html", counts=counts, types=SERVICE_TYPES)
+
+
+@bp.route("/types/<service_type>", methods=["GET", "POST"])
+@login_required
+def instance_list(service_type: str):
+    if service_type not in SERVICE_TYPES:
+        abort(404)
+    errors: dict[str, str] = {}
+    form = {"name": "", "capacity": str(DEFAULT_CAPACITY), "qps": str(DEFAULT_QPS), "tags": ""}
+    status = 200
+    if request.method == "POST":
+        form = {key: request.form.get(key, "").strip() for key in form}
+        try:
+            capacity, qps, tags = _number("capacity", form), _number("qps", form), _tags(form["tags"])
+            if not errors:
+                get_service().create_instance(form["name"], service_type, capacity=capacity, qps=qps, tags=tags)
+        except _FieldError as exc:
+            errors[exc.field] = exc.message
+        except ImageSearchError as exc:
+            errors[_field_of(exc.message)] = exc.message
+            status = protocol.http_status(exc)
+        if not errors:
+            flash(f"Instance {form['name']} was created.")
+            return redirect(url_for("console.instance_detail", name=form["name"]))
+        status = 400 if status == 200 else status
+    query, tag = request.args.get("q", "").strip(), request.args.get("tag", "").strip()
+    now = datetime.now(timezone.utc)
+    shown = [i for i in get_service().list_instances()
+             if i.service_type == service_type and query.lower() in i.name.lower()
+             and (not tag or tag in {f"{k}={v}" for k, v in i.tags.items()} | set(i.tags))]
+    return render_template("console/instances.html", service_type=service_type, instances=shown, form=form,
+                           errors=errors, query=query, tag=tag, lifecycle=lambda i: lifecycle(i, now)), status
+
+
+@bp.get("/instances/<name>")
+@login_required
+def instance_detail(name: str):
+    try:
+        instance = get_service().describe_instance(name)
+    except ImageSearchError:
+        abort(404)
+    return render_template("console/instance.html", instance=instance, tab="overview",
+                           state=lifecycle(instance, datetime.now(timezone.utc)))
+
+
+@bp.get("/categories")
+@login_required
+def category_reference():
+    return render_template("console/categories.html", categories=categories.CATEGORIES)
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _number(field: str, form: dict) -> int:
+    text = form[field]
+    if not text.isascii() or not text.isdigit():
+        raise _FieldError(field, f"{field.capitalize() if field != 'qps' else 'QPS'} must be a whole number, got {text[:40]!r}")
+    return int(text)
+
+
+def _tags(text: str) -> dict:
+    """"key=value, key2=value2" -> a dict; empty text gives no tags."""
+    tags = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise _FieldError("tags", f"a tag is key=value, got {part[:40]!r}")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def _field_of(message: str) -> str:
+    """Which form field a service error is about, from the words it names (falls back to the name)."""
+    lowered = message.lower()
+    for field, words in (("capacity", ("capacity",)), ("qps", ("qps",)), ("tags", ("tag",))):
+        if any(word in lowered for word in words):
+            return field
+    return "name"
