@@ -21,6 +21,7 @@ from imagesearch_pg.vision import category_prediction, intake
 from imagesearch_pg.vision.encoders import Description, Encoder
 from imagesearch_pg.vision.intake import Box
 from imagesearch_pg.vision.subject import SubjectDetector, whole
+from imagesearch_pg.vision.thumbnails import thumbnail
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Prepared:
     boxes: list[Box]  # the subject first
     encoder: Encoder
     keypoints: Future | None  # of Encoder.keypoints(), computed meanwhile on another thread
+    thumbnail: bytes | None = None  # of a picture to store (vision/thumbnails.py), for the console
 
     def pic_info(self, category_id: int) -> PicInfo:
         return PicInfo(category_id, self.boxes[0].to_region(), [box.to_region() for box in self.boxes])
@@ -57,7 +59,7 @@ class PicturePipeline:
             if keypoints and encoder.silhouettes
             else None
         )
-        return Prepared(description, boxes, encoder, found)
+        return Prepared(description, boxes, encoder, found, None if query else thumbnail(image))
 
     def framed(self, instance: InstanceRef, picture: bytes, *, crop: bool, region: str | None):
         """The picture decoded (intake's limits) and its boxes, the subject first: a given Region wins, else
@@ -84,8 +86,8 @@ class PicturePipeline:
         found = [pool.submit(encoder.keypoints, image, boxes[0], query=False) if encoder.silhouettes else None
                  for image, boxes in framed]
         descriptions = encoder.describe_many([(image, boxes[0]) for image, boxes in framed])
-        return [Prepared(description, boxes, encoder, keypoints)
-                for description, (_, boxes), keypoints in zip(descriptions, framed, found)]
+        return [Prepared(description, boxes, encoder, keypoints, thumbnail(image))
+                for description, (image, boxes), keypoints in zip(descriptions, framed, found)]
 
     def close(self) -> None:
         self._background.shutdown()

@@ -87,6 +87,7 @@ class Pictures:
                 "embedding": description.embedding,
                 "silhouette": None if description.silhouettes is None else description.silhouettes[0],
                 "keypoints": keypoints,
+                "thumbnail": prepared.thumbnail,
             },
             pic_info,
         )
@@ -140,6 +141,13 @@ class Pictures:
     def remove(self, conn: sa.Connection, locked: InstanceRef, product_id: str, pic_name: str | None) -> list[str]:
         """Delete a checked (check_delete) product's pictures, or one of them, in the caller's transaction."""
         return picture_store.delete(conn, locked.id, product_id, pic_name)
+
+    def thumbnail(self, instance_name: str, product_id: str, pic_name: str) -> bytes | None:
+        """The stored picture's thumbnail (JPEG), or None if it is not stored or was stored without one."""
+        validation.picture_key(product_id, pic_name)
+        return self.instances.read(
+            instance_name, lambda conn, instance: picture_store.thumbnail(conn, instance.id, product_id, pic_name)
+        )
 
     def check(self, instance_name: str, product_id: str, pic_name: str) -> Match | None:
         """The stored picture's attributes (as a match without score), or None if it is not stored."""

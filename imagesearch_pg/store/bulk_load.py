@@ -12,7 +12,7 @@ from imagesearch_pg.store.tables import key_digest, pictures
 BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
 BULK_TYPES = {
     "product_id": "text", "pic_name": "text", "category_id": "int4", "embedding": "vector",
-    "silhouette": "halfvec", "keypoints": "bytea", "custom_content": "text",
+    "silhouette": "halfvec", "keypoints": "bytea", "custom_content": "text", "thumbnail": "bytea",
     **{name: "int4" for name in INT_ATTRS}, **{name: "text" for name in STR_ATTRS},
 }
 

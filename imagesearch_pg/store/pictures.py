@@ -20,7 +20,7 @@ RESULT_COLUMNS = [
     for c in pictures.c
     if c.name
     not in ("instance_id", "key_digest", "embedding", "silhouette", "keypoints", "category_given", "created_at",
-            "updated_at")
+            "updated_at", "thumbnail")
 ]
 
 
@@ -127,6 +127,11 @@ def product_embeddings(conn: sa.Connection, instance_id: int, product_id: str, l
         sa.select(part.c.embedding).where(part.c.product_id == product_id)
         .order_by(part.c.pic_name.collate("C")).limit(limit)
     ).scalars())
+
+
+def thumbnail(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> bytes | None:
+    part = partition(instance_id)
+    return conn.execute(sa.select(part.c.thumbnail).where(part.c.key_digest == key_digest(product_id, pic_name))).scalar()
 
 
 def exists(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> bool:

@@ -61,6 +61,7 @@ pictures = sa.Table(
     sa.Column("keypoints", sa.LargeBinary),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("thumbnail", sa.LargeBinary),  # a small JPEG for the console (migration 0017)
 )
 
 access_keys = sa.Table(

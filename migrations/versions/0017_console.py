@@ -1,6 +1,9 @@
-"""The web console's accounts: users (argon2id password hashes), failed logins counted per user name and
-per client for throttling, and the key that signs console sessions (one row, made on first use, so that
-sessions survive restarts and every server process shares it).
+"""The web console: its accounts (argon2id password hashes), failed logins counted per user name and per
+client for throttling, the key that signs console sessions (one row, made on first use, so that sessions
+survive restarts and every server process shares it), and a thumbnail of each stored picture.
+
+Thumbnails are JPEGs of at most 160 px (vision/thumbnails.py), stored EXTERNAL: out of line and not
+compressed again, so that the rows the searches scan keep their size. Pictures stored before have none.
 
 Revision ID: 0017
 Revises: 0016
@@ -17,6 +20,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column("pictures", sa.Column("thumbnail", sa.LargeBinary), schema="imagesearch")
+    op.execute("ALTER TABLE imagesearch.pictures ALTER COLUMN thumbnail SET STORAGE EXTERNAL")
     op.create_table(
         "console_users",
         sa.Column("name", sa.Text, primary_key=True),
@@ -46,3 +51,4 @@ def downgrade() -> None:
     op.drop_table("console_secret", schema="imagesearch")
     op.drop_table("console_login_failures", schema="imagesearch")
     op.drop_table("console_users", schema="imagesearch")
+    op.drop_column("pictures", "thumbnail", schema="imagesearch")

@@ -1,0 +1,59 @@
+"""What the console's forms share: which field an error is about, and reading numbers and attributes."""
+
+from __future__ import annotations
+
+from imagesearch_pg.attributes import Attributes, INT_ATTRS, STR_ATTRS
+from imagesearch_pg.errors import ImageSearchError, InvalidParameter
+
+# An error's Code, or a word its message starts with, -> the form field it is about.
+_BY_CODE = {
+    "InvalidImage": "picture", "InvalidImageFormat": "picture", "InvalidImageSize": "picture",
+    "InvalidFilter": "filter", "InvalidRegion": "region", "InvalidCategory": "category_id",
+    "OverflowMaxReturnNum": "num", "InvalidStartParameter": "start", "OverflowMaxResultNum": "start",
+    "NoSpecifiedSearchPic": "product_id", "InvalidInstance": "instance",
+}
+_BY_WORD = {
+    "Num": "num", "Start": "start", "ProductId": "product_id", "PicName": "pic_name", "PicContent": "picture",
+    "CategoryId": "category_id", "CustomContent": "custom_content", "ScoreThreshold": "score_threshold",
+    "Region": "region", "Path": "path", "BucketName": "location", "CallbackAddress": "callback",
+    **{name.replace("_", " ").title().replace(" ", ""): name for name in INT_ATTRS + STR_ATTRS},
+}
+
+
+def field_of(error: ImageSearchError, default: str = "form") -> str:
+    if error.code in _BY_CODE:
+        return _BY_CODE[error.code]
+    first = error.message.split(" ", 1)[0].rstrip(":,")
+    return _BY_WORD.get(first, default)
+
+
+def number(form, name: str, label: str, default: int | None = None) -> int | None:
+    text = (form.get(name) or "").strip()
+    if text == "":
+        return default
+    if not text.lstrip("-").isascii() or not text.lstrip("-").isdigit():
+        raise FieldError(name, f"{label} must be a whole number, got {text[:40]!r}")
+    return int(text)
+
+
+def attributes(form) -> Attributes:
+    """The attribute fields of a form (empty ones are not given)."""
+    values: dict = {}
+    for name in INT_ATTRS:
+        values[name] = number(form, name, name.replace("_", " ").title().replace(" ", ""))
+    for name in STR_ATTRS + ("custom_content",):
+        text = form.get(name, "")
+        values[name] = text if text != "" else None
+    return Attributes(**values)
+
+
+class FieldError(InvalidParameter):
+    """A value the form itself cannot read, named by its field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def error_field(error: ImageSearchError) -> str:
+    return error.field if isinstance(error, FieldError) else field_of(error)
