@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
 
@@ -108,3 +111,96 @@ def test_search_by_upload_with_a_dragged_region_and_a_filter(page, server, accou
     page.get_by_text("The API's response").click()
     expect(page.locator("pre.raw")).to_contain_text('"Auctions"')
     assert page.get_by_alt_text("rocket-2 / a.png").evaluate("img => img.naturalWidth") > 0  # its thumbnail
+
+
+def test_add_pictures_with_the_form(page, server, account, make_instance, service, tmp_path):  # noqa: F811
+    from tests.pictures import encode, sample_photos
+
+    made = make_instance("product")
+    photo = tmp_path / "cup.png"
+    photo.write_bytes(encode(sample_photos()["coffee"]))
+    log_in(page, server, account, PASSWORD)
+    page.goto(f"http://{server}/instances/{made.name}/add")
+    page.get_by_label("ProductId").fill("cup")
+    page.get_by_label("PicName").fill("cup.png")
+    page.get_by_label("Picture file").set_input_files(str(photo))
+    page.get_by_label("IntAttr", exact=True).fill("12")
+    page.get_by_label("StrAttr", exact=True).fill("red")
+    page.get_by_label("Category").select_option(label="Bottle")
+    page.get_by_role("button", name="Add picture").click()
+    expect(page.get_by_role("status")).to_contain_text("cup / cup.png was added")
+    expect(page.locator("pre.raw")).to_contain_text('"CategoryId": 8')
+    stored = service.check_image_exists(made.name, "cup", "cup.png")
+    assert stored is not None and stored.attributes.int_attr == 12 and stored.attributes.str_attr == "red"
+    # a bad value is named beside its field, and nothing is added
+    page.get_by_label("ProductId").fill("cup2")
+    page.get_by_label("IntAttr", exact=True).fill("99999999999")
+    page.get_by_label("Picture file").set_input_files(str(photo))
+    page.get_by_role("button", name="Add picture").click()
+    expect(page.locator("#int_attr-error")).to_contain_text("IntAttr must be a 32-bit signed integer")
+    assert service.check_image_exists(made.name, "cup2", "cup.png") is None
+
+
+def test_a_batch_task_from_a_local_folder_then_an_export(page, server, account, make_instance, service,
+                                                        tmp_path):  # noqa: F811
+    from tests.batch_folders import picture, wait_for, worker_loop, write_folder
+
+    made = make_instance()
+    location = f"console-{made.name}"
+    service.storage.add(location, str(tmp_path))
+    lines = [{"OperationType": "ADD", "ProductId": f"p{i}", "PicName": f"{i}.jpg"} for i in range(3)]
+    lines.append({"OperationType": "ADD", "ProductId": "bad", "PicName": "missing.jpg"})
+    path = write_folder(tmp_path, lines, {f"{i}.jpg": picture(i) for i in range(3)})
+    try:
+        with worker_loop(service):
+            log_in(page, server, account, PASSWORD)
+            page.goto(f"http://{server}/instances/{made.name}/batch")
+            page.get_by_label("Storage location").select_option(location)
+            page.get_by_label("Path (the folder holding increment.meta)").fill(path)
+            page.get_by_role("button", name="Start batch task").click()
+            expect(page.get_by_role("status")).to_contain_text("was queued")
+            wait_for(lambda: service.describe_instance(made.name).picture_count == 3, what="the batch")
+            wait_for(lambda: service.tasks.list_imports(made.name)[1][0].state == "partially_failed", what="its end")
+            page.get_by_role("link", name="Refresh").click()
+            row = page.locator("table.tasks tbody tr").first
+            expect(row.locator(".status")).to_have_text("PARTIALLY_FAILED")
+            expect(row).to_contain_text("4 / 4 lines, 1 failed")
+            with page.expect_download() as report:
+                row.get_by_role("link", name="Error report").click()
+            assert b"missing.jpg" in Path(report.value.path()).read_bytes()
+            row.get_by_role("button", name="Resubmit").click()
+            expect(page.get_by_role("status")).to_contain_text("submitted again")
+
+            page.get_by_role("link", name="Metadata export").click()
+            page.get_by_role("button", name="Start export").click()
+            expect(page.get_by_role("status")).to_contain_text("was queued")
+            wait_for(lambda: service.tasks.list_exports(made.name)[1][0].state == "succeeded", what="the export")
+            page.get_by_role("link", name="Refresh").click()
+            with page.expect_download() as export:
+                page.get_by_role("link", name="Download").first.click()
+            exported = Path(export.value.path()).read_text().splitlines()
+            assert sorted(json.loads(line)["ProductId"] for line in exported) == ["p0", "p1", "p2"]
+    finally:
+        service.storage.remove(location)
+
+
+def test_the_duplicates_view_and_clearing_an_instance(page, server, account, stocked, service):  # noqa: F811
+    name, _ = stocked
+    log_in(page, server, account, PASSWORD)
+    page.goto(f"http://{server}/instances/{name}/duplicates")
+    page.get_by_label("Lowest score (0-1)").fill("0.98")
+    page.get_by_role("button", name="Find pairs").click()
+    pair = page.locator(".pair").first
+    expect(page.locator(".pair")).to_have_count(1)  # the two rocket pictures
+    expect(pair.get_by_alt_text("rocket / a.png")).to_be_visible()
+    expect(pair.get_by_alt_text("rocket-2 / a.png")).to_be_visible()
+
+    page.get_by_role("link", name="Overview", exact=True).last.click()
+    clear = page.get_by_role("button", name="Clear all pictures")
+    expect(clear).to_be_disabled()  # until the name is typed
+    page.get_by_label(f"Type the instance's name, {name}, to confirm").fill("wrong")
+    expect(clear).to_be_disabled()
+    page.get_by_label(f"Type the instance's name, {name}, to confirm").fill(name)
+    clear.click()
+    expect(page.get_by_role("status")).to_contain_text(f"All pictures of {name} were deleted")
+    assert service.describe_instance(name).picture_count == 0

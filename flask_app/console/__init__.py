@@ -21,7 +21,7 @@ csrf = CSRFProtect()
 
 
 def init_app(app: Flask) -> None:
-    from flask_app.console import auth, pages, search  # noqa: F401  (their views join the blueprint)
+    from flask_app.console import auth, pages, pictures, search, tasks  # noqa: F401  (their views join the blueprint)
 
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a token lives as long as its session
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
