@@ -148,3 +148,15 @@ def test_an_unknown_type_or_instance_is_not_found(app, account):
     client = logged_in(app, account)
     assert client.get("/types/nonsense").status_code == 404
     assert client.get("/instances/no-such-instance").status_code == 404
+
+
+def test_a_new_process_serves_a_login_page_and_an_old_session_first(service, settings, account):
+    """A process's very first request opens the session before the key is read: it must still work, with
+    or without a session cookie from another process."""
+    fresh = create_app({"SETTINGS": settings, "SERVICE": service}).test_client()
+    assert fresh.get("/login").status_code == 200
+    client = logged_in(create_app({"SETTINGS": settings, "SERVICE": service}), account)
+    cookie = client.get_cookie("session")
+    other = create_app({"SETTINGS": settings, "SERVICE": service}).test_client()
+    other.set_cookie("session", cookie.value)
+    assert other.get("/").status_code == 200

@@ -204,3 +204,26 @@ def test_the_duplicates_view_and_clearing_an_instance(page, server, account, sto
     clear.click()
     expect(page.get_by_role("status")).to_contain_text(f"All pictures of {name} were deleted")
     assert service.describe_instance(name).picture_count == 0
+
+
+def test_pages_fit_a_phone(page, server, account, stocked):  # noqa: F811
+    name, _ = stocked
+    page.set_viewport_size({"width": 360, "height": 740})
+    log_in(page, server, account, PASSWORD)
+    for path in ("/", "/types/generic", f"/instances/{name}", f"/instances/{name}/search", f"/instances/{name}/add",
+                 f"/instances/{name}/batch", f"/instances/{name}/export", f"/instances/{name}/duplicates",
+                 "/categories"):
+        page.goto(f"http://{server}{path}")
+        # wide tables scroll inside their own box; the page itself never scrolls sideways
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
+
+
+def test_every_field_has_a_label(page, server, account, stocked):  # noqa: F811
+    name, _ = stocked
+    log_in(page, server, account, PASSWORD)
+    for path in ("/types/product", f"/instances/{name}", f"/instances/{name}/search", f"/instances/{name}/add",
+                 f"/instances/{name}/batch", f"/instances/{name}/duplicates"):
+        page.goto(f"http://{server}{path}")
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+            .filter(e => !(e.labels && e.labels.length)).map(e => e.name || e.id)""")
+        assert unlabelled == [], (path, unlabelled)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, render_template, request
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.exceptions import HTTPException
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from flask_app.extensions import get_service
@@ -26,7 +27,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a token lives as long as its session
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.session_interface = _KeyedSessions()
+    app.session_interface = _ConsoleSessions()
     app.before_request(_session_key)  # before CSRFProtect's own check, which needs the key
     csrf.init_app(app)
     app.register_blueprint(bp)
@@ -39,23 +40,32 @@ def is_console_request() -> bool:
 
 
 def _session_key() -> None:
-    # Set on a process's first console request: the service opens after a server's fork, not before.
+    # Normally read when the session opened (_ConsoleSessions); if the database was down then, now, so
+    # that an outage is the page's answer rather than a session that cannot be written.
     if is_console_request() and not current_app.secret_key:
         current_app.secret_key = get_service().console_users.session_secret()
 
 
-class _KeyedSessions(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, with the key read from the database when a request brings a session
-    cookie before this process has it (the session opens before any view or hook runs). Requests without
-    one, such as the API's, never need it."""
+class _ConsoleSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions with the key in the database, read on a process's first console
+    request (the service opens after a server's fork, not before; a session opens before any hook runs).
+    Requests of the API, the health check and the downloads never need it."""
 
     def open_session(self, app, request):
-        if not app.secret_key and request.cookies.get(self.get_cookie_name(app)):
+        if not app.secret_key and _console_endpoint(app, request):
             try:
                 app.secret_key = get_service().console_users.session_secret()
             except DatabaseUnavailable:
-                return None  # an empty session; the page itself then says the database is unavailable
+                return None  # an empty session; _session_key then answers with the outage
         return super().open_session(app, request)
+
+
+def _console_endpoint(app: Flask, request) -> bool:
+    try:
+        endpoint, _ = app.url_map.bind_to_environ(request.environ).match(method=request.method)
+    except HTTPException:
+        return False
+    return endpoint.startswith("console.")
 
 
 def _form_expired(error: CSRFError):
