@@ -35,6 +35,8 @@ class Settings:
     # The address clients reach the HTTP service at, for the download links of error reports and exports
     # (ErrorUrl, MetaUrl, a callback's processResultUrl) made outside a request.
     public_url: str = "http://127.0.0.1:8080"
+    # What the console shows of a stored picture: a 160 px thumbnail, or (True) the file as it was sent.
+    keep_originals: bool = False
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
@@ -52,6 +54,7 @@ class Settings:
             callback_retry_seconds=float(env.get("IMAGESEARCH_CALLBACK_RETRY_SECONDS", "5")),
             callback_attempts=int(env.get("IMAGESEARCH_CALLBACK_ATTEMPTS", "8")),
             public_url=(env.get("IMAGESEARCH_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/"),
+            keep_originals=env.get("IMAGESEARCH_KEEP_ORIGINALS", "").lower() in ("1", "true", "yes"),
         )
 
     @property

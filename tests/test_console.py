@@ -160,3 +160,50 @@ def test_a_new_process_serves_a_login_page_and_an_old_session_first(service, set
     other = create_app({"SETTINGS": settings, "SERVICE": service}).test_client()
     other.set_cookie("session", cookie.value)
     assert other.get("/").status_code == 200
+
+
+def test_change_plan_and_renew(app, account, service, make_instance):
+    from imagesearch_pg.errors import InvalidParameter
+
+    made = make_instance(capacity=10)
+    client = logged_in(app, account)
+    csrf = token(client, "/")
+    response = client.post(f"/instances/{made.name}/plan", data={"capacity": "20", "qps": "7", "csrf_token": csrf})
+    assert response.status_code == 302
+    assert (service.describe_instance(made.name).capacity, service.describe_instance(made.name).qps) == (20, 7)
+    client.post(f"/instances/{made.name}/renew", data={"days": "30", "csrf_token": csrf})
+    expires = service.describe_instance(made.name).expires_at
+    assert expires is not None and 29 <= (expires - service.describe_instance(made.name).created_at).days <= 30
+    client.post(f"/instances/{made.name}/renew", data={"days": "never", "csrf_token": csrf})
+    assert service.describe_instance(made.name).expires_at is None
+    bad = client.post(f"/instances/{made.name}/plan", data={"capacity": "lots", "csrf_token": csrf}, follow_redirects=True)
+    assert "The plan was not changed: Capacity must be a whole number" in bad.get_data(as_text=True)
+    # the service keeps the capacity above the pictures held
+    from tests.pictures import encode, noise
+
+    service.add_image(made.name, "p", "1", encode(noise(150, 150, seed=3)))
+    service.add_image(made.name, "p", "2", encode(noise(150, 150, seed=4)))
+    with pytest.raises(InvalidParameter, match="below the 2 pictures"):
+        service.change_plan(made.name, capacity=1)
+    assert service.describe_instance(made.name).capacity == 20
+
+
+def test_thumbnails_or_kept_originals(app, account, service, settings, make_instance, database, encoders):
+    from dataclasses import replace
+
+    from imagesearch_pg.service import ImageSearch
+    from tests.pictures import encode, noise
+
+    made = make_instance()
+    original = encode(noise(400, 300, seed=5))  # PNG
+    service.add_image(made.name, "p", "small", original)
+    client = logged_in(app, account)
+    small = client.get(f"/instances/{made.name}/thumbnail?product_id=p&pic_name=small")
+    assert small.status_code == 200 and small.mimetype == "image/jpeg" and len(small.data) < len(original)
+    keeping = ImageSearch(database, encoders, replace(settings, keep_originals=True))
+    keeping.add_image(made.name, "p", "kept", original)
+    kept = client.get(f"/instances/{made.name}/thumbnail?product_id=p&pic_name=kept")
+    assert kept.mimetype == "image/png" and kept.data == original
+    assert client.get(f"/instances/{made.name}/thumbnail?product_id=p&pic_name=none").status_code == 404
+    assert client.get(f"/instances/{made.name}/thumbnail?product_id=&pic_name=x").status_code == 404
+    assert app.test_client().get(f"/instances/{made.name}/thumbnail?product_id=p&pic_name=small").status_code == 302

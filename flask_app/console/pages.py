@@ -85,6 +85,37 @@ def instance_detail(name: str):
                            state=lifecycle(instance, datetime.now(timezone.utc)))
 
 
+@bp.post("/instances/<name>/plan")
+@login_required
+def change_plan(name: str):
+    form = {key: request.form.get(key, "").strip() for key in ("capacity", "qps")}
+    try:
+        capacity = _number("capacity", form) if form["capacity"] else None
+        qps = _number("qps", form) if form["qps"] else None
+        changed = get_service().change_plan(name, capacity=capacity, qps=qps)
+    except (_FieldError, ImageSearchError) as exc:
+        flash(f"The plan was not changed: {exc.message}")
+    else:
+        flash(f"The plan of {name} is now {changed.capacity} pictures at {changed.qps} QPS.")
+    return redirect(url_for("console.instance_detail", name=name))
+
+
+@bp.post("/instances/<name>/renew")
+@login_required
+def renew(name: str):
+    choice = request.form.get("days", "")
+    try:
+        if choice != "never" and not choice.isdigit():
+            raise _FieldError("days", f"choose how long to renew for, got {choice[:20]!r}")
+        renewed = get_service().renew_instance(name, None if choice == "never" else int(choice))
+    except (_FieldError, ImageSearchError) as exc:
+        flash(f"The instance was not renewed: {exc.message}")
+    else:
+        until = renewed.expires_at.strftime("%Y-%m-%d") if renewed.expires_at else "never"
+        flash(f"{name} now expires: {until}.")
+    return redirect(url_for("console.instance_detail", name=name))
+
+
 @bp.get("/categories")
 @login_required
 def category_reference():

@@ -82,4 +82,16 @@ def thumbnail(name: str):
         abort(404)
     if data is None:
         abort(404)
-    return Response(data, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+    return Response(data, mimetype=_picture_type(data), headers={"Cache-Control": "private, max-age=300",
+                                                                 "X-Content-Type-Options": "nosniff"})
+
+
+_SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
+               (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
+
+
+def _picture_type(data: bytes) -> str:
+    """The media type of a thumbnail (JPEG) or of a kept original (IMAGESEARCH_KEEP_ORIGINALS)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in _SIGNATURES if data.startswith(magic)), "application/octet-stream")

@@ -96,3 +96,27 @@ def encoder_list(holder: ServiceHolder) -> None:
         for e in holder.get().list_encoders()
     ]
     table(rows, ["Name", "Dim", "Model"])
+
+
+@instance.command("plan")
+@click.argument("name")
+@click.option("--capacity", type=int, help="Most pictures the instance may hold (not below those it holds).")
+@click.option("--qps", type=int, help="Queries per second of its plan.")
+@pass_service
+def instance_plan(holder: ServiceHolder, name: str, capacity, qps) -> None:
+    """Change instance NAME's plan."""
+    changed = holder.get().change_plan(name, capacity=capacity, qps=qps)
+    click.echo(f"instance {changed.name}: capacity {changed.capacity}, qps {changed.qps}")
+
+
+@instance.command("renew")
+@click.argument("name")
+@click.option("--days", type=int, help="Days more, from its expiry (or from now if it has expired).")
+@click.option("--never", is_flag=True, help="It never expires.")
+@pass_service
+def instance_renew(holder: ServiceHolder, name: str, days, never: bool) -> None:
+    """Renew instance NAME."""
+    if never == (days is not None):
+        raise click.UsageError("give --days N or --never")
+    renewed = holder.get().renew_instance(name, None if never else days)
+    click.echo(f"instance {renewed.name} expires {renewed.expires_at.isoformat(timespec='seconds') if renewed.expires_at else 'never'}")

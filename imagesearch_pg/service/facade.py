@@ -52,7 +52,8 @@ class ImageSearch:
         self.settings = settings or Settings.from_env()
         self.encoders = EncoderCatalog(database, encoders)
         self.instances = Instances(database, self.encoders)
-        self.pipeline = PicturePipeline(self.encoders, encoders.cache_dir, encoders.threads)
+        self.pipeline = PicturePipeline(self.encoders, encoders.cache_dir, encoders.threads,
+                                        keep_originals=self.settings.keep_originals)
         self.pictures = Pictures(self.instances, self.pipeline)
         self.searches = Searches(self.instances, self.pipeline)
         self.storage = StorageLocations(database, self.settings)
@@ -120,6 +121,12 @@ class ImageSearch:
         files = self.tasks.export_files(name)
         self.instances.delete(name)
         self.tasks.remove_files(files)
+
+    def change_plan(self, name: str, *, capacity: int | None = None, qps: int | None = None) -> Instance:
+        return self.instances.change_plan(name, capacity=capacity, qps=qps)
+
+    def renew_instance(self, name: str, days: int | None) -> Instance:
+        return self.instances.renew(name, days)
 
     def clear_instance(self, name: str) -> None:
         self.instances.clear(name)

@@ -8,7 +8,7 @@ from typing import Callable, TypeVar
 
 import sqlalchemy as sa
 
-from imagesearch_pg.errors import InvalidInstance, InvalidParameter
+from imagesearch_pg.errors import MissingParameter, InvalidInstance, InvalidParameter
 from imagesearch_pg.service import validation
 from imagesearch_pg.service.encoders import EncoderCatalog
 from imagesearch_pg.service.models import Instance
@@ -85,6 +85,31 @@ class Instances:
             instance_store.delete(conn, instance.id)
         self._cache.pop(name, None)
         log.info("instance deleted", extra={"instance": name})
+
+    def change_plan(self, name: str, *, capacity: int | None = None, qps: int | None = None) -> Instance:
+        """A new capacity (never below the pictures it holds) and/or QPS."""
+        if capacity is None and qps is None:
+            raise MissingParameter("give a new capacity, a new QPS, or both")
+        if capacity is not None:
+            validation.positive("capacity", capacity, MAX_CAPACITY)
+        if qps is not None:
+            validation.positive("qps", qps, MAX_QPS)
+        with self.database.transaction() as conn:
+            instance = self.locked(conn, name, "exclusive")  # no add runs meanwhile
+            if not instance_store.change_plan(conn, instance.id, capacity, qps):
+                held = instance_store.picture_count(conn, instance.id)
+                raise InvalidParameter(f"capacity {capacity} is below the {held} pictures instance {name!r} holds; "
+                                       "delete pictures first")
+        log.info("instance plan changed", extra={"instance": name})
+        return self.describe(name)
+
+    def renew(self, name: str, days: int | None) -> Instance:
+        """``days`` (1-3650) more from the instance's expiry, or from now if it has expired; None: never."""
+        if days is not None:
+            validation.positive("days", days, 3650)
+        with self.database.transaction() as conn:
+            instance_store.renew(conn, self.locked(conn, name, "share").id, days)
+        return self.describe(name)
 
     def clear(self, name: str) -> None:
         """Delete every picture of the instance at once (the instance stays)."""

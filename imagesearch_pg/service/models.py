@@ -45,6 +45,7 @@ class Instance:
     created_at: datetime
     expires_at: datetime | None
     picture_count: int
+    id: int = 0  # the console's ID column; never part of the protocol's answers (as_dict)
 
     def as_dict(self) -> dict:
         """What every door shows of an instance."""

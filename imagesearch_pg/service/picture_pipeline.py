@@ -32,15 +32,16 @@ class Prepared:
     boxes: list[Box]  # the subject first
     encoder: Encoder
     keypoints: Future | None  # of Encoder.keypoints(), computed meanwhile on another thread
-    thumbnail: bytes | None = None  # of a picture to store (vision/thumbnails.py), for the console
+    thumbnail: bytes | None = None  # what the console shows of a picture to store: vision/thumbnails.py's, or the file
 
     def pic_info(self, category_id: int) -> PicInfo:
         return PicInfo(category_id, self.boxes[0].to_region(), [box.to_region() for box in self.boxes])
 
 
 class PicturePipeline:
-    def __init__(self, encoders: EncoderCatalog, cache_dir: Path, threads: int):
+    def __init__(self, encoders: EncoderCatalog, cache_dir: Path, threads: int, *, keep_originals: bool = False):
         self.encoders = encoders
+        self.keep_originals = keep_originals  # the console shows the file as it was sent, not a thumbnail
         self.detector = SubjectDetector(cache_dir, threads)
         # Keypoints (OpenCV, which releases the GIL) are found while the database searches.
         self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keypoints")
@@ -59,7 +60,8 @@ class PicturePipeline:
             if keypoints and encoder.silhouettes
             else None
         )
-        return Prepared(description, boxes, encoder, found, None if query else thumbnail(image))
+        view = None if query else bytes(picture) if self.keep_originals else thumbnail(image)
+        return Prepared(description, boxes, encoder, found, view)
 
     def framed(self, instance: InstanceRef, picture: bytes, *, crop: bool, region: str | None):
         """The picture decoded (intake's limits) and its boxes, the subject first: a given Region wins, else
@@ -79,15 +81,19 @@ class PicturePipeline:
             boxes = [whole(height, width)]
         return image, boxes
 
-    def prepare_stored(self, instance: InstanceRef, framed: list[tuple], pool: ThreadPoolExecutor) -> list[Prepared]:
+    def prepare_stored(self, instance: InstanceRef, framed: list[tuple], pool: ThreadPoolExecutor,
+                       originals: list[bytes] | None = None) -> list[Prepared]:
         """Many framed pictures (``framed``'s results) to store, described in batches of the encoder; their
-        keypoints, where the encoder has them, found on ``pool`` meanwhile."""
+        keypoints, where the encoder has them, found on ``pool`` meanwhile. ``originals``: their files, kept
+        instead of thumbnails when the pipeline keeps originals."""
         encoder = self.encoders.get(instance.encoder)
         found = [pool.submit(encoder.keypoints, image, boxes[0], query=False) if encoder.silhouettes else None
                  for image, boxes in framed]
         descriptions = encoder.describe_many([(image, boxes[0]) for image, boxes in framed])
-        return [Prepared(description, boxes, encoder, keypoints, thumbnail(image))
-                for description, (image, boxes), keypoints in zip(descriptions, framed, found)]
+        views = (list(originals) if self.keep_originals and originals is not None
+                 else [thumbnail(image) for image, _ in framed])
+        return [Prepared(description, boxes, encoder, keypoints, view)
+                for description, (_, boxes), keypoints, view in zip(descriptions, framed, found, views)]
 
     def close(self) -> None:
         self._background.shutdown()

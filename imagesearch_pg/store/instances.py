@@ -23,7 +23,7 @@ class InstanceRef:
 
 
 _REF_COLUMNS = [instances.c[name] for name in ("id", "name", "service_type", "encoder", "embedding_dim", "qps")]
-_PUBLIC_COLUMNS = [c for c in instances.c if c.name != "id"]
+_PUBLIC_COLUMNS = list(instances.c)
 
 
 def insert(conn: sa.Connection, values: dict, *, silhouettes: bool) -> int | None:
@@ -52,11 +52,27 @@ def find(conn: sa.Connection, name: str, *, lock: str | None = None) -> Instance
 
 
 def public_rows(conn: sa.Connection, name: str | None = None) -> list[dict]:
-    """Every column but the id, of one instance (``name``) or of all, by name."""
+    """Every column, of one instance (``name``) or of all, by name."""
     query = sa.select(*_PUBLIC_COLUMNS).order_by(instances.c.name)
     if name is not None:
         query = query.where(instances.c.name == name)
     return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def change_plan(conn: sa.Connection, instance_id: int, capacity: int | None, qps: int | None) -> bool:
+    """New capacity and/or QPS; False (nothing changed) when the capacity is below the pictures held."""
+    values = {k: v for k, v in (("capacity", capacity), ("qps", qps)) if v is not None}
+    condition = [instances.c.id == instance_id]
+    if capacity is not None:
+        condition.append(instances.c.picture_count <= capacity)
+    return conn.execute(sa.update(instances).where(*condition).values(**values)).rowcount > 0
+
+
+def renew(conn: sa.Connection, instance_id: int, days: int | None) -> None:
+    """``days`` more from its expiry (or from now, if that has passed); None: it never expires."""
+    expires = None if days is None else sa.func.greatest(
+        sa.func.coalesce(instances.c.expires_at, sa.func.now()), sa.func.now()) + sa.func.make_interval(0, 0, 0, days)
+    conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(expires_at=expires))
 
 
 def delete(conn: sa.Connection, instance_id: int) -> None:

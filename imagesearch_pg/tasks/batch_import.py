@@ -45,6 +45,7 @@ class _Entry:
     reason: str | None = None  # why the line failed
     checked: object = None  # CheckedAdd
     prepared: object = None  # Prepared
+    original: bytes | None = None  # the picture's file, held only when the pipeline keeps originals
 
 
 @dataclass
@@ -213,7 +214,8 @@ class _Import:
             upcoming = [readers.submit(self._framed, entry) for entry in groups[at + 1]] if at + 1 < len(groups) else []
             ready = [(entry, frame) for entry, frame in zip(group, framed) if frame is not None]
             began = time.perf_counter()
-            prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers)
+            originals = [entry.original for entry, _ in ready] if self.pipeline.keep_originals else None
+            prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers, originals)
             self._spent("encode", time.perf_counter() - began)
             for (entry, _), picture in zip(ready, prepared):
                 entry.prepared = picture
@@ -237,7 +239,10 @@ class _Import:
             read = time.perf_counter()
             self._spent("read", read - began)
         try:
-            return self.pipeline.framed(self.instance, data, crop=op.crop, region=op.region)
+            framed = self.pipeline.framed(self.instance, data, crop=op.crop, region=op.region)
+            if self.pipeline.keep_originals:
+                entry.original = data
+            return framed
         except ImageSearchError as exc:
             entry.reason = f"picture {op.pic_name[:128]!r}: {exc.message}"
             return None

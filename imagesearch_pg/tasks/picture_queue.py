@@ -164,7 +164,7 @@ def _prepare(service, instance: InstanceRef, adds: list[queue_store.QueuedItem],
                                                  add.attributes)
             data = item.picture if item.location is None else _read(service, instance, item)
             frame = service.pipeline.framed(instance, data, crop=add.crop, region=add.region)
-            framed.append((item, checked, frame))
+            framed.append((item, checked, frame, data))
         except (DatabaseUnavailable, StorageUnavailable):
             raise  # not the item's fault: the batch is tried again later
         except ImageSearchError as exc:
@@ -173,8 +173,9 @@ def _prepare(service, instance: InstanceRef, adds: list[queue_store.QueuedItem],
     with ThreadPoolExecutor(2, thread_name_prefix="queue-keypoints") as pool:
         for start in range(0, len(framed), BATCH):
             group = framed[start:start + BATCH]
-            prepared = service.pipeline.prepare_stored(instance, [frame for _, _, frame in group], pool)
-            for (item, checked, _), picture in zip(group, prepared):
+            prepared = service.pipeline.prepare_stored(instance, [frame for _, _, frame, _ in group], pool,
+                                                       [data for *_, data in group])
+            for (item, checked, _, _), picture in zip(group, prepared):
                 try:
                     ready[item.id] = service.pictures.ready(instance, checked, picture)
                 except ImageSearchError as exc:
