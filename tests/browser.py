@@ -21,8 +21,10 @@ def chromium_path() -> str | None:
     return os.environ.get("IMAGESEARCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Per module: while Playwright's sync API runs, its event loop is the thread's, and asyncio.run()
+    # elsewhere in the suite (tests/test_front.py) would refuse to start one.
     path = chromium_path()
     if path is None:
         message = "no chromium to drive: apt-get install chromium (.ci/run does)"
