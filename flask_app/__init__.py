@@ -53,8 +53,12 @@ def _api_call_with_another_method():
 
 
 def _http_error(error: HTTPException):
-    """Flask's own refusals (no such path, wrong method, ...) in the protocol's shape."""
-    from flask_app import protocol
+    """Flask's own refusals (no such path, wrong method, ...) in the protocol's shape; a page of the
+    console gets them as a page."""
+    from flask_app import console, protocol
+
+    if console.is_console_request():
+        return console.problem_page(error)
 
     code, message = {
         404: ("InvalidPath", "no such path: the API is POST /; the console is GET /; GET /health and GET /metrics"),

@@ -68,6 +68,15 @@ def _console_endpoint(app: Flask, request) -> bool:
     return endpoint.startswith("console.")
 
 
+def problem_page(error: HTTPException):
+    """Flask's own refusals (a page that is not there, a body over the limit ...) on a console page."""
+    titles = {404: "Not found", 405: "Not allowed", 413: "Too large"}
+    messages = {404: "There is no such page, instance or picture.",
+                413: "What was sent is over 8 MB: a picture may have 4 MB at most."}
+    return render_template("console/problem.html", title=titles.get(error.code, "The request was refused"),
+                           message=messages.get(error.code, error.description or error.name)), error.code or 400
+
+
 def _form_expired(error: CSRFError):
     return render_template("console/problem.html", title="The form was refused",
                            message="This form has expired or did not come from this console. Go back, reload "
