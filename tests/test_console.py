@@ -207,3 +207,21 @@ def test_thumbnails_or_kept_originals(app, account, service, settings, make_inst
     assert client.get(f"/instances/{made.name}/thumbnail?product_id=p&pic_name=none").status_code == 404
     assert client.get(f"/instances/{made.name}/thumbnail?product_id=&pic_name=x").status_code == 404
     assert app.test_client().get(f"/instances/{made.name}/thumbnail?product_id=p&pic_name=small").status_code == 302
+
+
+def test_the_overview_counts_running_expiring_and_expired(app, account, service, make_instance, engine):
+    import sqlalchemy as sa
+
+    names = [make_instance("fabric").name for _ in range(3)]
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE imagesearch.instances SET expires_at = now() + interval '2 days' WHERE name = :n"),
+                     {"n": names[1]})
+        conn.execute(sa.text("UPDATE imagesearch.instances SET expires_at = now() - interval '1 day' WHERE name = :n"),
+                     {"n": names[2]})
+    page = logged_in(app, account).get("/").get_data(as_text=True)
+    fabric = page[page.index(">Fabric</a></h2>"):page.index(">Trademark</a></h2>")]
+    counts = re.findall(r"<dt>([^<]+)</dt><dd>(\d+)</dd>", fabric)
+    fabric_total = sum(1 for i in service.list_instances() if i.service_type == "fabric")
+    assert dict(counts)["Instances"] == str(fabric_total)
+    assert int(dict(counts)["Expiring soon"]) >= 1 and int(dict(counts)["Expired"]) >= 1
+    assert int(dict(counts)["Running"]) == fabric_total - int(dict(counts)["Expired"])

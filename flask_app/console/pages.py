@@ -25,7 +25,7 @@ def lifecycle(instance, now: datetime) -> str:
         return "expired"
     if instance.expires_at is not None and instance.expires_at <= now + timedelta(days=EXPIRING_DAYS):
         return "expiring"
-    return instance.status
+    return "running" if instance.status == "active" else instance.status
 
 
 @bp.get("/")
@@ -37,7 +37,9 @@ def overview():
         row = counts[instance.service_type]
         row["instances"] += 1
         state = lifecycle(instance, now)
-        if state in row:
+        if state in ("running", "expiring"):  # an instance expiring soon still runs
+            row["running"] += 1
+        if state in ("expiring", "expired"):
             row[state] += 1
     return render_template("console/overview.html", counts=counts, types=SERVICE_TYPES)
 
