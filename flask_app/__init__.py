@@ -42,13 +42,19 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
+def _names_an_action() -> bool:
+    """Whether the request is an API call (it names its action), whatever its method and path."""
+    from flask import request
+
+    return bool(request.headers.get("x-acs-action") or request.args.get("Action"))
+
+
 def _api_call_with_another_method():
-    """GET / is the console, for browsers; an API call (it names its action) sent with any method but POST
-    is refused as the protocol refuses it, not answered with a login page."""
+    """GET / is the console, for browsers; an API call sent with any method but POST is refused as the
+    protocol refuses it, not answered with a login page."""
     from flask import abort, request
 
-    if request.path == "/" and request.method != "POST" and (
-            request.headers.get("x-acs-action") or request.args.get("Action")):
+    if request.path == "/" and request.method != "POST" and _names_an_action():
         abort(405)
 
 
@@ -57,7 +63,7 @@ def _http_error(error: HTTPException):
     console gets them as a page."""
     from flask_app import console, protocol
 
-    if console.is_console_request():
+    if console.is_console_request() and not _names_an_action():
         return console.problem_page(error)
 
     code, message = {
