@@ -128,7 +128,8 @@ def test_creating_an_instance_from_the_form(app, account, service):
 @pytest.mark.parametrize("field, value, words", [
     ("name", "bad name!", "instance name"),
     ("capacity", "lots", "Capacity must be a whole number"),
-    ("qps", "-1", "QPS must be a whole number"),
+    ("qps", "-1", "qps must be an integer from 1 to"),
+    ("qps", "three", "QPS must be a whole number"),
     ("tags", "no-equals-sign", "a tag is key=value"),
 ])
 def test_bad_form_values_are_named_next_to_their_field(app, account, service, field, value, words):

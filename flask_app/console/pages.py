@@ -10,6 +10,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_app import protocol
 from flask_app.console import bp
 from flask_app.console.auth import login_required
+from flask_app.console.forms import FieldError, number
 from flask_app.extensions import get_service
 from imagesearch_pg import categories
 from imagesearch_pg.errors import ImageSearchError
@@ -55,14 +56,15 @@ def instance_list(service_type: str):
     if request.method == "POST":
         form = {key: request.form.get(key, "").strip() for key in form}
         try:
-            capacity, qps, tags = _number("capacity", form), _number("qps", form), _tags(form["tags"])
+            capacity = number(form, "capacity", "Capacity")
+            qps, tags = number(form, "qps", "QPS"), _tags(form["tags"])
             if not errors:
                 get_service().create_instance(form["name"], service_type, capacity=capacity, qps=qps, tags=tags)
-        except _FieldError as exc:
+        except FieldError as exc:
             errors[exc.field] = exc.message
         except ImageSearchError as exc:
             errors[_field_of(exc.message)] = exc.message
-            status = protocol.http_status(exc)
+            status = min(protocol.http_status(exc), 499)
         if not errors:
             flash(f"Instance {form['name']} was created.")
             return redirect(url_for("console.instance_detail", name=form["name"]))
@@ -92,10 +94,9 @@ def instance_detail(name: str):
 def change_plan(name: str):
     form = {key: request.form.get(key, "").strip() for key in ("capacity", "qps")}
     try:
-        capacity = _number("capacity", form) if form["capacity"] else None
-        qps = _number("qps", form) if form["qps"] else None
+        capacity, qps = number(form, "capacity", "Capacity"), number(form, "qps", "QPS")
         changed = get_service().change_plan(name, capacity=capacity, qps=qps)
-    except (_FieldError, ImageSearchError) as exc:
+    except ImageSearchError as exc:
         flash(f"The plan was not changed: {exc.message}")
     else:
         flash(f"The plan of {name} is now {changed.capacity} pictures at {changed.qps} QPS.")
@@ -108,9 +109,9 @@ def renew(name: str):
     choice = request.form.get("days", "")
     try:
         if choice != "never" and not choice.isdigit():
-            raise _FieldError("days", f"choose how long to renew for, got {choice[:20]!r}")
+            raise FieldError("days", f"choose how long to renew for, got {choice[:20]!r}")
         renewed = get_service().renew_instance(name, None if choice == "never" else int(choice))
-    except (_FieldError, ImageSearchError) as exc:
+    except ImageSearchError as exc:
         flash(f"The instance was not renewed: {exc.message}")
     else:
         until = renewed.expires_at.strftime("%Y-%m-%d") if renewed.expires_at else "never"
@@ -124,26 +125,13 @@ def category_reference():
     return render_template("console/categories.html", categories=categories.CATEGORIES)
 
 
-class _FieldError(Exception):
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field, self.message = field, message
-
-
-def _number(field: str, form: dict) -> int:
-    text = form[field]
-    if not text.isascii() or not text.isdigit():
-        raise _FieldError(field, f"{field.capitalize() if field != 'qps' else 'QPS'} must be a whole number, got {text[:40]!r}")
-    return int(text)
-
-
 def _tags(text: str) -> dict:
     """"key=value, key2=value2" -> a dict; empty text gives no tags."""
     tags = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
-            raise _FieldError("tags", f"a tag is key=value, got {part[:40]!r}")
+            raise FieldError("tags", f"a tag is key=value, got {part[:40]!r}")
         tags[key.strip()] = value.strip()
     return tags
 

@@ -11,7 +11,7 @@ from flask import Response, abort, render_template, request
 from flask_app import protocol
 from flask_app.console import bp
 from flask_app.console.auth import login_required
-from flask_app.console.forms import error_field, number
+from flask_app.console.forms import FieldError, error_field, number
 from flask_app.extensions import get_service
 from imagesearch_pg import categories
 from imagesearch_pg.errors import ImageSearchError, MissingParameter
@@ -65,8 +65,6 @@ def _run(instance, form: dict):
         raise MissingParameter("PicContent is required: choose a picture to search with")
     region = form["region"].strip() if form["region_mode"] == "custom" else None
     if form["region_mode"] == "custom" and not region:
-        from flask_app.console.forms import FieldError
-
         raise FieldError("region", "draw a box on the picture, or type its region as x1,x2,y1,y2")
     result = service.search_by_picture(instance.name, data, crop=form["crop"] == "on", region=region, **options)
     mime = upload.mimetype if upload and upload.mimetype.startswith("image/") else "image/jpeg"

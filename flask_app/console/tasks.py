@@ -7,7 +7,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_app import protocol
 from flask_app.console import bp
 from flask_app.console.auth import login_required
-from flask_app.console.forms import error_field, number
+from flask_app.console.forms import error_field
 from flask_app.console.search import instance_or_404
 from flask_app.extensions import get_service
 from imagesearch_pg.errors import ImageSearchError
@@ -94,6 +94,5 @@ def export(name: str):
         else:
             flash(f"Export task {task.id} was queued.")
         return redirect(url_for("console.export", name=name))
-    page = number(request.args, "page", "Page", 1) if request.args.get("page", "").isdigit() else 1
-    _, found = service.tasks.list_exports(name, page_number=page, page_size=30)
+    _, found = service.tasks.list_exports(name, page_size=30)  # the 30 kept (tasks.EXPORTS_KEPT)
     return render_template("console/export.html", instance=instance, tab="export", tasks=[shown(t) for t in found])
