@@ -43,8 +43,9 @@ class PicturePipeline:
         self.encoders = encoders
         self.keep_originals = keep_originals  # the console shows the file as it was sent, not a thumbnail
         self.detector = SubjectDetector(cache_dir, threads)
-        # Keypoints (OpenCV, which releases the GIL) are found while the database searches.
-        self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keypoints")
+        # Keypoints and thumbnails (OpenCV, which releases the GIL) are made on these meanwhile: keypoints
+        # while the database searches, a thumbnail while the picture is encoded.
+        self._background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pipeline-side")
 
     def prepare(self, instance: InstanceRef, picture: bytes, *, crop: bool, region: str | None, query: bool,
                 keypoints: bool = False) -> Prepared:
@@ -53,6 +54,7 @@ class PicturePipeline:
         features are found meanwhile on another thread."""
         image, boxes = self.framed(instance, picture, crop=crop, region=region)
         encoder = self.encoders.get(instance.encoder)
+        view = None if query or self.keep_originals else self._background.submit(thumbnail, image)
         description = encoder.describe(image, boxes[0], query=query)
         # Started after the network (which keeps both cores busy), so it overlaps the database's work.
         found = (
@@ -60,8 +62,8 @@ class PicturePipeline:
             if keypoints and encoder.silhouettes
             else None
         )
-        view = None if query else bytes(picture) if self.keep_originals else thumbnail(image)
-        return Prepared(description, boxes, encoder, found, view)
+        kept = None if query else bytes(picture) if self.keep_originals else view.result()
+        return Prepared(description, boxes, encoder, found, kept)
 
     def framed(self, instance: InstanceRef, picture: bytes, *, crop: bool, region: str | None):
         """The picture decoded (intake's limits) and its boxes, the subject first: a given Region wins, else
@@ -89,10 +91,11 @@ class PicturePipeline:
         encoder = self.encoders.get(instance.encoder)
         found = [pool.submit(encoder.keypoints, image, boxes[0], query=False) if encoder.silhouettes else None
                  for image, boxes in framed]
-        descriptions = encoder.describe_many([(image, boxes[0]) for image, boxes in framed])
+        # Thumbnails on ``pool`` too (OpenCV releases the GIL): off the encoder's thread, which a batch waits on.
         views = (list(originals) if self.keep_originals and originals is not None
-                 else [thumbnail(image) for image, _ in framed])
-        return [Prepared(description, boxes, encoder, keypoints, view)
+                 else [pool.submit(thumbnail, image) for image, _ in framed])
+        descriptions = encoder.describe_many([(image, boxes[0]) for image, boxes in framed])
+        return [Prepared(description, boxes, encoder, keypoints, view if isinstance(view, bytes) else view.result())
                 for description, (_, boxes), keypoints, view in zip(descriptions, framed, found, views)]
 
     def close(self) -> None:
