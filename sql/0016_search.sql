@@ -104,40 +104,47 @@ END $$;
 
 -- A search's request, checked: what every step below needs.
 CREATE TYPE imagesearch.search_plan AS (
-    instance_id integer, dim integer, part text,
+    instance_id integer, dim integer, part text, encoder text,
     condition text, ints integer[], strs text[],  -- the filter, the category and the excluded product
     category_id integer, exclude_product text,
     num integer, start integer, threshold double precision, distinct_products boolean,
     matching double precision, total double precision  -- the planner's estimate (NULL unfiltered)
 );
 
--- The request with its filter compiled and its conditions joined ($1 ints, $2 strs, $5 the category,
+-- The request checked as the service checks it (window, filter, instance, category, in that order), with
+-- its filter compiled and its conditions joined ($1 ints, $2 strs, $5 the category,
 -- $6 the excluded product: the parameters every statement below passes), and the planner's estimate of
 -- the matches beside all the instance's pictures (picture_search.estimate).
-CREATE FUNCTION imagesearch.plan_search(p_instance imagesearch.instances, p_filter imagesearch.compiled_filter,
-                                        p_category_id integer,
-                                           p_exclude_product text, p_num integer, p_start integer,
-                                           p_threshold double precision, p_distinct boolean)
+CREATE FUNCTION imagesearch.plan_search(p_instance text, p_filter text, p_category_id integer,
+                                        p_exclude_product text, p_num integer, p_start integer,
+                                        p_threshold double precision, p_distinct boolean)
 RETURNS imagesearch.search_plan
 LANGUAGE plpgsql AS $$
 DECLARE
     r imagesearch.search_plan;
-    compiled imagesearch.compiled_filter := p_filter;
+    compiled imagesearch.compiled_filter;
+    inst imagesearch.instances;
+    category integer;
     conditions text[] := '{}';
     plan jsonb;
 BEGIN
+    -- In the order the service checks them (Searches._window).
+    PERFORM imagesearch.check_window(p_num, p_start, p_threshold);
+    compiled := imagesearch.compile_filter(p_filter);
+    inst := imagesearch.instance_named(p_instance);
+    category := imagesearch.checked_category(inst.service_type, p_category_id);
     IF compiled.condition IS NOT NULL THEN
         conditions := conditions || ('(' || compiled.condition || ')');
     END IF;
-    IF p_category_id IS NOT NULL THEN
+    IF category IS NOT NULL THEN
         conditions := conditions || 'p.category_id = $5'::text;
     END IF;
     IF p_exclude_product IS NOT NULL THEN
         conditions := conditions || 'p.product_id <> $6'::text;
     END IF;
-    r := ROW(p_instance.id, p_instance.embedding_dim, imagesearch.partition_name(p_instance.id),
+    r := ROW(inst.id, inst.embedding_dim, imagesearch.partition_name(inst.id), inst.encoder,
              CASE WHEN cardinality(conditions) > 0 THEN array_to_string(conditions, ' AND ') END,
-             compiled.ints, compiled.strs, p_category_id, p_exclude_product,
+             compiled.ints, compiled.strs, category, p_exclude_product,
              p_num, p_start, p_threshold, coalesce(p_distinct, false), NULL, NULL);
     IF r.condition IS NOT NULL THEN
         EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM imagesearch.%1$I p WHERE %2$s'
@@ -305,27 +312,21 @@ RETURNS SETOF imagesearch.search_result
 LANGUAGE plpgsql
 SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
 DECLARE
-    inst imagesearch.instances;
     r imagesearch.search_plan;
-    compiled imagesearch.compiled_filter;
     query vector;
     silhouette halfvec;
     margin double precision;
 BEGIN
     PERFORM imagesearch.check_text('ProductId', product_id, 512, true);
     PERFORM imagesearch.check_text('PicName', pic_name, 512, true);
-    PERFORM imagesearch.check_window(num, start, score_threshold);
-    compiled := imagesearch.compile_filter(filter);
-    inst := imagesearch.instance_named(instance);
-    r := imagesearch.plan_search(inst, compiled, imagesearch.checked_category(inst.service_type, category_id), NULL,
-                                    num, start, score_threshold, distinct_product_id);
+    r := imagesearch.plan_search(instance, filter, category_id, NULL, num, start, score_threshold, distinct_product_id);
     EXECUTE format('SELECT p.embedding, p.silhouette FROM imagesearch.%I p WHERE p.key_digest = $1', r.part)
         INTO query, silhouette USING imagesearch.key_digest(product_id, pic_name);
     IF query IS NULL THEN
         PERFORM imagesearch.raise_error('NoSpecifiedSearchPic', format('no picture with ProductId %s and PicName %s',
             imagesearch.py_repr(product_id), imagesearch.py_repr(pic_name)));
     END IF;
-    margin := imagesearch.silhouette_margin(inst.encoder);
+    margin := imagesearch.silhouette_margin(r.encoder);
     IF margin IS NOT NULL AND silhouette IS NOT NULL THEN
         RETURN QUERY SELECT * FROM imagesearch.ranked(r, 'fused', query, silhouette, margin, NULL);
     ELSE
@@ -342,15 +343,9 @@ RETURNS SETOF imagesearch.search_result
 LANGUAGE plpgsql
 SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
 DECLARE
-    inst imagesearch.instances;
-    r imagesearch.search_plan;
-    compiled imagesearch.compiled_filter;
+    r imagesearch.search_plan := imagesearch.plan_search(instance, filter, category_id, NULL, num, start,
+                                                         score_threshold, distinct_product_id);
 BEGIN
-    PERFORM imagesearch.check_window(num, start, score_threshold);
-    compiled := imagesearch.compile_filter(filter);
-    inst := imagesearch.instance_named(instance);
-    r := imagesearch.plan_search(inst, compiled, imagesearch.checked_category(inst.service_type, category_id), NULL,
-                                    num, start, score_threshold, distinct_product_id);
     IF query IS NULL THEN
         PERFORM imagesearch.raise_error('InvalidParameter', format('the query vector must be a list of %s numbers', r.dim));
     ELSIF vector_dims(query) <> r.dim THEN
@@ -371,17 +366,12 @@ RETURNS SETOF imagesearch.search_result
 LANGUAGE plpgsql
 SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
 DECLARE
-    inst imagesearch.instances;
     r imagesearch.search_plan;
-    compiled imagesearch.compiled_filter;
     queries vector[];
 BEGIN
     PERFORM imagesearch.check_text('ProductId', product_id, 512, true);
-    PERFORM imagesearch.check_window(num, start, score_threshold);
-    compiled := imagesearch.compile_filter(filter);
-    inst := imagesearch.instance_named(instance);
-    r := imagesearch.plan_search(inst, compiled, imagesearch.checked_category(inst.service_type, category_id),
-                                    product_id, num, start, score_threshold, distinct_product_id);
+    r := imagesearch.plan_search(instance, filter, category_id, product_id, num, start, score_threshold,
+                                 distinct_product_id);
     EXECUTE format('SELECT array_agg(e ORDER BY n COLLATE "C") FROM (SELECT p.embedding, p.pic_name FROM imagesearch.%I p'
                    ' WHERE p.product_id = $1 ORDER BY p.pic_name COLLATE "C" LIMIT 100) f(e, n)', r.part)
         INTO queries USING product_id;

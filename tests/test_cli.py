@@ -196,3 +196,25 @@ def test_duplicates_and_db_url(run, service, make_instance, photo_dir):
     with psycopg.connect(url) as conn:  # libpq parses it, as psql does
         found = conn.execute("SELECT count(*) FROM imagesearch.instance_list WHERE name = %s", (made.name,))
         assert found.fetchone()[0] == 1
+
+
+def test_instance_plan_and_renew(run, service, make_instance):
+    made = make_instance(capacity=10)
+    changed = run("instance", "plan", made.name, "--capacity", "50", "--qps", "4")
+    assert changed.exit_code == 0 and "capacity 50, qps 4" in changed.output
+    assert run("instance", "renew", made.name, "--days", "30").exit_code == 0
+    assert service.describe_instance(made.name).expires_at is not None
+    assert "expires never" in run("instance", "renew", made.name, "--never").output
+    refused = {
+        ("plan", made.name): "give a new capacity, a new QPS, or both",
+        ("plan", made.name, "--capacity", "0"): "capacity must be an integer from 1",
+        ("plan", made.name, "--qps", "100001"): "qps must be an integer from 1 to 100000",
+        ("plan", "no-such-instance", "--qps", "2"): "no instance named 'no-such-instance'",
+        ("renew", made.name, "--days", "0"): "days must be an integer from 1 to 3650",
+        ("renew", made.name): "give --days N or --never",
+        ("renew", made.name, "--days", "3", "--never"): "give --days N or --never",
+    }
+    for args, words in refused.items():
+        result = run("instance", *args)
+        assert result.exit_code != 0 and words in result.output, (args, result.output)
+    assert (service.describe_instance(made.name).capacity, service.describe_instance(made.name).qps) == (50, 4)

@@ -10,18 +10,7 @@ from playwright.sync_api import expect
 
 from imagesearch_pg.attributes import Attributes
 from tests.browser import browser, page  # noqa: F401 (fixtures)
-
-PASSWORD = "browser test password"
-
-
-@pytest.fixture
-def account(service):
-    service.console_users.create("viewer", PASSWORD)
-    yield "viewer"
-    service.console_users.delete("viewer")
-    with service.database.transaction() as conn:
-        conn.exec_driver_sql("DELETE FROM imagesearch.console_login_failures")
-
+from tests.test_console import PASSWORD, account  # noqa: F401 (fixture)
 
 def log_in(page, server: str, name: str, password: str) -> None:  # noqa: F811
     page.goto(f"http://{server}/")

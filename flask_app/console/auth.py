@@ -10,8 +10,8 @@ import functools
 
 from flask import flash, g, redirect, render_template, request, session, url_for
 
-from flask_app import protocol
 from flask_app.console import bp
+from flask_app.console.forms import refused
 from flask_app.extensions import get_service
 from imagesearch_pg.errors import ImageSearchError
 
@@ -45,7 +45,7 @@ def login():
         try:
             get_service().console_users.authenticate(name, request.form.get("password", ""), request.remote_addr or "")
         except ImageSearchError as exc:
-            error, status = exc.message, protocol.http_status(exc)
+            error, status = exc.message, refused(exc)
         else:
             session.clear()
             session["user"] = name

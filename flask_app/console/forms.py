@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from imagesearch_pg.attributes import Attributes, INT_ATTRS, STR_ATTRS
 from imagesearch_pg.errors import ImageSearchError, InvalidParameter
+from imagesearch_pg.storage import PathRefused, UnknownLocation
 
 # An error's Code, or a word its message starts with, -> the form field it is about.
 _BY_CODE = {
@@ -16,6 +17,7 @@ _BY_WORD = {
     "Num": "num", "Start": "start", "ProductId": "product_id", "PicName": "pic_name", "PicContent": "picture",
     "CategoryId": "category_id", "CustomContent": "custom_content", "ScoreThreshold": "score_threshold",
     "Region": "region", "Path": "path", "BucketName": "location", "CallbackAddress": "callback",
+    "capacity": "capacity", "qps": "qps",
     **{name.replace("_", " ").title().replace(" ", ""): name for name in INT_ATTRS + STR_ATTRS},
 }
 
@@ -55,5 +57,23 @@ class FieldError(InvalidParameter):
         self.field = field
 
 
-def error_field(error: ImageSearchError) -> str:
-    return error.field if isinstance(error, FieldError) else field_of(error)
+def error_field(error: ImageSearchError, default: str = "form") -> str:
+    """The form field an error is about: a FieldError's own, a storage path's or location's, else by Code
+    or by the first word of the message."""
+    if isinstance(error, FieldError):
+        return error.field
+    if isinstance(error, PathRefused):
+        return "path"
+    if isinstance(error, UnknownLocation):
+        return "location"
+    return field_of(error, default)
+
+
+def refused(error: ImageSearchError) -> int:
+    """The HTTP status of a form the service refused. An outage is not the form's fault: it is raised
+    again, for the console's 503 page."""
+    from flask_app import protocol
+
+    if error.code == "ServiceUnavailable":
+        raise error
+    return protocol.http_status(error)

@@ -7,10 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from flask_app import protocol
 from flask_app.console import bp
 from flask_app.console.auth import login_required
-from flask_app.console.forms import FieldError, number
+from flask_app.console.forms import FieldError, error_field, number, refused
 from flask_app.extensions import get_service
 from imagesearch_pg import categories
 from imagesearch_pg.errors import ImageSearchError
@@ -58,17 +57,13 @@ def instance_list(service_type: str):
         try:
             capacity = number(form, "capacity", "Capacity")
             qps, tags = number(form, "qps", "QPS"), _tags(form["tags"])
-            if not errors:
-                get_service().create_instance(form["name"], service_type, capacity=capacity, qps=qps, tags=tags)
-        except FieldError as exc:
-            errors[exc.field] = exc.message
+            get_service().create_instance(form["name"], service_type, capacity=capacity, qps=qps, tags=tags)
         except ImageSearchError as exc:
-            errors[_field_of(exc.message)] = exc.message
-            status = min(protocol.http_status(exc), 499)
-        if not errors:
+            errors[error_field(exc, default="name")] = exc.message
+            status = refused(exc)
+        else:
             flash(f"Instance {form['name']} was created.")
             return redirect(url_for("console.instance_detail", name=form["name"]))
-        status = 400 if status == 200 else status
     query, tag = request.args.get("q", "").strip(), request.args.get("tag", "").strip()
     now = datetime.now(timezone.utc)
     shown = [i for i in get_service().list_instances()
@@ -134,12 +129,3 @@ def _tags(text: str) -> dict:
             raise FieldError("tags", f"a tag is key=value, got {part[:40]!r}")
         tags[key.strip()] = value.strip()
     return tags
-
-
-def _field_of(message: str) -> str:
-    """Which form field a service error is about, from the words it names (falls back to the name)."""
-    lowered = message.lower()
-    for field, words in (("capacity", ("capacity",)), ("qps", ("qps",)), ("tags", ("tag",))):
-        if any(word in lowered for word in words):
-            return field
-    return "name"

@@ -10,7 +10,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_app import protocol
 from flask_app.console import bp
 from flask_app.console.auth import login_required
-from flask_app.console.forms import FieldError, attributes, error_field, number
+from flask_app.console.forms import FieldError, attributes, error_field, number, refused
 from flask_app.console.search import instance_or_404
 from flask_app.extensions import get_service
 from imagesearch_pg import categories
@@ -45,7 +45,7 @@ def add_picture(name: str):
                 crop=form["crop"] == "on", region=region, attributes=attributes(form))
         except ImageSearchError as exc:
             errors[error_field(exc)] = exc.message
-            status = min(protocol.http_status(exc), 499)
+            status = refused(exc)
         else:
             raw = json.dumps({"RequestId": str(uuid.uuid4()).upper(), **protocol.done(), "PicInfo": protocol.pic_info(info)},
                              indent=2, ensure_ascii=False)

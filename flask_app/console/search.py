@@ -11,7 +11,7 @@ from flask import Response, abort, render_template, request
 from flask_app import protocol
 from flask_app.console import bp
 from flask_app.console.auth import login_required
-from flask_app.console.forms import FieldError, error_field, number
+from flask_app.console.forms import FieldError, error_field, number, refused
 from flask_app.extensions import get_service
 from imagesearch_pg import categories
 from imagesearch_pg.errors import ImageSearchError, MissingParameter
@@ -44,7 +44,7 @@ def search(name: str):
                              ensure_ascii=False)
         except ImageSearchError as exc:
             errors[error_field(exc)] = exc.message
-            status = protocol.http_status(exc) if protocol.http_status(exc) < 500 else 400
+            status = refused(exc)
     return render_template("console/search.html", instance=instance, tab="search", form=form, errors=errors,
                            result=result, query=query, raw=raw, categories=categories.CATEGORIES,
                            has_categories=SERVICE_TYPES[instance.service_type].categories), status

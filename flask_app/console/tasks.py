@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from flask_app import protocol
 from flask_app.console import bp
 from flask_app.console.auth import login_required
-from flask_app.console.forms import error_field
+from flask_app.console.forms import error_field, refused
 from flask_app.console.search import instance_or_404
 from flask_app.extensions import get_service
 from imagesearch_pg.errors import ImageSearchError
@@ -41,8 +40,8 @@ def batch(name: str):
         try:
             task = service.tasks.submit_import(name, form["location"], form["path"], form["callback"] or None)
         except ImageSearchError as exc:
-            errors[error_field(exc) if error_field(exc) in form else _import_field(exc)] = exc.message
-            status = min(protocol.http_status(exc), 499)
+            errors[error_field(exc, default="location")] = exc.message
+            status = refused(exc)
         else:
             flash(f"Batch task {task.id} was queued.")
             return redirect(url_for("console.batch", name=name))
@@ -54,15 +53,6 @@ def batch(name: str):
     locations = [loc.name for loc in service.storage.listing() if loc.allows(name)]
     return render_template("console/batch.html", instance=instance, tab="batch", form=form, errors=errors,
                            tasks=[shown(t) for t in found], locations=locations, path_filter=path_filter), status
-
-
-def _import_field(error: ImageSearchError) -> str:
-    words = error.message.lower()
-    if "callback" in words:
-        return "callback"
-    if "location" in words:
-        return "location"
-    return "path"
 
 
 @bp.post("/instances/<name>/batch/<int:task_id>/resubmit")

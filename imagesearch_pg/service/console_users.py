@@ -83,19 +83,15 @@ class ConsoleUsers:
             return user_store.session_secret(conn)
 
     def _verify(self, stored: str | None, password: str) -> bool:
-        if stored is None:
-            if self._unknown_hash is None:
-                self._unknown_hash = self.hasher.hash(secrets.token_urlsafe(16))
-            stored, password = self._unknown_hash, password[:MAX_PASSWORD]
-            try:
-                self.hasher.verify(stored, password)
-            except (VerificationError, InvalidHashError):
-                pass
-            return False
+        """Whether ``password`` matches ``stored``; an unknown name (None) is checked against a hash of
+        nothing, so that it takes as long and is never a match."""
+        if stored is None and self._unknown_hash is None:
+            self._unknown_hash = self.hasher.hash(secrets.token_urlsafe(16))
         try:
-            return self.hasher.verify(stored, password)
+            matched = self.hasher.verify(stored or self._unknown_hash, password[:MAX_PASSWORD])
         except (VerificationError, InvalidHashError):
-            return False
+            matched = False
+        return matched and stored is not None
 
 
 def _check_name(name: str) -> None:

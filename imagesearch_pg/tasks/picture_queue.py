@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from imagesearch_pg.attributes import Attributes
+from imagesearch_pg.attributes import MAX_CUSTOM_CONTENT, MAX_STR_ATTR, Attributes
 from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError, InvalidParameter, NoSpecifiedSearchPic
+from imagesearch_pg.logs import Every
 from imagesearch_pg.service import validation
 from imagesearch_pg.service.models import public_name
 from imagesearch_pg.service.pictures import FULL, check_delete, full
@@ -28,10 +29,10 @@ from imagesearch_pg.vision.intake import MAX_PICTURE_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5  # an item whose worker died this many times (a picture that crashes it) fails
+MAX_ATTEMPTS = 5
+_PRUNE = Every(600.0)  # an item whose worker died this many times (a picture that crashes it) fails
 _ATTRIBUTE_KEYS = {public_name(name): name for name in Attributes.__dataclass_fields__}
-ALLOWED_KEYS = ("CustomContent", "IntAttr", "IntAttr2", "IntAttr3", "IntAttr4", "StrAttr", "StrAttr2", "StrAttr3",
-                "StrAttr4", "CategoryId", "Crop", "Region")
+ALLOWED_KEYS = (*_ATTRIBUTE_KEYS, "CategoryId", "Crop", "Region")  # as sql/0016_queue.sql lists them
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def queued_add(service_type: str, given) -> QueuedAdd:
             if not isinstance(value, str):
                 raise InvalidParameter(f"{key} must be a string")
             if key != "Region":
-                validation.text(key, value, max_len=4096 if key == "CustomContent" else 128)
+                validation.text(key, value, max_len=MAX_CUSTOM_CONTENT if key == "CustomContent" else MAX_STR_ATTR)
         elif key == "Crop" and not isinstance(value, bool):
             raise InvalidParameter("Crop must be true or false")
         elif key == "CategoryId":
@@ -139,7 +140,8 @@ def _apply(service, conn: sa.Connection, instance_id: int, items: list[queue_sto
             outcomes.fail(item, exc)
     flush()
     queue_store.finish(conn, dict(outcomes))
-    queue_store.prune(conn)
+    if _PRUNE:  # a scan of the done items: now and then, not with every batch
+        queue_store.prune(conn)
 
 
 def _update(conn: sa.Connection, locked: InstanceRef, item: queue_store.QueuedItem) -> None:
