@@ -72,7 +72,7 @@ def main() -> None:
         url = service.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         naive_sql = (
             f"SELECT product_id FROM imagesearch.pictures_{instance_id} WHERE int_attr < %s "
-            f"ORDER BY embedding::vector({DIM}) <=> (SELECT embedding::vector({DIM}) "
+            f"ORDER BY embedding::halfvec({DIM}) <=> (SELECT embedding::halfvec({DIM}) "
             f"FROM imagesearch.pictures_{instance_id} WHERE product_id = %s AND pic_name = '0') LIMIT 10"
         )
 

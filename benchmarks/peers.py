@@ -104,9 +104,9 @@ class Postgres:
 
     def sql(self, bound: int | None, hnsw: bool = True) -> str:
         where = "" if bound is None else f"WHERE int_attr < {int(bound)} "
-        embedding = f"embedding::vector({DIM})" if hnsw else "embedding"  # no cast: no index, every match scored
+        embedding = f"embedding::halfvec({DIM})" if hnsw else "embedding"  # no cast: no index, every match scored
         return (f"SELECT product_id FROM imagesearch.pictures_{self.instance_id} {where}"
-                f"ORDER BY {embedding} <=> %b::vector({DIM}) LIMIT 10")
+                f"ORDER BY {embedding} <=> %b::halfvec({DIM}) LIMIT 10")
 
 
 @contextmanager

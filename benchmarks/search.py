@@ -30,9 +30,11 @@ from imagesearch_pg.store import picture_search  # noqa: E402
 DIM = 1280
 
 
-def clustered_vectors(rows: int, seed: int = 0) -> np.ndarray:
+def clustered_vectors(rows: int, seed: int = 0, clusters: int = 1000) -> np.ndarray:
+    """``rows`` unit vectors around ``clusters`` random centres (benchmarks/scale.py keeps about 100 a
+    cluster, where the 10th nearest neighbour stands out from the 100th as it does for real pictures)."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((1000, DIM)).astype(np.float32)
+    centres = rng.standard_normal((clusters, DIM)).astype(np.float32)
     out = np.empty((rows, DIM), np.float32)
     for begin in range(0, rows, 10_000):
         end = min(rows, begin + 10_000)
@@ -79,7 +81,7 @@ def main() -> None:
         # Raw pgvector SQL: one statement on one open connection, the same plan the service asks for.
         raw_sql = (
             f"SELECT product_id FROM imagesearch.pictures_{instance_id} "
-            f"ORDER BY embedding::vector({DIM}) <=> (SELECT embedding::vector({DIM}) "
+            f"ORDER BY embedding::halfvec({DIM}) <=> (SELECT embedding::halfvec({DIM}) "
             f"FROM imagesearch.pictures_{instance_id} WHERE product_id = %s AND pic_name = %s) LIMIT 10"
         )
         url = service.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -39,7 +39,7 @@ def raw_baselines(service, name: str, statements: list, args) -> dict:
     """On one open autocommit psycopg connection, prepared: the minimal search (product ids only, as
     benchmarks/search.py's raw SQL) and the service's own statements of one search replayed as they are."""
     part = f"imagesearch.pictures_{service.instances.cached(name).id}"
-    minimal = (f"SELECT product_id FROM {part} ORDER BY embedding::vector(1280) <=> (SELECT embedding::vector(1280) "
+    minimal = (f"SELECT product_id FROM {part} ORDER BY embedding::halfvec(1280) <=> (SELECT embedding::halfvec(1280) "
                f"FROM {part} WHERE product_id = %s AND pic_name = '0') LIMIT 10")
     url = service.database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     timings = {}

@@ -71,8 +71,9 @@ def search_part(service: ImageSearch, name: str, queries: int) -> dict:
         register_vector(conn)
         conn.execute("SET hnsw.ef_search = 80")
         vectors = stored_vectors(conn, instance.id, queries, seed=7)
-        raw = (f"SELECT product_id, pic_name, 1 - (embedding::vector({instance.embedding_dim}) <=> %s)"
-               f" FROM imagesearch.pictures_{instance.id} ORDER BY embedding::vector({instance.embedding_dim}) <=> %s LIMIT 10")
+        half = f"halfvec({instance.embedding_dim})"
+        raw = (f"SELECT product_id, pic_name, 1 - (embedding::{half} <=> %s::{half})"
+               f" FROM imagesearch.pictures_{instance.id} ORDER BY embedding::{half} <=> %s::{half} LIMIT 10")
         for fraction in FRACTIONS:
             text = None if fraction is None else f"int_attr < {int(MODULUS * fraction)}"
             sql = "SELECT * FROM imagesearch.search_by_vector(%s, %s, num => 10, filter => %s)"

@@ -37,6 +37,10 @@ class Settings:
     public_url: str = "http://127.0.0.1:8080"
     # What the console shows of a stored picture: a 160 px thumbnail, or (True) the file as it was sent.
     keep_originals: bool = False
+    # Streaming replicas of the database that serve searches (store/replicas.py), and how far behind the
+    # primary (seconds) one may be and still serve them.
+    replica_urls: tuple[str, ...] = ()
+    replica_max_lag: float = 5.0
 
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> "Settings":
@@ -55,6 +59,8 @@ class Settings:
             callback_attempts=int(env.get("IMAGESEARCH_CALLBACK_ATTEMPTS", "8")),
             public_url=(env.get("IMAGESEARCH_PUBLIC_URL") or "http://127.0.0.1:8080").rstrip("/"),
             keep_originals=env.get("IMAGESEARCH_KEEP_ORIGINALS", "").lower() in ("1", "true", "yes"),
+            replica_urls=tuple(u.strip() for u in env.get("IMAGESEARCH_REPLICA_URLS", "").split(",") if u.strip()),
+            replica_max_lag=float(env.get("IMAGESEARCH_REPLICA_MAX_LAG", "5")),
         )
 
     @property

@@ -157,3 +157,45 @@ def test_pictures_stored_before_0012_get_their_key_digest(scratch_engine):
     schema.downgrade(scratch_engine, "0011")  # and back: the key is (instance_id, product_id, pic_name) again
     with scratch_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM imagesearch.pictures")).scalar() == 1
+
+
+def test_0018_stores_embeddings_as_halfvec_and_back(scratch_engine):
+    """Pictures stored as vector before 0018 keep their numbers (to float16's precision), their partition's
+    dimension check and an HNSW index on the new type; the downgrade brings vector back."""
+    schema.upgrade(scratch_engine, "0017")
+    with scratch_engine.begin() as conn:
+        iid = conn.execute(sa.text(
+            "INSERT INTO imagesearch.instances (name, service_type, capacity, qps, region, encoder, embedding_dim)"
+            " VALUES ('old', 'generic', 10, 1, 'local', 'efficientnet-lite0-gem', 3) RETURNING id")).scalar()
+        conn.execute(sa.text("SELECT imagesearch.create_picture_partition(:i)"), {"i": iid})
+        for n, vector in enumerate(("[1,0.5,0.25]", "[0,1,0.1]", "[0.3,0.3,0.9]")):
+            conn.execute(sa.text(
+                "INSERT INTO imagesearch.pictures (instance_id, key_digest, product_id, pic_name, category_id, embedding)"
+                " VALUES (:i, :k, :p, 'a.jpg', 0, :v)"), {"i": iid, "k": bytes([n]), "p": f"p{n}", "v": vector})
+
+    def layout(kind):
+        with scratch_engine.connect() as conn:
+            part = f"pictures_{iid}"
+            column = conn.execute(sa.text(
+                "SELECT format_type(atttypid, atttypmod), attstorage FROM pg_attribute"
+                " WHERE attrelid = ('imagesearch.' || :t)::regclass AND attname = 'embedding'"), {"t": part}).one()
+            index = conn.execute(sa.text("SELECT indexdef FROM pg_indexes WHERE tablename = :t AND indexname LIKE"
+                                         " '%embedding_hnsw'"), {"t": part}).scalar_one()
+            nearest = conn.execute(sa.text(
+                f"SELECT product_id FROM imagesearch.{part} ORDER BY embedding::{kind}(3) <=> '[0,1,0]'::{kind}(3)"
+            )).scalars().all()
+            text = conn.execute(sa.text(f"SELECT embedding::text FROM imagesearch.{part} WHERE product_id = 'p0'")).scalar()
+        with pytest.raises(sa.exc.IntegrityError, match="_dim"), scratch_engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO imagesearch.pictures (instance_id, key_digest, product_id, pic_name, category_id,"
+                " embedding) VALUES (:i, 'x', 'x', 'x', 0, '[1,2]')"), {"i": iid})
+        return column, index, nearest, text
+
+    schema.upgrade(scratch_engine)
+    column, index, nearest, text = layout("halfvec")
+    assert column == ("halfvec", "p") and f"(embedding)::halfvec(3)) halfvec_cosine_ops" in index
+    assert nearest == ["p1", "p0", "p2"] and text == "[1,0.5,0.25]"
+    schema.downgrade(scratch_engine, "0017")
+    column, index, nearest, text = layout("vector")
+    assert column == ("vector", "p") and f"(embedding)::vector(3)) vector_cosine_ops" in index
+    assert nearest == ["p1", "p0", "p2"] and text == "[1,0.5,0.25]"

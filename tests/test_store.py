@@ -46,7 +46,7 @@ def test_bulk_load_rebuilds_the_index(engine, loaded):
             sa.text("SELECT indexdef FROM pg_indexes WHERE tablename = :t AND indexname LIKE '%hnsw'"),
             {"t": f"pictures_{instance_id}"},
         ).scalar_one()
-        assert "hnsw" in index and "vector(1280)" in index
+        assert "hnsw" in index and "halfvec(1280)" in index
         assert conn.execute(sa.text(f"SELECT count(*) FROM imagesearch.pictures_{instance_id}")).scalar() == 3000
 
 

@@ -5,6 +5,7 @@ One module per area: instances and encoders, pictures, access keys; output helpe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -88,6 +89,28 @@ def db_current() -> None:
         database.close()
 
 
+@db.command("replicas")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per replica.")
+def db_replicas(as_json: bool) -> None:
+    """Check each replica of IMAGESEARCH_REPLICA_URLS now: its lag behind the primary and whether it may
+    serve searches (within IMAGESEARCH_REPLICA_MAX_LAG). Exits 1 if one may not."""
+    settings = Settings.from_env()
+    database = Database.connect(settings)
+    try:
+        if database.replicas is None:
+            raise click.ClickException("no replicas: set IMAGESEARCH_REPLICA_URLS (comma-separated libpq URLs)")
+        rows = database.replicas.status()  # checked now, in this process
+    finally:
+        database.close()
+    for row in rows:
+        lag = row["lag_seconds"]
+        shown = "not answering" if lag is None else "not a standby" if lag == float("inf") else f"{lag:.1f} s behind"
+        click.echo(json.dumps({**row, "lag_seconds": None if lag in (None, float("inf")) else lag}) if as_json else
+                   f"{row['replica']}: {shown}, {'serves searches' if row['usable'] else 'serves no searches'}")
+    if not all(row["usable"] for row in rows):
+        raise SystemExit(1)
+
+
 # ---- serve ------------------------------------------------------------------------------------------
 
 
@@ -134,6 +157,6 @@ def serve(host: str, port: int, workers: int, task_workers: int, dev: bool, inse
                 task_worker.kill()
 
 
-from imagesearch_pg.cli import instances, keys, pictures, storage, tasks, users  # noqa: E402  (they add their commands to cli)
+from imagesearch_pg.cli import instances, keys, pictures, shards, storage, tasks, users  # noqa: E402  (they add their commands to cli)
 
 __all__ = ["cli", "main", "instances", "keys", "pictures", "storage", "tasks", "users"]

@@ -28,12 +28,14 @@ def instance() -> None:
 @click.option("--encoder", default=None,
               help="A built-in encoder or one registered with `imagesearch encoder register` "
                    "(default: the service type's).")
+@click.option("--shard", default=None, help="Keep its pictures on this shard (`imagesearch shard add`).")
 @pass_service
-def instance_create(holder: ServiceHolder, name, service_type, capacity, qps, region, encoder) -> None:
+def instance_create(holder: ServiceHolder, name, service_type, capacity, qps, region, encoder, shard) -> None:
     """Create an instance NAME."""
     options = {k: v for k, v in {"capacity": capacity, "qps": qps}.items() if v is not None}
-    created = holder.get().create_instance(name, service_type, region=region, encoder=encoder, **options)
-    click.echo(f"created {created.service_type} instance {created.name} (capacity {created.capacity}, qps {created.qps})")
+    created = holder.get().create_instance(name, service_type, region=region, encoder=encoder, shard=shard, **options)
+    where = f", on shard {created.shard}" if created.shard else ""
+    click.echo(f"created {created.service_type} instance {created.name} (capacity {created.capacity}, qps {created.qps}{where})")
 
 
 @instance.command("list")

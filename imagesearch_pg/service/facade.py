@@ -17,6 +17,7 @@ from imagesearch_pg.attributes import Attributes
 from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import DatabaseUnavailable
 from imagesearch_pg.service.access_keys import AccessKeys, secret_box
+from imagesearch_pg.service.shards import Shards
 from imagesearch_pg.service.console_users import ConsoleUsers
 from imagesearch_pg.service.encoders import EncoderCatalog
 from imagesearch_pg.service.instances import DEFAULT_CAPACITY, DEFAULT_QPS, Instances
@@ -57,6 +58,7 @@ class ImageSearch:
         self.pictures = Pictures(self.instances, self.pipeline)
         self.searches = Searches(self.instances, self.pipeline)
         self.storage = StorageLocations(database, self.settings)
+        self.shards = Shards(database)
         self.console_users = ConsoleUsers(database)
         self.tasks = Tasks(self.instances, self.storage, self.settings)
         self._access_keys: AccessKeys | None = None
@@ -106,9 +108,9 @@ class ImageSearch:
 
     def create_instance(self, name: str, service_type: str, *, capacity: int = DEFAULT_CAPACITY,
                         qps: int = DEFAULT_QPS, region: str = "local", tags: dict | None = None,
-                        encoder: str | None = None) -> Instance:
+                        encoder: str | None = None, shard: str | None = None) -> Instance:
         return self.instances.create(name, service_type, capacity=capacity, qps=qps, region=region, tags=tags,
-                                     encoder=encoder)
+                                     encoder=encoder, shard=shard)
 
     def list_instances(self) -> list[Instance]:
         return self.instances.listing()

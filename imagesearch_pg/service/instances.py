@@ -17,6 +17,7 @@ from imagesearch_pg.service_types import SERVICE_TYPES
 from imagesearch_pg.store import encoders as encoder_store
 from imagesearch_pg.store import instances as instance_store
 from imagesearch_pg.store import pictures as picture_store
+from imagesearch_pg.store import shards as shard_store
 from imagesearch_pg.store.database import Database, PartitionMissing
 from imagesearch_pg.store.instances import InstanceRef
 
@@ -46,8 +47,10 @@ class Instances:
         region: str = "local",
         tags: dict | None = None,
         encoder: str | None = None,
+        shard: str | None = None,
     ) -> Instance:
-        """Create an instance; ``encoder`` defaults to the service type's."""
+        """Create an instance; ``encoder`` defaults to the service type's. ``shard``: keep its pictures on
+        that shard (imagesearch shard add) rather than in this database."""
         validation.instance_name(name)
         validation.service_type(service_type)
         encoder = SERVICE_TYPES[service_type].default_encoder if encoder is None else encoder
@@ -55,13 +58,17 @@ class Instances:
         validation.positive("qps", qps, MAX_QPS)
         validation.text("region", region, max_len=64, required=True)
         validation.text("encoder", encoder, min_len=1, max_len=64, required=True)
+        validation.text("shard", shard, min_len=1, max_len=40)
         with self.database.transaction() as conn:
+            if shard is not None and shard not in shard_store.names(conn):
+                known = ", ".join(shard_store.names(conn)) or "none (imagesearch shard add NAME URL)"
+                raise InvalidParameter(f"no shard named {shard!r}; shards: {known}")
             dim = encoder_store.dim_of(conn, encoder)
             if dim is None:
                 known = ", ".join(encoder_store.names(conn))
                 raise InvalidParameter(f"encoder {encoder!r} is not registered; registered: {known}")
             values = dict(name=name, service_type=service_type, capacity=capacity, qps=qps, region=region,
-                          tags=tags or {}, status="active", encoder=encoder, embedding_dim=dim)
+                          tags=tags or {}, status="active", encoder=encoder, embedding_dim=dim, shard=shard)
             if instance_store.insert(conn, values, silhouettes=self.encoders.get(encoder).silhouettes) is None:
                 raise InvalidParameter(f"an instance named {name!r} already exists")
         log.info("instance created", extra={"instance": name, "service_type": service_type})
@@ -155,12 +162,12 @@ class Instances:
         return instance
 
     def read(self, name: str, work: Callable[[sa.Connection, InstanceRef], T]) -> T:
-        """Run a read of the instance's pictures on an autocommit connection (no locks)."""
+        """Run a read of the instance's pictures on an autocommit connection (no locks), of a replica that
+        has the instance's last write if there is one (store/replicas.py)."""
         for attempt in (1, 2):
             instance = self.cached(name)
             try:
-                with self.database.reading() as conn:
-                    return work(conn, instance)
+                return self.database.read_pictures(instance.id, lambda conn: work(conn, instance))
             except PartitionMissing:
                 self._cache.pop(name, None)  # deleted meanwhile: look it up again
                 if attempt == 2:

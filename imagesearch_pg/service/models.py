@@ -46,6 +46,7 @@ class Instance:
     expires_at: datetime | None
     picture_count: int
     id: int = 0  # the console's ID column; never part of the protocol's answers (as_dict)
+    shard: str | None = None  # the server holding its pictures (docs/scaling.md); None: the database itself
 
     def as_dict(self) -> dict:
         """What every door shows of an instance."""

@@ -14,7 +14,7 @@ from imagesearch_pg.service.models import DeleteResult, Match, PicInfo
 from imagesearch_pg.service.picture_pipeline import PicturePipeline, Prepared, category
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.filters import parse_filter
-from imagesearch_pg.store.instances import InstanceRef, admit_new, count_added
+from imagesearch_pg.store.instances import InstanceRef, admit_new, record_write
 from imagesearch_pg.store.tables import key_digest
 from imagesearch_pg.vision import descriptors
 
@@ -107,7 +107,7 @@ class Pictures:
         # Another writer may have added or deleted one of these keys since they were looked up.
         admitted = set(expected_new[:room])
         correction = len(inserted - admitted) - len(admitted - inserted)
-        count_added(conn, locked.id, correction)
+        record_write(conn, locked.id, correction)
         return [FULL if new.digest in refused else ADDED if new.digest in inserted and last[new.digest] == at
                 else REPLACED for at, new in enumerate(pictures)]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
-from imagesearch_pg.store.instances import count_added
+from imagesearch_pg.store.instances import record_write
 from imagesearch_pg.store.pictures import create_vector_indexes, drop_vector_indexes
-from imagesearch_pg.store.tables import key_digest, pictures
+from imagesearch_pg.store.tables import key_digest, partition_name
 
 BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
 BULK_TYPES = {
-    "product_id": "text", "pic_name": "text", "category_id": "int4", "embedding": "vector",
+    "product_id": "text", "pic_name": "text", "category_id": "int4", "embedding": "halfvec",
     "silhouette": "halfvec", "keypoints": "bytea", "custom_content": "text", "thumbnail": "bytea",
     **{name: "int4" for name in INT_ATTRS}, **{name: "text" for name in STR_ATTRS},
 }
@@ -30,20 +30,23 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
     raw = conn.connection.driver_connection
     register_vector(raw)
     silhouettes = "silhouette" in columns
+    halves = [at for at, c in enumerate(columns) if c in ("embedding", "silhouette")]
     drop_vector_indexes(conn, instance_id, silhouettes)
     loaded = 0
     with raw.cursor().copy(
-        f"COPY {pictures.fullname} (instance_id, key_digest, {', '.join(columns)}) FROM STDIN WITH (FORMAT BINARY)"
+        f"COPY {partition_name(instance_id, qualified=True)} (instance_id, key_digest, {', '.join(columns)})"
+        " FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
         copy.set_types(["int4", "bytea", *(BULK_TYPES[c] for c in columns)])
-        at = columns.index("silhouette") if silhouettes else -1
         for row in rows:
-            if silhouettes:  # numpy arrays go out as vector unless told they are halfvec
-                row = (*row[:at], HalfVector(row[at]), *row[at + 1 :])
+            row = list(row)
+            for at in halves:  # numpy arrays go out as vector unless told they are halfvec
+                if row[at] is not None:
+                    row[at] = HalfVector(row[at])
             copy.write_row((instance_id, key_digest(row[0], row[1]), *row))
             loaded += 1
             if progress is not None:
                 progress(loaded)
-    count_added(conn, instance_id, loaded)
+    record_write(conn, instance_id, loaded)
     create_vector_indexes(conn, instance_id, silhouettes)
     return loaded

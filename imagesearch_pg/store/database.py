@@ -13,7 +13,7 @@ import select
 from contextlib import contextmanager
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -23,8 +23,10 @@ from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError
 from imagesearch_pg.store import embedded, schema
 from imagesearch_pg.store.picture_search import HNSW_SETTINGS
+from imagesearch_pg.store.replicas import Replica, ReplicaRouter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class InvalidDatabaseUrl(ImageSearchError):
@@ -89,6 +91,7 @@ class Database:
     # Reads have their own pool of connections made autocommit once, so that a checkout neither switches
     # the mode nor rolls back on return (0.12 -> 0.07 ms a search, docs/benchmarks.md).
     reader: sa.Engine | None = field(default=None, repr=False)
+    replicas: ReplicaRouter | None = field(default=None, repr=False)  # searches' servers, if any
 
     def __post_init__(self) -> None:
         if self.reader is None:
@@ -102,9 +105,20 @@ class Database:
     def connect(cls, settings: Settings) -> "Database":
         """The server named by IMAGESEARCH_DATABASE_URL, or else the embedded one under IMAGESEARCH_HOME."""
         if settings.database_url:
-            return cls(engine=create_engine(settings.database_url))
-        server = embedded.start_embedded_server(settings.pgdata)
-        return cls(engine=create_engine(server.get_uri()), embedded_server=server)
+            database = cls(engine=create_engine(settings.database_url))
+        else:
+            server = embedded.start_embedded_server(settings.pgdata)
+            database = cls(engine=create_engine(server.get_uri()), embedded_server=server)
+        database.use_replicas(settings.replica_urls, settings.replica_max_lag)
+        return database
+
+    def use_replicas(self, urls: tuple[str, ...], max_lag: float) -> None:
+        """Let searches go to these streaming replicas of the database (none: the primary serves them)."""
+        if self.replicas is not None:
+            self.replicas.close()
+        replicas = [Replica(make_url(sqlalchemy_url(url)).render_as_string(hide_password=True),
+                            create_engine(url, reads=True, connect_timeout=2)) for url in urls]
+        self.replicas = ReplicaRouter(self.reader, replicas, max_lag) if replicas else None
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
@@ -117,6 +131,14 @@ class Database:
         """An autocommit connection for reads: no BEGIN/COMMIT round trips, no locks."""
         with _translated(), self.reader.connect() as conn:
             yield conn
+
+    def read_pictures(self, instance_id: int, work: Callable[[sa.Connection], T]) -> T:
+        """``work`` (reads of the instance's pictures, which may run twice) on an autocommit connection of a
+        replica that has the instance's last write, else of the primary."""
+        if self.replicas is None:
+            with self.reading() as conn:
+                return work(conn)
+        return self.replicas.read(instance_id, work, _translated)
 
 
     def libpq_url(self) -> str:
@@ -159,21 +181,27 @@ class Database:
             self._watch.join(timeout=30)  # a start under way ends before the last process stops the server
         if self.is_embedded:
             embedded.adopt_current(self.embedded_server)  # so that the server running now is the one stopped
+        if self.replicas is not None:
+            self.replicas.close()
         self._dispose()
 
     def _dispose(self) -> None:
         self.engine.dispose()
         self.reader.dispose()
+        if self.replicas is not None:
+            for replica in self.replicas.replicas:
+                replica.engine.dispose()
 
 
-def create_engine(url: str | sa.URL, reads: bool = False) -> sa.Engine:
+def create_engine(url: str | sa.URL, reads: bool = False, connect_timeout: int | None = None) -> sa.Engine:
     """The engine of transactions, or with ``reads`` of autocommit reads."""
     url = url if isinstance(url, sa.URL) else sqlalchemy_url(url)
+    options = {"options": " ".join(f"-c {name}={value}" for name, value in HNSW_SETTINGS.items())}
     engine = sa.create_engine(
         url,
         pool_size=5,
         max_overflow=10,
-        connect_args={"options": " ".join(f"-c {name}={value}" for name, value in HNSW_SETTINGS.items())},
+        connect_args=options | ({"connect_timeout": connect_timeout} if connect_timeout else {}),
         **({"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if reads else {}),
     )
     sa.event.listen(engine, "checkout", _closed_by_the_server)

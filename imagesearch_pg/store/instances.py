@@ -23,7 +23,7 @@ class InstanceRef:
 
 
 _REF_COLUMNS = [instances.c[name] for name in ("id", "name", "service_type", "encoder", "embedding_dim", "qps")]
-_PUBLIC_COLUMNS = list(instances.c)
+_PUBLIC_COLUMNS = [c for c in instances.c if c.name != "last_write_xid"]
 
 
 def insert(conn: sa.Connection, values: dict, *, silhouettes: bool) -> int | None:
@@ -81,19 +81,12 @@ def delete(conn: sa.Connection, instance_id: int) -> None:
     conn.execute(sa.delete(instances).where(instances.c.id == instance_id))
 
 
-def count_added(conn: sa.Connection, instance_id: int, change: int, *, within_capacity: bool = False) -> bool:
-    """Change the instance's kept picture count (instances.picture_count) by ``change``: every write of
-    pictures calls this. ``within_capacity``: an increase that would pass the capacity changes nothing and
-    returns False."""
-    if not change:
-        return True
-    condition = [instances.c.id == instance_id]
-    if within_capacity:
-        condition.append(instances.c.picture_count + change <= instances.c.capacity)
-    changed = conn.execute(
-        sa.update(instances).where(*condition).values(picture_count=instances.c.picture_count + change)
-    )
-    return changed.rowcount == 1
+def record_write(conn: sa.Connection, instance_id: int, added: int) -> None:
+    """Every write of pictures calls this, last: the instance's kept count (instances.picture_count) changes
+    by ``added``, and this transaction becomes the instance's last write (last_write_xid), which a replica
+    must have replayed before it serves the instance's searches (store/replicas.py)."""
+    conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(
+        picture_count=instances.c.picture_count + added, last_write_xid=sa.func.pg_current_xact_id()))
 
 
 def admit_new(conn: sa.Connection, instance_id: int, wanted: int) -> int:
@@ -112,7 +105,9 @@ def admit_new(conn: sa.Connection, instance_id: int, wanted: int) -> int:
 
 
 def reset_count(conn: sa.Connection, instance_id: int) -> None:
-    conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(picture_count=0))
+    """No pictures any more (a write, as record_write)."""
+    conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(
+        picture_count=0, last_write_xid=sa.func.pg_current_xact_id()))
 
 
 _PICTURE_COUNT = sa.select(instances.c.picture_count).where(instances.c.id == sa.bindparam("id"))  # built once

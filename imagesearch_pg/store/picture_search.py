@@ -15,12 +15,12 @@ from typing import Iterator
 import numpy as np
 import sqlalchemy as sa
 from psycopg.rows import namedtuple_row
-from pgvector.sqlalchemy import HALFVEC, Vector
+from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from imagesearch_pg.store.filters import Node, to_sql
 from imagesearch_pg.store.pictures import result_columns
-from imagesearch_pg.store.query_vectors import halfvec_parameter, vector_parameter
+from imagesearch_pg.store.query_vectors import halfvec_parameter
 from imagesearch_pg.store import instances as instance_store
 from imagesearch_pg.store.tables import key_digest, partition
 
@@ -43,8 +43,7 @@ class StoredPicture:
 
 
 def _stored_vector(part: sa.TableClause, dim: int, column: str, key) -> sa.ScalarSelect:
-    kind = {"embedding": Vector, "silhouette": HALFVEC}[column]
-    return sa.select(sa.cast(part.c[column], kind(dim))).where(part.c.key_digest == key).scalar_subquery()
+    return sa.select(sa.cast(part.c[column], HALFVEC(dim))).where(part.c.key_digest == key).scalar_subquery()
 
 
 TOTAL = "instance_pictures"
@@ -82,7 +81,7 @@ def _query_and_limit(part: sa.TableClause, dim: int, by_stored_picture: bool):
     """The query (a vector ``q``, or the stored picture whose digest is ``key``) and the ``limit`` as
     parameters; placeholder values, since compiling a filter's IN lists wants a value for each."""
     query = (_stored_vector(part, dim, "embedding", sa.bindparam("key", b"")) if by_stored_picture
-             else vector_parameter("q", None, dim))
+             else halfvec_parameter("q", None, dim))
     return query, sa.bindparam("limit", 0, type_=sa.Integer)
 
 
@@ -206,7 +205,7 @@ def nearest(
         return _exact(*key).execute(conn, values)
     conditions = _conditions(part, filter, category_id)
     query = vector(part, query, dim)
-    silhouette_queries = [vector(part, s, dim, f"s{i}", half=True) for i, s in enumerate(silhouettes or ())]
+    silhouette_queries = [vector(part, s, dim, f"s{i}") for i, s in enumerate(silhouettes or ())]
     if keypoints_for and not silhouette_queries:
         raise ValueError("keypoints come with searches by silhouettes (trademark encoders)")
     if excluded:
@@ -302,18 +301,18 @@ def _conditions(part: sa.TableClause, filter: Node | None, category_id: int | No
     )
 
 
-def vector(part: sa.TableClause, query: np.ndarray | StoredPicture, dim: int, name: str = "q", half: bool = False):
-    """A query vector as a bound, cast SQL expression (``half``: as halfvec, for silhouettes); a stored
-    picture's as a subquery."""
+def vector(part: sa.TableClause, query: np.ndarray | StoredPicture, dim: int, name: str = "q"):
+    """A query vector as a bound, cast SQL expression (halfvec, as the stored vectors are, migration 0018); a
+    stored picture's as a subquery."""
     if isinstance(query, StoredPicture):
         return _stored_vector(part, dim, query.column, key_digest(query.product_id, query.pic_name))
-    return (halfvec_parameter if half else vector_parameter)(name, query, dim)
+    return halfvec_parameter(name, query, dim)
 
 
 def walk_statement(part: sa.TableClause, dim: int, query, limit: int, conditions: list) -> sa.Select:
     """The HNSW walk: ``query`` is a vector expression (see vector()), ``conditions`` SQL expressions."""
     # The cast matches the partition's expression index; without it the index is not used.
-    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
+    distance = sa.cast(part.c.embedding, HALFVEC(dim)).cosine_distance(query)
     score = sa.func.imagesearch.cosine_score(distance).label("score")
     return sa.select(*result_columns(part), score).where(*conditions).order_by(distance).limit(limit)
 
@@ -350,7 +349,7 @@ def _fused_statement(
 ) -> sa.Select:
     # Each query vector walks its own index for its ``limit`` nearest; a picture in the fused top ``limit``
     # is in the top ``limit`` of the vector that gives its least distance, so the union holds them all.
-    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(query)
+    distance = sa.cast(part.c.embedding, HALFVEC(dim)).cosine_distance(query)
     no_margin = sa.literal(0.0).label("margin")
     branches = [sa.select(part.c.key_digest, distance.label("distance"), no_margin).order_by(distance).limit(limit)]
     margin = sa.literal(float(silhouette_margin)).label("margin")
@@ -396,7 +395,7 @@ def labelled_neighbours(
     looking past unlabelled pictures until it has ``k`` labelled ones or hits hnsw.max_scan_tuples.
     """
     part = partition(instance_id)
-    distance = sa.cast(part.c.embedding, Vector(dim)).cosine_distance(vector_parameter("q", query, dim))
+    distance = sa.cast(part.c.embedding, HALFVEC(dim)).cosine_distance(halfvec_parameter("q", query, dim))
     rows = conn.execute(
         sa.select(part.c.category_id, sa.func.imagesearch.cosine_score(distance))
         .where(part.c.category_given)

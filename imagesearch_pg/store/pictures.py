@@ -5,14 +5,15 @@ Each instance's rows live in its own partition (tables.partition) with its own H
 
 from __future__ import annotations
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from imagesearch_pg.attributes import ATTRIBUTE_NAMES
 from imagesearch_pg.store.filters import Node, to_sql
-from imagesearch_pg.store.instances import count_added, reset_count
-from imagesearch_pg.store.query_vectors import halfvec_parameter, vector_parameter
-from imagesearch_pg.store.tables import key_digest, partition, partition_name, pictures
+from imagesearch_pg.store.instances import record_write, reset_count
+from imagesearch_pg.store.query_vectors import halfvec_parameter
+from imagesearch_pg.store.tables import instances, key_digest, partition, partition_name, pictures
 
 # What a search or a listing returns of a picture: no vectors, keypoints or bookkeeping.
 RESULT_COLUMNS = [
@@ -41,8 +42,10 @@ def upsert_many(conn: sa.Connection, instance_id: int, rows: list[dict]) -> set[
         return set()
     values = [{**row, "instance_id": instance_id, "key_digest": key_digest(row["product_id"], row["pic_name"]),
                **_binary_vectors(row, at)} for at, row in enumerate(rows)]
-    # Into the partition itself: only there does RETURNING see the system column xmax.
     part = partition(instance_id)
+    if on_shard(conn, instance_id):
+        return _replace_on_shard(conn, part, values)
+    # Into the partition itself: only there does RETURNING see the system column xmax.
     statement = insert(part).values(values)
     key = ("instance_id", "key_digest", "product_id", "pic_name")
     replaced = {k: statement.excluded[k] for k in values[0] if k not in key}
@@ -55,10 +58,34 @@ def upsert_many(conn: sa.Connection, instance_id: int, rows: list[dict]) -> set[
     return {digest for digest, inserted in returned if inserted}
 
 
+def on_shard(conn: sa.Connection, instance_id: int) -> bool:
+    """Whether the instance's pictures are on a shard (its table here is a foreign table, migration 0020)."""
+    if instance_id not in _ON_SHARD:
+        _ON_SHARD[instance_id] = bool(conn.execute(
+            sa.text("SELECT relkind = 'f' FROM pg_class WHERE oid = to_regclass(:t)"),
+            {"t": partition_name(instance_id, qualified=True)}).scalar())
+    return _ON_SHARD[instance_id]
+
+
+_ON_SHARD: dict[int, bool] = {}  # an instance's placement never changes, and ids are never reused
+
+
+def _replace_on_shard(conn: sa.Connection, part: sa.TableClause, values: list[dict]) -> set[bytes]:
+    """upsert_many for a foreign table, which takes no ON CONFLICT: the stored ones deleted, all inserted
+    (in the one transaction, which postgres_fdw mirrors on the shard). Writers of the instance queue on
+    its row, so that two never insert one key at once."""
+    conn.execute(sa.select(instances.c.id).where(instances.c.id == values[0]["instance_id"])
+                 .with_for_update(key_share=True))  # FOR NO KEY UPDATE
+    digests = [row["key_digest"] for row in values]
+    replaced = set(conn.execute(sa.delete(part).where(part.c.key_digest.in_(digests)).returning(part.c.key_digest)).scalars())
+    conn.execute(insert(part).values(values))
+    return {bytes(d) for d in digests} - {bytes(d) for d in replaced}
+
+
 def _binary_vectors(row: dict, at: int) -> dict:
     """The row's vectors as binary parameters: pgvector's text form cost 0.7 ms of Python a 1280-d
     picture to write, and as much of the server's time to read (docs/benchmarks.md)."""
-    vectors = {"embedding": vector_parameter(f"embedding_{at}", row["embedding"], len(row["embedding"]))}
+    vectors = {"embedding": halfvec_parameter(f"embedding_{at}", row["embedding"], len(row["embedding"]))}
     if row.get("silhouette") is not None:
         vectors["silhouette"] = halfvec_parameter(f"silhouette_{at}", row["silhouette"], len(row["silhouette"]))
     return vectors
@@ -67,7 +94,12 @@ def _binary_vectors(row: dict, at: int) -> dict:
 def drop_vector_indexes(conn: sa.Connection, instance_id: int, silhouettes: bool) -> None:
     """The instance's HNSW indexes (with ``silhouettes``, that one too), gone until create_vector_indexes:
     many rows load several times faster without them, and one parallel build afterwards is faster than
-    inserting each row into the graph. Searches meanwhile scan every row (exact, slower)."""
+    inserting each row into the graph. Searches meanwhile scan every row (exact, slower).
+
+    On a shard the indexes stay (rows go into the graph one by one): DDL there goes through dblink, which
+    would wait for this very transaction's postgres_fdw session once the load has written through it."""
+    if on_shard(conn, instance_id):
+        return
     conn.execute(sa.select(sa.func.imagesearch.drop_picture_index(instance_id)))
     if silhouettes:
         conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
@@ -75,10 +107,12 @@ def drop_vector_indexes(conn: sa.Connection, instance_id: int, silhouettes: bool
 
 def create_vector_indexes(conn: sa.Connection, instance_id: int, silhouettes: bool) -> None:
     """Build the instance's HNSW indexes if they are missing (a no-op when they exist), and fresh statistics
-    so that the planner sees the loaded rows at once rather than after autovacuum."""
-    conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
-    if silhouettes:
-        conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
+    so that the planner sees the loaded rows at once rather than after autovacuum (on a shard, the
+    statistics only: its indexes were kept, see drop_vector_indexes)."""
+    if not on_shard(conn, instance_id):
+        conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
+        if silhouettes:
+            conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
     conn.execute(sa.text(f"ANALYZE {partition_name(instance_id, qualified=True)}"))
 
 
@@ -96,12 +130,15 @@ def stored(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str
 
 def update_attributes(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str, values: dict) -> bool:
     """Set the given attribute columns of one picture (its vectors untouched); False if it is not stored."""
+    part = partition(instance_id)
     changed = conn.execute(
-        sa.update(pictures)
-        .where(pictures.c.instance_id == instance_id, is_picture(pictures, product_id, pic_name))
+        sa.update(part)
+        .where(is_picture(part, product_id, pic_name))
         .values(**values, updated_at=sa.func.now())
-        .returning(pictures.c.pic_name)
+        .returning(part.c.pic_name)
     ).first()
+    if changed is not None:
+        record_write(conn, instance_id, 0)
     return changed is not None
 
 
@@ -119,14 +156,15 @@ def listing(conn: sa.Connection, instance_id: int, filter: Node, limit: int, off
     )
 
 
-def product_embeddings(conn: sa.Connection, instance_id: int, product_id: str, limit: int) -> list:
+def product_embeddings(conn: sa.Connection, instance_id: int, product_id: str, limit: int) -> list[np.ndarray]:
     """The embeddings of a product's first ``limit`` pictures in code-point order of PicName (as
     imagesearch.search_by_product takes them)."""
     part = partition(instance_id)
-    return list(conn.execute(
+    stored = conn.execute(
         sa.select(part.c.embedding).where(part.c.product_id == product_id)
         .order_by(part.c.pic_name.collate("C")).limit(limit)
-    ).scalars())
+    ).scalars()
+    return [np.asarray(numbers, np.float32) for numbers in stored]
 
 
 def thumbnail(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> bytes | None:
@@ -135,23 +173,16 @@ def thumbnail(conn: sa.Connection, instance_id: int, product_id: str, pic_name: 
 
 
 def exists(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> bool:
-    return (
-        conn.execute(
-            sa.select(sa.literal(1)).where(pictures.c.instance_id == instance_id, is_picture(pictures, product_id, pic_name))
-        ).first()
-        is not None
-    )
+    part = partition(instance_id)
+    return conn.execute(sa.select(sa.literal(1)).where(is_picture(part, product_id, pic_name))).first() is not None
 
 
 def delete(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str | None) -> list[str]:
     """Delete a product's pictures (or one of them); returns the deleted PicNames."""
-    condition = [pictures.c.instance_id == instance_id]
-    if pic_name is None:
-        condition.append(pictures.c.product_id == product_id)
-    else:
-        condition.append(is_picture(pictures, product_id, pic_name))
-    deleted = list(conn.execute(sa.delete(pictures).where(*condition).returning(pictures.c.pic_name)).scalars())
-    count_added(conn, instance_id, -len(deleted))
+    part = partition(instance_id)
+    condition = part.c.product_id == product_id if pic_name is None else is_picture(part, product_id, pic_name)
+    deleted = list(conn.execute(sa.delete(part).where(condition).returning(part.c.pic_name)).scalars())
+    record_write(conn, instance_id, -len(deleted))
     return deleted
 
 
@@ -159,7 +190,7 @@ def delete_matching(conn: sa.Connection, instance_id: int, filter: Node) -> list
     """Delete every picture matching ``filter``; returns the deleted PicNames."""
     part = partition(instance_id)
     deleted = list(conn.execute(sa.delete(part).where(to_sql(filter, part)).returning(part.c.pic_name)).scalars())
-    count_added(conn, instance_id, -len(deleted))
+    record_write(conn, instance_id, -len(deleted))
     return deleted
 
 

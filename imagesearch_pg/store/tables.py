@@ -9,7 +9,7 @@ import functools
 import hashlib
 
 import sqlalchemy as sa
-from pgvector.sqlalchemy import HALFVEC, Vector
+from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy.dialects import postgresql as pg
 
 from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
@@ -41,6 +41,17 @@ instances = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("picture_count", sa.BigInteger, nullable=False, server_default="0"),  # kept by every write
+    # xid8 of the last transaction that wrote the instance's pictures (migration 0019, store/replicas.py)
+    sa.Column("last_write_xid", sa.Text, nullable=False, server_default=sa.text("pg_current_xact_id()")),
+    sa.Column("shard", sa.Text, sa.ForeignKey("shards.name")),  # where its pictures are; NULL: here (0020)
+)
+
+shards = sa.Table(  # other PostgreSQL servers that hold instances' pictures (migration 0020)
+    "shards",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("server", sa.Text, nullable=False),  # its postgres_fdw foreign server
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
 pictures = sa.Table(
@@ -56,7 +67,7 @@ pictures = sa.Table(
     *(sa.Column(name, sa.Integer) for name in INT_ATTRS),
     *(sa.Column(name, sa.Text) for name in STR_ATTRS),
     sa.Column("region", sa.Text),
-    sa.Column("embedding", Vector(), nullable=False),
+    sa.Column("embedding", HALFVEC(), nullable=False),  # vector until migration 0018
     sa.Column("silhouette", HALFVEC()),  # trademark encoder only, see migration 0006
     sa.Column("keypoints", sa.LargeBinary),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
