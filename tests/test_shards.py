@@ -18,6 +18,7 @@ from imagesearch_pg.attributes import Attributes
 from imagesearch_pg.cli import cli
 from imagesearch_pg.errors import InvalidParameter, MissingParameter
 from imagesearch_pg.store import bulk_load, picture_search
+from imagesearch_pg.store.filters import parse_filter
 from imagesearch_pg.store.tables import partition
 from imagesearch_pg.store.embedded import start_embedded_server
 from tests.pictures import encode, noise
@@ -105,11 +106,21 @@ def test_bulk_load_into_a_shard_builds_the_index_there(service, shard, shard_ser
     rng = np.random.default_rng(3)
     vectors = rng.random((300, made.embedding_dim), dtype=np.float32)
     with service.database.transaction() as conn:
-        bulk_load.bulk_load(conn, made.id, ((f"b{i}", "0", 0, vectors[i]) for i in range(300)))
+        bulk_load.bulk_load(conn, made.id, ((f"b{i}", "0", 0, vectors[i], i % 10) for i in range(300)),
+                            columns=bulk_load.BULK_COLUMNS + ("int_attr",))
     part = f"pictures_{made.id}"
     assert remote(shard_server, f"SELECT count(*) FROM imagesearch.{part}") == [(300,)]
     assert remote(shard_server, "SELECT count(*) FROM pg_indexes WHERE indexname = %s", (f"{part}_embedding_hnsw",)) == [(1,)]
     assert service.search_by_name(made.name, "b17", "0", num=1).matches[0].product_id == "b17"
+    # A filter on a shard is planned from a count there (the local planner cannot estimate it): 30 match,
+    # so they are scored exactly, and the answer is numpy's.
+    with service.database.reading() as conn:
+        assert picture_search.estimate(conn, made.id, parse_filter("int_attr=3"), None).matching == 30
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    matching = np.arange(3, 300, 10)
+    exact = matching[np.argsort(-(unit[matching] @ unit[17]))][:10]
+    found = service.search_by_name(made.name, "b17", "0", num=10, filter="int_attr=3").matches
+    assert [m.product_id for m in found] == [f"b{i}" for i in exact]
 
 
 @pytest.mark.parametrize("name, url, message", [
