@@ -84,6 +84,9 @@ def load(service: ImageSearch, name: str, vectors: np.ndarray, real: list[tuple[
 def logos() -> tuple[list[tuple[str, bytes]], dict[str, list[bytes]]]:
     """The gallery logos that the easy queries (edited copies) look for, as (id, bytes), and those queries
     by target id."""
+    if not (BENCH / "manifest.json").exists():
+        raise SystemExit(f"no logo set at {BENCH}: build it (../shared/bench/fetch.sh, build_logo_bench.py) or set "
+                         "BENCH_DIR, or run with --vectors isotropic --real 0 --added 0 --costs 0")
     manifest = json.loads((BENCH / "manifest.json").read_text())
     queries: dict[str, list[bytes]] = {}
     for q in manifest["queries"]["easy"]:
@@ -134,7 +137,9 @@ def add_while_searching(service: ImageSearch, name: str, gallery, synthetic_rows
 
 
 def found_again(service: ImageSearch, name: str, targets: list[str], queries: dict[str, list[bytes]]) -> dict:
-    """R@1 and R@10 of the edited copies (SearchImageByPic) of these logos finding them."""
+    """R@1 and R@10 of the edited copies (SearchImageByPic) of these logos finding them (None: no logos)."""
+    if not targets:
+        return None
     first = tenth = count = 0
     for target in targets:
         for picture in queries[target]:
@@ -305,17 +310,20 @@ def main() -> None:
                         help="synthetic vectors from the logos' own distribution, or benchmarks/search.py's")
     parser.add_argument("--costs", type=int, default=100, help="logos per service type for the cost table (0: none)")
     parser.add_argument("--maintenance-work-mem", default="8GB", help="for the HNSW build")
+    parser.add_argument("--ef-search", default="", help="also time the raw SQL at these hnsw.ef_search values, "
+                                                         "comma-separated (recall against latency)")
     parser.add_argument("--json", action="store_true")
     reuse_options(parser, "the same --rows")
     args = parser.parse_args()
 
-    gallery, edited = logos()
+    needs_logos = args.vectors == "encoder-shaped" or args.real or args.added or args.costs
+    gallery, edited = logos() if needs_logos else ([], {})
     loaded_logos, added_logos = gallery[: args.real], gallery[args.real : args.real + args.added]
     service = ImageSearch.open()
     log(f"embedding {len(loaded_logos) + len(added_logos)} logos ...")
     real = embeddings(service, loaded_logos + added_logos)
     real_ids = [f"r-{logo_id}" for logo_id, _ in real]
-    real_vectors = np.array([vector for _, vector in real], np.float32)
+    real_vectors = np.array([vector for _, vector in real], np.float32).reshape(len(real), DIM)
     log(f"generating {args.rows} {args.vectors} vectors ...")
     vectors = (encoder_shaped(args.rows, real_vectors, args.cluster_size) if args.vectors == "encoder-shaped"
                else clustered_vectors(args.rows, clusters=max(1, args.rows // args.cluster_size)))
@@ -324,9 +332,10 @@ def main() -> None:
 
     def make(name: str) -> None:
         load(service, name, vectors, real[: len(loaded_logos)], args.maintenance_work_mem, built)
-        log(f"adding {len(added_logos)} logos while searching ...")
-        added.update(add_while_searching(service, name, added_logos, args.rows))
-        log(json.dumps(added))
+        if added_logos:
+            log(f"adding {len(added_logos)} logos while searching ...")
+            added.update(add_while_searching(service, name, added_logos, args.rows))
+            log(json.dumps(added))
 
     with measured_instance(service, args, "bench-scale", make, log) as name:
         instance_id = service.instances.cached(name).id
@@ -355,6 +364,12 @@ def main() -> None:
             log("searching ...")
             raw_summary, raw_found = timed(raw_run, query_rows)
             service_summary, service_found = timed(service_run, query_rows)
+            breadths = []
+            for breadth in [int(b) for b in args.ef_search.split(",") if b]:
+                raw.execute(f"SET hnsw.ef_search = {breadth}")
+                summary, found = timed(raw_run, query_rows)
+                breadths.append({"ef_search": breadth, **summary, "recall_at_10": round(recall(found, truth), 4)})
+                log(json.dumps(breadths[-1]))
 
         filtered = []
         for fraction in FRACTIONS:
@@ -394,6 +409,7 @@ def main() -> None:
             "recall_at_10": round(recall(service_found, truth), 4),
             "raw_sql": {**raw_summary, "recall_at_10": round(recall(raw_found, truth), 4)},
             "service_over_raw_p50": round(service_summary["p50_ms"] / raw_summary["p50_ms"], 2),
+            "raw_sql_by_ef_search": breadths,
             "filtered": filtered,
             "while_adding": added or None,
             "real_pictures": {"stored": len(real_ids), "among_the_million": among_many, "on_their_own": among_few},
