@@ -75,7 +75,8 @@ def test_an_instance_on_a_shard_keeps_its_pictures_there(service, shard, shard_s
 
     service.add_image(made.name, "p1", "0.png", PICTURES["p4"])  # replaced whole, on the shard
     assert service.describe_instance(made.name).picture_count == 6
-    assert service.search_by_name(made.name, "p4", "0.png", num=2).matches[1].product_id == "p1"
+    twins = service.search_by_name(made.name, "p4", "0.png", num=2).matches  # the same picture: a tie
+    assert {m.product_id for m in twins} == {"p1", "p4"} and min(m.score for m in twins) > 0.999
     service.update_image(made.name, "p0", "0.png", Attributes(str_attr="moved"))
     assert remote(shard_server, f"SELECT str_attr FROM imagesearch.{part} WHERE product_id = 'p0'") == [("moved",)]
     assert service.delete_image(made.name, "p5").pic_names == ["0.png"]
