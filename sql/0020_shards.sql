@@ -16,9 +16,15 @@ CREATE FUNCTION imagesearch.add_shard(p_name text, p_host text, p_port integer, 
 LANGUAGE plpgsql AS $$
 DECLARE
     srv text := 'imagesearch_shard_' || p_name;
+    fn record;
 BEGIN
     CREATE EXTENSION IF NOT EXISTS postgres_fdw;
     CREATE EXTENSION IF NOT EXISTS dblink;
+    -- dblink's functions are PUBLIC's to call by default: any role could open connections from this host.
+    FOR fn IN SELECT p.oid::regprocedure AS sig FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+              WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dblink') AND d.classid = 'pg_proc'::regclass LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', fn.sig);
+    END LOOP;
     INSERT INTO imagesearch.shards (name, server) VALUES (p_name, srv);
     EXECUTE format('CREATE SERVER %I FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host %L, port %L, dbname %L,'
                    ' extensions %L, use_remote_estimate %L, fetch_size %L, batch_size %L, options %L)',

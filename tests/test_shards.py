@@ -132,6 +132,8 @@ def test_bulk_load_into_a_shard_builds_the_index_there(service, shard, shard_ser
     ("ok", "not a url", "postgresql://user:password@host"),
     ("ok", "postgresql:///db", "one host"),
     ("ok", "", "url is required"),
+    ("ok", "postgresql://h:abc/db", "postgresql://user:password@host"),
+    ("ok", "postgresql://h:70000/db", "port must be 1-65535"),
 ])
 def test_a_bad_shard_is_refused(service, name, url, message):
     with pytest.raises((InvalidParameter, MissingParameter), match=message):
@@ -145,6 +147,12 @@ def test_a_shard_that_cannot_be_reached_is_refused_and_nothing_kept(service, eng
     assert "gone" not in [s["name"] for s in service.shards.listing()]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM pg_foreign_server WHERE srvname = 'imagesearch_shard_gone'")).scalar() == 0
+
+
+def test_dblink_is_not_every_roles_to_call(shard, engine):
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT has_function_privilege('imagesearch_reader', 'dblink_exec(text,text)', 'EXECUTE')")).scalar() is False
 
 
 def test_shards_refuse_what_would_break_them(service, shard, make_instance):

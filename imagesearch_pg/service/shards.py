@@ -32,10 +32,13 @@ class Shards:
         validation.text("url", url, min_len=1, max_len=2000, required=True)
         try:
             parsed = make_url(url)
-        except sa.exc.ArgumentError:
+            port = parsed.port or 5432
+        except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
             parsed = None
         if parsed is None or parsed.get_backend_name() != "postgresql":
             raise InvalidParameter("the shard's URL must look like postgresql://user:password@host:5432/dbname")
+        if not 1 <= port <= 65535:
+            raise InvalidParameter(f"the shard's port must be 1-65535, got {port}")
         host = parsed.query.get("host") or parsed.host
         if isinstance(host, tuple) or not host:
             raise InvalidParameter("the shard's URL must name one host (or ?host=/socket/folder)")
@@ -43,12 +46,14 @@ class Shards:
             with self.database.transaction() as conn:
                 if name in shard_store.names(conn):
                     raise InvalidParameter(f"a shard named {name!r} already exists")
-                shard_store.add(conn, name, host, parsed.port or 5432, parsed.database or "postgres",
+                shard_store.add(conn, name, host, port, parsed.database or "postgres",
                                 parsed.username or "postgres", parsed.password)
-        except sa.exc.DBAPIError as exc:  # unreachable, refused the login, no pgvector there: nothing kept
-            if getattr(exc.orig, "sqlstate", None) != "22023":
-                raise
-            raise InvalidParameter(str(exc.orig).splitlines()[0]) from None
+        except sa.exc.DBAPIError as exc:  # unreachable, refused the login, no rights here: nothing kept
+            # Only the server's first line, never the statement or its parameters (the password is one).
+            reason = str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__
+            if getattr(exc.orig, "sqlstate", None) == "22023":
+                raise InvalidParameter(reason) from None
+            raise InvalidParameter(f"the shard {name} could not be added: {reason}") from None
         log.info("shard added", extra={"shard": name, "host": host})
 
     def drop(self, name: str) -> None:

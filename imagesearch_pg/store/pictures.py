@@ -60,14 +60,18 @@ def upsert_many(conn: sa.Connection, instance_id: int, rows: list[dict]) -> set[
 
 def on_shard(conn: sa.Connection, instance_id: int) -> bool:
     """Whether the instance's pictures are on a shard (its table here is a foreign table, migration 0020)."""
-    if instance_id not in _ON_SHARD:
-        _ON_SHARD[instance_id] = bool(conn.execute(
-            sa.text("SELECT relkind = 'f' FROM pg_class WHERE oid = to_regclass(:t)"),
-            {"t": partition_name(instance_id, qualified=True)}).scalar())
-    return _ON_SHARD[instance_id]
+    key = (conn.engine.url.render_as_string(hide_password=True), instance_id)
+    if key not in _ON_SHARD:
+        foreign = conn.execute(sa.text("SELECT relkind = 'f' FROM pg_class WHERE oid = to_regclass(:t)"),
+                               {"t": partition_name(instance_id, qualified=True)}).scalar()
+        if foreign is None:  # no such table (yet, or any more): nothing to remember
+            return False
+        _ON_SHARD[key] = foreign
+    return _ON_SHARD[key]
 
 
-_ON_SHARD: dict[int, bool] = {}  # an instance's placement never changes, and ids are never reused
+# An instance's placement never changes and ids are never reused, within one database.
+_ON_SHARD: dict[tuple[str, int], bool] = {}
 
 
 def _replace_on_shard(conn: sa.Connection, part: sa.TableClause, values: list[dict]) -> set[bytes]:
@@ -77,9 +81,12 @@ def _replace_on_shard(conn: sa.Connection, part: sa.TableClause, values: list[di
     conn.execute(sa.select(instances.c.id).where(instances.c.id == values[0]["instance_id"])
                  .with_for_update(key_share=True))  # FOR NO KEY UPDATE
     digests = [row["key_digest"] for row in values]
-    replaced = set(conn.execute(sa.delete(part).where(part.c.key_digest.in_(digests)).returning(part.c.key_digest)).scalars())
-    conn.execute(insert(part).values(values))
-    return {bytes(d) for d in digests} - {bytes(d) for d in replaced}
+    replaced = {bytes(d): made for d, made in conn.execute(
+        sa.delete(part).where(part.c.key_digest.in_(digests)).returning(part.c.key_digest, part.c.created_at))}
+    # A replaced picture keeps when it was first made, as the local upsert's does.
+    conn.execute(insert(part).values([{**row, "created_at": replaced.get(bytes(row["key_digest"]), sa.func.now())}
+                                      for row in values]))
+    return {bytes(d) for d in digests} - set(replaced)
 
 
 def _binary_vectors(row: dict, at: int) -> dict:

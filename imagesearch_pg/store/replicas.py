@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 CHECK_SECONDS = 1.0
 # Recovery conflicts (a replayed vacuum removed rows the read needed) and lost connections: run it elsewhere.
-_RETRY_ELSEWHERE = {"40001"}
+_RETRY_ELSEWHERE = {"40001", "40P01", "57P04"}
 
 _LAST_WRITE = sa.text("SELECT last_write_xid::text FROM imagesearch.instances WHERE id = :id")
 _REPLAYED = sa.text("SELECT pg_visible_in_snapshot(CAST(:xid AS xid8), pg_current_snapshot())")
@@ -70,10 +70,12 @@ class ReplicaRouter:
         if candidates:
             with translated(), self.primary.connect() as conn:
                 mark = conn.execute(_LAST_WRITE, {"id": instance_id}).scalar()
-            for replica in candidates:
+            # No mark: the instance is gone (or made again under another id) on the primary, and a replica
+            # behind it could still show its pictures. The primary answers, as it does for a deleted one.
+            for replica in candidates if mark is not None else []:
                 try:
                     with translated(), replica.engine.connect() as conn:
-                        if mark is not None and not conn.execute(_REPLAYED, {"xid": mark}).scalar():
+                        if not conn.execute(_REPLAYED, {"xid": mark}).scalar():
                             continue  # not replayed yet: the next one, or the primary, has it
                         result = work(conn)
                 except DatabaseUnavailable as exc:
@@ -148,11 +150,12 @@ class ReplicaRouter:
         for replica in self.replicas:
             try:
                 with replica.engine.connect() as conn:
-                    replayed = conn.exec_driver_sql("SELECT pg_last_wal_replay_lsn()").scalar()
+                    recovering, replayed = conn.exec_driver_sql(
+                        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()").one()
             except (sa.exc.DBAPIError, psycopg.Error) as exc:
                 self._set_aside(replica, (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0])
                 continue
-            if replayed is None:  # a server that is not (or no longer) a standby: never read from it
+            if not recovering or replayed is None:  # not (or no longer, once promoted) a standby: never read from it
                 if replica.lag_seconds != float("inf"):
                     log.warning("a replica is not a standby; no reads go to it", extra={"replica": replica.name})
                 replica.lag_seconds = float("inf")

@@ -37,17 +37,17 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Instances on shards go with their foreign tables (the shards keep their own tables).
+    # Instances on shards would lose their pictures' table here: the downgrade waits until none is left.
     op.execute("""
         DO $$
-        DECLARE i record;
+        DECLARE s record;
         BEGIN
-            FOR i IN SELECT id FROM imagesearch.instances WHERE shard IS NOT NULL LOOP
-                EXECUTE format('DROP FOREIGN TABLE IF EXISTS imagesearch.%I', imagesearch.partition_name(i.id));
-                DELETE FROM imagesearch.instances WHERE id = i.id;
-            END LOOP;
-            FOR i IN SELECT name FROM imagesearch.shards LOOP
-                PERFORM imagesearch.drop_shard(i.name);
+            IF EXISTS (SELECT FROM imagesearch.instances WHERE shard IS NOT NULL) THEN
+                RAISE EXCEPTION 'instances are on shards (%); delete them before downgrading below 0020',
+                    (SELECT string_agg(name, ', ') FROM imagesearch.instances WHERE shard IS NOT NULL);
+            END IF;
+            FOR s IN SELECT name FROM imagesearch.shards LOOP
+                PERFORM imagesearch.drop_shard(s.name);
             END LOOP;
         END $$""")
     for filename, names in BEFORE.items():
