@@ -3,7 +3,7 @@
     IMAGESEARCH_HOME=/work/benchruns/batch-home \\
     python benchmarks/batch_import.py [--limit N] [--source local|s3|both] [--modes crop,nocrop] [--sample 500]
         [--rounds 1] [--columns a,b,c,import] [--keep] [--home DIR] [--json FILE]
-        [--chunk-lines N] [--readers N] [--batch N]     # levers: override the library's constants for this run
+        [--chunk-lines N] [--readers N] [--ahead N] [--batch N]   # levers: override the library's constants
 
 The pictures are every file of the real sets under ~/.cache/imagesearch-bench/bench/ (logo-simple-icons,
 logo-logos, flat-color-icons: gallery marks on white as PNG, easy queries and hard ones pasted on photos as
@@ -23,8 +23,9 @@ them in the reverse order, so load on the shared machine falls on all alike):
   the last chunk (the HNSW index built once at the end when the task deferred it) and the CPU seconds of
   this process, of PostgreSQL's processes and of moto_server over the column.
 - (a) pipeline alone (no database, pictures already in memory): exactly the task's prepare step
-  (batch_import._Import.prepare), chunk by chunk of CHUNK_LINES: PicturePipeline.framed on READERS threads
-  for a group of BATCH pictures while PicturePipeline.prepare_stored describes the group before it.
+  (batch_import._Import.prepared): chunks of CHUNK_LINES in encoder batches of BATCH pictures, each framed by
+  PicturePipeline.framed on READERS threads (batch_import.framed_ahead) while PicturePipeline.prepare_stored
+  describes the batch before it.
 - (b) AddImage: `service.add_image` one picture at a time on the first --sample pictures (the same crop).
 - (c) encoder alone (nocrop mode): the instance's encoder `encode()` on the decoded pictures, in the batches
   describe_many makes (BATCH pictures of each chunk); decoding is not timed.
@@ -131,8 +132,19 @@ def postgres_cpu(pgdata: Path | None) -> float | None:
     return total
 
 
+def stolen_cpu() -> float | None:
+    """CPU seconds the hypervisor gave other guests so far (steal, /proc/stat), summed over the cores: a
+    column during which it grows ran on a machine slower than the others'."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / _TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Meter:
-    """Wall time, load average and CPU seconds (this process, PostgreSQL, moto_server) over a column."""
+    """Wall time, load average and CPU seconds (this process, PostgreSQL, moto_server, stolen by the
+    hypervisor) over a column."""
 
     def __init__(self, pgdata: Path | None, moto_pid: int | None):
         self.pgdata, self.moto_pid = pgdata, moto_pid
@@ -143,6 +155,7 @@ class Meter:
         self._cpu = usage.ru_utime + usage.ru_stime
         self._pg = postgres_cpu(self.pgdata)
         self._moto = process_cpu(self.moto_pid) if self.moto_pid else None
+        self._stolen = stolen_cpu()
         self._began = time.perf_counter()
         return self
 
@@ -156,6 +169,9 @@ class Meter:
             self.figures["postgres_cpu_s"] = round(pg - self._pg, 1)
         if self._moto is not None:
             self.figures["moto_cpu_s"] = round(process_cpu(self.moto_pid) - self._moto, 1)
+        stolen = stolen_cpu()
+        if stolen is not None and self._stolen is not None:
+            self.figures["stolen_cpu_s"] = round(stolen - self._stolen, 1)
 
 
 # ---- a real S3-compatible server on loopback ---------------------------------------------------------------
@@ -242,9 +258,9 @@ def run_import(service, instance_name: str, location: str, meter: Meter) -> dict
 
 
 def pipeline_alone(service, instance, datas: list[bytes], crop: bool, meter: Meter) -> dict:
-    """(a): the task's prepare step (batch_import._Import.prepare) with no database and no storage: chunk by
-    chunk of CHUNK_LINES, a group of BATCH pictures framed on READERS threads while the group before it is
-    described by prepare_stored."""
+    """(a): the task's prepare step (batch_import._Import.prepared) with no database and no storage: chunks
+    of CHUNK_LINES in encoder batches of BATCH pictures, framed on READERS threads (framed_ahead) while the
+    batch before is described by prepare_stored."""
     from imagesearch_pg.errors import ImageSearchError
     from imagesearch_pg.tasks import batch_import
 
@@ -264,22 +280,21 @@ def pipeline_alone(service, instance, datas: list[bytes], crop: bool, meter: Met
             with lock:
                 spent["decode_detect"] += time.perf_counter() - began
 
+    # The task's own stream: a chunk's pictures in encoder batches, framed FRAMED_AHEAD batches ahead.
+    chunks = [datas[start:start + batch_import.CHUNK_LINES] for start in range(0, len(datas), batch_import.CHUNK_LINES)]
+    groups = ((None, chunk[at:at + batch_import.BATCH]) for chunk in chunks
+              for at in range(0, len(chunk), batch_import.BATCH))
     with meter, ThreadPoolExecutor(batch_import.READERS, thread_name_prefix="bench-read") as readers:
-        for start in range(0, len(datas), batch_import.CHUNK_LINES):
-            chunk = datas[start:start + batch_import.CHUNK_LINES]
-            groups = [chunk[at:at + batch_import.BATCH] for at in range(0, len(chunk), batch_import.BATCH)]
-            upcoming = [readers.submit(framed, data) for data in groups[0]] if groups else []
-            for at in range(len(groups)):
-                began = time.perf_counter()
-                frames = [future.result() for future in upcoming]
-                middle = time.perf_counter()
-                upcoming = [readers.submit(framed, data) for data in groups[at + 1]] if at + 1 < len(groups) else []
-                ready = [frame for frame in frames if frame is not None]
-                refused += len(frames) - len(ready)
-                pipeline.prepare_stored(instance, ready, readers)
-                ended = time.perf_counter()
-                phase["wait_framed"] += middle - began
-                phase["encode_wall"] += ended - middle
+        began = time.perf_counter()
+        for _, _, frames in batch_import.framed_ahead(groups, framed, readers):
+            middle = time.perf_counter()
+            ready = [frame for frame in frames if frame is not None]
+            refused += len(frames) - len(ready)
+            pipeline.prepare_stored(instance, ready, readers)
+            ended = time.perf_counter()
+            phase["wait_framed"] += middle - began
+            phase["encode_wall"] += ended - middle
+            began = ended
     spent["encode"] = phase["encode_wall"]  # one thread encodes, as in the task
     done = len(datas) - refused
     return {"pictures": done, "refused": refused, "pictures_per_s": round(done / meter.figures["wall_s"], 2),
@@ -368,6 +383,7 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--chunk-lines", type=int, help="override batch_import.CHUNK_LINES for this run")
     parser.add_argument("--readers", type=int, help="override batch_import.READERS for this run")
+    parser.add_argument("--ahead", type=int, help="override batch_import.FRAMED_AHEAD for this run")
     parser.add_argument("--batch", type=int, help="override BATCH (encoders.base and the task's groups) for this run")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -388,6 +404,8 @@ def main() -> None:
         batch_import.CHUNK_LINES = args.chunk_lines
     if args.readers:
         batch_import.READERS = args.readers
+    if args.ahead is not None:
+        batch_import.FRAMED_AHEAD = args.ahead
     if args.batch:  # the task's groups and describe_many's batches
         base.BATCH = batch_import.BATCH = args.batch
     sources = ["local", "s3"] if args.source == "both" else [args.source]
@@ -408,6 +426,7 @@ def main() -> None:
                      "service_type": SERVICE_TYPE, "sample": len(sample), "nproc": os.cpu_count(),
                      "onnx_threads": service.settings.onnx_threads,
                      "constants": {"CHUNK_LINES": batch_import.CHUNK_LINES, "READERS": batch_import.READERS,
+                                   "FRAMED_AHEAD": batch_import.FRAMED_AHEAD,
                                    "BATCH": base.BATCH,
                                    "DEFERRED_INDEX_LINES": getattr(batch_import, "DEFERRED_INDEX_LINES", None)},
                      "code": code_digests(),
@@ -523,7 +542,7 @@ def table(results: dict) -> None:
           f"READERS {results['constants']['READERS']}, BATCH {results['constants']['BATCH']}, ONNX threads "
           f"{results['onnx_threads']}; load {results['load_at_start']} -> {results.get('load_at_end')}")
     print("| round | mode | column | pictures/s | wall s | vs (a) | vs (b) | vs (c) | stages s: read / decode_detect "
-          "/ encode / write | cpu s: this / postgres / moto | load |")
+          "/ encode / write | cpu s: this / postgres / moto / stolen | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     labels = {"a": "(a) pipeline alone", "b": "(b) AddImage one by one", "c": "(c) encoder alone",
               "import-local": "batch import, local", "import-s3": "batch import, s3"}
@@ -538,7 +557,7 @@ def table(results: dict) -> None:
                                         if k in stages)
                 if step.startswith("import") and r.get("failed"):
                     stage_text += f" ({r['failed']} failed)"
-                cpu = " / ".join(str(r.get(k, "-")) for k in ("cpu_s", "postgres_cpu_s", "moto_cpu_s"))
+                cpu = " / ".join(str(r.get(k, "-")) for k in ("cpu_s", "postgres_cpu_s", "moto_cpu_s", "stolen_cpu_s"))
                 print(f"| {number} | {mode} | {labels[step]} | {r['pictures_per_s']} | {r['wall_s']} | "
                       f"{r.get('vs_a', '-')} | {r.get('vs_b', '-')} | {r.get('vs_c', '-')} | {stage_text or '-'} | "
                       f"{cpu} | {r['load_before']} -> {r['load_after']} |")

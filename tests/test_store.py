@@ -236,3 +236,39 @@ def test_filtered_recall_holds_at_every_share_with_held_out_queries(service, sel
         exact = set(matching[np.argsort(-(candidates @ (query / np.linalg.norm(query))))[:10]])
         recalls.append(len({int(m.product_id[1:]) for m in found.matches} & exact) / min(10, len(matching)))
     assert np.mean(recalls) >= 0.95
+
+
+def test_upsert_many_inserts_replaces_whole_and_keeps_when_a_picture_was_made(service, engine, make_instance):
+    from imagesearch_pg.store import pictures as picture_store
+    from imagesearch_pg.store.tables import key_digest
+
+    instance = make_instance()
+    with engine.connect() as conn:
+        instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == instance.name)).scalar_one()
+    first, second = clustered_unit_vectors(seed=3, count=2)
+
+    def row(product_id, vector, **columns):
+        return {"product_id": product_id, "pic_name": "p.jpg", "category_id": 1, "category_given": False,
+                "custom_content": None, "int_attr": None, "str_attr": None, "region": "0,10,0,10", "embedding": vector,
+                "silhouette": None, "keypoints": None, "thumbnail": None, **columns}
+
+    with engine.begin() as conn:
+        made = picture_store.upsert_many(conn, instance_id, [row("a", first, int_attr=1, thumbnail=b"\xff\xd8"),
+                                                             row("b", second, str_attr="x'); DROP TABLE x; --")])
+    assert made == {key_digest("a", "p.jpg"), key_digest("b", "p.jpg")}
+    part = partition(instance_id)
+    with engine.connect() as conn:
+        before = dict(conn.execute(sa.select(part.c.product_id, part.c.created_at)).all())
+    with engine.begin() as conn:  # a later transaction: a replaced row's updated_at moves, its created_at stays
+        made = picture_store.upsert_many(conn, instance_id, [row("a", second, category_id=2, int_attr=None),
+                                                             row("c", first)])
+    assert made == {key_digest("c", "p.jpg")}
+    with engine.connect() as conn:
+        stored = {r.product_id: r for r in conn.execute(sa.select(part))}
+    assert set(stored) == {"a", "b", "c"}
+    a = stored["a"]
+    assert (a.category_id, a.int_attr, a.thumbnail) == (2, None, None)  # every column from the last write
+    assert a.created_at == before["a"] and a.updated_at > a.created_at
+    assert np.allclose(np.asarray(a.embedding.to_list() if hasattr(a.embedding, "to_list") else a.embedding,
+                                  np.float32), second, atol=1e-3)  # halfvec: 3 significant digits
+    assert stored["b"].str_attr == "x'); DROP TABLE x; --"  # user text is a value, never SQL

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from pgvector import HalfVector
 
 from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
 from imagesearch_pg.store.instances import record_write
 from imagesearch_pg.store.pictures import create_vector_indexes, drop_vector_indexes
+from imagesearch_pg.store.query_vectors import send_halfvec
 from imagesearch_pg.store.tables import key_digest, partition_name
 
 BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
@@ -24,11 +26,8 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
     The instance's HNSW indexes are dropped, the rows are streamed with binary COPY, and the indexes are
     built once afterwards (parallel). Runs in the caller's transaction; existing keys make it fail whole.
     """
-    from pgvector import HalfVector
-    from pgvector.psycopg import register_vector
-
     raw = conn.connection.driver_connection
-    register_vector(raw)
+    send_halfvec(raw)
     silhouettes = "silhouette" in columns
     halves = [at for at, c in enumerate(columns) if c in ("embedding", "silhouette")]
     drop_vector_indexes(conn, instance_id, silhouettes)

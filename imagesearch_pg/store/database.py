@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 
 class InvalidDatabaseUrl(ImageSearchError):
-    """IMAGESEARCH_DATABASE_URL is not a PostgreSQL URL."""
+    """A configured database URL (IMAGESEARCH_DATABASE_URL, a replica's) is not a PostgreSQL URL."""
 
     code = "InvalidConfiguration"
 
@@ -39,15 +39,16 @@ class PartitionMissing(Exception):
     """A read named an instance's partition that no longer exists: the instance was deleted meanwhile."""
 
 
-def sqlalchemy_url(url: str) -> str:
-    """Accept the usual libpq spellings and select the psycopg 3 driver."""
+def sqlalchemy_url(url: str, setting: str = "IMAGESEARCH_DATABASE_URL") -> str:
+    """Accept the usual libpq spellings and select the psycopg 3 driver; ``setting`` names where the URL
+    came from, for the error."""
     try:
         parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
     except sa.exc.ArgumentError:
         parsed = None
     if parsed is None or parsed.get_backend_name() != "postgresql":
         raise InvalidDatabaseUrl(
-            "IMAGESEARCH_DATABASE_URL must look like postgresql://user:password@host:5432/dbname"
+            f"{setting} must look like postgresql://user:password@host:5432/dbname"
         )
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
@@ -116,8 +117,9 @@ class Database:
         """Let searches go to these streaming replicas of the database (none: the primary serves them)."""
         if self.replicas is not None:
             self.replicas.close()
-        replicas = [Replica(make_url(sqlalchemy_url(url)).render_as_string(hide_password=True),
-                            create_engine(url, reads=True, connect_timeout=2)) for url in urls]
+        checked = [make_url(sqlalchemy_url(url, "IMAGESEARCH_REPLICA_URLS")) for url in urls]
+        replicas = [Replica(url.render_as_string(hide_password=True), create_engine(url, reads=True, connect_timeout=2))
+                    for url in checked]
         self.replicas = ReplicaRouter(self.reader, replicas, max_lag) if replicas else None
 
     @contextmanager

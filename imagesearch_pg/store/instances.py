@@ -39,9 +39,10 @@ def insert(conn: sa.Connection, values: dict, *, silhouettes: bool) -> int | Non
 
 
 def find(conn: sa.Connection, name: str, *, lock: str | None = None) -> InstanceRef | None:
-    """The instance named ``name``, or None. ``lock="share"`` (a key-share lock) keeps the instance and its
-    partition from being dropped under a write; ``lock="exclusive"`` also waits for, and keeps out, every
-    other write of the instance."""
+    """The instance named ``name``, or None. ``lock="share"`` (FOR NO KEY UPDATE, which every write takes:
+    each updates the instance's counts) keeps the instance and its partition from being dropped under the
+    write, and lines up the instance's writers; reads go on. ``lock="exclusive"`` (FOR UPDATE) also keeps
+    out the reads that lock the row."""
     query = sa.select(*_REF_COLUMNS).where(instances.c.name == name)
     if lock == "exclusive":
         query = query.with_for_update()

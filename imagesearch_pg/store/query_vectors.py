@@ -1,4 +1,4 @@
-"""Query vectors bound as parameters in pgvector's binary format.
+"""Vectors bound as parameters in pgvector's binary format: query vectors, and the rows a write sends.
 
 pgvector's SQLAlchemy types send vectors as text ("[0.0123,...]"): formatting a 1280-d vector is a few
 milliseconds of Python and 17 kB on the wire, and a trademark search sends seven. These types send the
@@ -12,9 +12,11 @@ import struct
 
 import numpy as np
 import psycopg
+from pgvector import HalfVector
 import sqlalchemy as sa
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
+from psycopg.types import TypeInfo
 from sqlalchemy.types import UserDefinedType
 
 
@@ -75,3 +77,16 @@ class _Halfvec(_BinaryVectorType):
 def halfvec_parameter(name: str, value: np.ndarray, dim: int) -> sa.Cast:
     """``CAST(:name AS HALFVEC(dim))`` bound to ``value`` in binary (float16 on the wire)."""
     return sa.cast(sa.bindparam(name, value, _Halfvec(dim)), _Halfvec(dim))
+
+
+def send_halfvec(raw: psycopg.Connection) -> None:
+    """Let this connection send pgvector's HalfVector, alone or in lists (halfvec[]) and COPY, in binary.
+    An array names its elements' type OID, which is the database's own: looked up once per connection.
+    Only the dumper is added; what the connection reads stays as it was."""
+    if raw.adapters.types.get("halfvec") is not None:
+        return
+    from pgvector.psycopg.halfvec import HalfVectorBinaryDumper
+
+    info = TypeInfo.fetch(raw, "halfvec")
+    info.register(raw)
+    raw.adapters.register_dumper(HalfVector, type("HalfvecDumper", (HalfVectorBinaryDumper,), {"oid": info.oid}))

@@ -16,6 +16,15 @@ from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
 
 metadata = sa.MetaData(schema="imagesearch")
 
+
+class Xid8(sa.types.UserDefinedType):
+    """PostgreSQL's 64-bit transaction id (pg_current_xact_id()); read as text where it is read."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "xid8"
+
 encoders = sa.Table(
     "encoders",
     metadata,
@@ -42,7 +51,7 @@ instances = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("picture_count", sa.BigInteger, nullable=False, server_default="0"),  # kept by every write
     # xid8 of the last transaction that wrote the instance's pictures (migration 0019, store/replicas.py)
-    sa.Column("last_write_xid", sa.Text, nullable=False, server_default=sa.text("pg_current_xact_id()")),
+    sa.Column("last_write_xid", Xid8, nullable=False, server_default=sa.text("pg_current_xact_id()")),
     sa.Column("shard", sa.Text, sa.ForeignKey("shards.name")),  # where its pictures are; NULL: here (0020)
 )
 

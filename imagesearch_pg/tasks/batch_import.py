@@ -4,11 +4,13 @@ Each ADD and DELETE takes AddImage's and DeleteImage's own steps (Pictures.check
 Pictures.ready and write, check_delete and remove), many lines at a time: the pictures of a chunk of lines
 are read, decoded and their subjects detected on a few threads, embedded in batches, and written in one
 transaction with the chunk's failed lines and the checkpoint. A worker killed anywhere leaves the last
-committed chunk as the place to resume; the next chunk is prepared while the current one is written.
+committed chunk as the place to resume. The encoder batches run in one stream across chunks, the next one
+read and framed while one is encoded, and a chunk is written on its own thread while the next is prepared.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
@@ -36,6 +38,7 @@ DEFERRED_INDEX_LINES = 5000
 MAX_REPORTED_LINES = 100_000  # failed lines kept in a task's error report (at most about 250 MB)
 CHUNK_LINES = 64  # lines per transaction (and per checkpoint)
 READERS = 3  # threads reading, decoding and detecting a chunk's pictures (I/O, OpenCV and ONNX release the GIL)
+FRAMED_AHEAD = 1  # encoder batches read and framed while one is encoded (each up to BATCH decoded pictures)
 
 
 @dataclass
@@ -81,6 +84,25 @@ class _Progress:
         return {**{name: getattr(self, name) for name in ("total", "done", "failed", "added", "replaced", "deleted",
                                                           "pictures_per_second")},
                 "seconds": self.seconds.as_dict()}
+
+
+def framed_ahead(groups, frame, readers: ThreadPoolExecutor):
+    """``(key, group)`` pairs as ``(key, group, [frame(item) for item in group])``, each group framed on
+    ``readers`` while the FRAMED_AHEAD groups before it are used: the encoder never waits for a chunk's
+    first batch, and at most FRAMED_AHEAD + 1 batches of decoded pictures are held."""
+    window: collections.deque = collections.deque()
+
+    def submit_next() -> None:
+        for key, group in itertools.islice(groups, 1):
+            window.append((key, group, [readers.submit(frame, item) for item in group]))
+
+    for _ in range(FRAMED_AHEAD + 1):
+        submit_next()
+    while window:
+        key, group, futures = window.popleft()
+        framed = [future.result() for future in futures]
+        submit_next()
+        yield key, group, framed
 
 
 def run(service, task: task_store.Task, lease) -> Outcome:
@@ -173,19 +195,36 @@ class _Import:
     def apply(self, remaining) -> None:
         chunks = iter(lambda: list(itertools.islice(remaining, CHUNK_LINES)), [])
         with ThreadPoolExecutor(READERS, thread_name_prefix="batch-read") as readers, \
-                ThreadPoolExecutor(1, thread_name_prefix="batch-prepare") as ahead:
-            upcoming = None
-            for chunk in chunks:
-                following = ahead.submit(self.prepare, chunk, readers)  # while the one before is written
-                if upcoming is not None:
-                    self.write(upcoming.result())
-                upcoming = following
-            if upcoming is not None:
-                self.write(upcoming.result())
+                ThreadPoolExecutor(1, thread_name_prefix="batch-write") as writer:
+            written = None
+            for entries in self.prepared(chunks, readers):
+                if written is not None:
+                    written.result()  # in file order, one chunk at a time; a failed write ends the run here
+                written = writer.submit(self.write, entries)
+            if written is not None:
+                written.result()
 
     # ---- reading, decoding, detecting, encoding (no database writes) ------------------------------------
 
-    def prepare(self, chunk: list[Line], readers: ThreadPoolExecutor) -> list[_Entry]:
+    def prepared(self, chunks, readers: ThreadPoolExecutor):
+        """Each chunk's entries, once every picture of it is described (or its line has failed)."""
+        groups = (group for chunk in chunks for group in self._groups(chunk))
+        for entries, group, framed in framed_ahead(groups, self._framed, readers):
+            ready = [(entry, frame) for entry, frame in zip(group, framed) if frame is not None]
+            if ready:
+                began = time.perf_counter()
+                originals = [entry.original for entry, _ in ready] if self.pipeline.keep_originals else None
+                prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers,
+                                                        originals)
+                self._spent("encode", time.perf_counter() - began)
+                for (entry, _), picture in zip(ready, prepared):
+                    entry.prepared = picture
+            if entries is not None:
+                yield entries
+
+    def _groups(self, chunk: list[Line]):
+        """The chunk's lines checked, then its ADDs in encoder batches: (None, batch) for each but the last,
+        (the chunk's entries, its last batch) at the end (a batch that may be empty)."""
         self.lease.check()
         entries = [_Entry(line) for line in chunk]
         for entry in entries:
@@ -205,21 +244,10 @@ class _Import:
                 log.exception("task %s: line %d failed on a bug", self.task.id, entry.line.number)
                 entry.reason = _BUG
         adds = [entry for entry in entries if entry.checked is not None and entry.reason is None]
-        # A batch of the encoder at a time, the next one read and framed while this one is encoded: at most
-        # two batches of decoded pictures (up to 48 MB each) held at once.
-        groups = [adds[start : start + BATCH] for start in range(0, len(adds), BATCH)]
-        upcoming = [readers.submit(self._framed, entry) for entry in groups[0]] if groups else []
-        for at, group in enumerate(groups):
-            framed = [future.result() for future in upcoming]
-            upcoming = [readers.submit(self._framed, entry) for entry in groups[at + 1]] if at + 1 < len(groups) else []
-            ready = [(entry, frame) for entry, frame in zip(group, framed) if frame is not None]
-            began = time.perf_counter()
-            originals = [entry.original for entry, _ in ready] if self.pipeline.keep_originals else None
-            prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers, originals)
-            self._spent("encode", time.perf_counter() - began)
-            for (entry, _), picture in zip(ready, prepared):
-                entry.prepared = picture
-        return entries
+        starts = range(0, len(adds), BATCH)
+        for start in starts[:-1]:
+            yield None, adds[start : start + BATCH]
+        yield entries, adds[starts[-1]:] if adds else []
 
     def _framed(self, entry: _Entry):
         """The line's picture read and framed (decoded, subject found); None with the reason on the entry."""

@@ -12,7 +12,10 @@ from imagesearch_pg.vision.inference_model import InferenceModel
 from imagesearch_pg.vision.intake import Box
 
 
-BATCH = 16  # pictures per network run when many are described at once
+# Pictures per network run when many are described at once. EfficientNet-Lite0 on 2 cores ran 4-8 a run
+# fastest (raw onnxruntime: 207 img/s at 1, 270 at 4, 234 at 8, 222 at 16; benchmarks/encoder.py); 8 keeps
+# the calls few (each takes the GIL back) for about the same speed.
+BATCH = 8
 
 
 @dataclass(frozen=True)
