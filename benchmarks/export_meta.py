@@ -111,9 +111,6 @@ def load(service, name: str, rows: int) -> None:
     from imagesearch_pg.attributes import ATTRIBUTE_NAMES
     from imagesearch_pg.store import bulk_load
 
-    # bulk_load's column types have no custom_content (it was written for vectors and the searchable
-    # attributes); the COPY takes it as text, like the other text columns.
-    bulk_load.BULK_TYPES.setdefault("custom_content", "text")
     columns = (*bulk_load.BULK_COLUMNS, *ATTRIBUTE_NAMES)
     service.create_instance(name, SERVICE_TYPE, capacity=rows)
     instance = service.instances.cached(name)

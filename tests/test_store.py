@@ -269,6 +269,5 @@ def test_upsert_many_inserts_replaces_whole_and_keeps_when_a_picture_was_made(se
     a = stored["a"]
     assert (a.category_id, a.int_attr, a.thumbnail) == (2, None, None)  # every column from the last write
     assert a.created_at == before["a"] and a.updated_at > a.created_at
-    assert np.allclose(np.asarray(a.embedding.to_list() if hasattr(a.embedding, "to_list") else a.embedding,
-                                  np.float32), second, atol=1e-3)  # halfvec: 3 significant digits
+    assert np.allclose(np.asarray(a.embedding, np.float32), second, atol=1e-3)  # halfvec: 3 digits
     assert stored["b"].str_attr == "x'); DROP TABLE x; --"  # user text is a value, never SQL

@@ -5,18 +5,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from pgvector import HalfVector
 
-from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
 from imagesearch_pg.store.instances import record_write
-from imagesearch_pg.store.pictures import create_vector_indexes, drop_vector_indexes
+from imagesearch_pg.store.pictures import COLUMN_TYPES, create_vector_indexes, drop_vector_indexes
 from imagesearch_pg.store.query_vectors import send_halfvec
 from imagesearch_pg.store.tables import key_digest, partition_name
 
 BULK_COLUMNS = ("product_id", "pic_name", "category_id", "embedding")
-BULK_TYPES = {
-    "product_id": "text", "pic_name": "text", "category_id": "int4", "embedding": "halfvec",
-    "silhouette": "halfvec", "keypoints": "bytea", "custom_content": "text", "thumbnail": "bytea",
-    **{name: "int4" for name in INT_ATTRS}, **{name: "text" for name in STR_ATTRS},
-}
 
 
 def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, columns: tuple = BULK_COLUMNS) -> int:
@@ -29,14 +23,14 @@ def bulk_load(conn: sa.Connection, instance_id: int, rows, progress=None, column
     raw = conn.connection.driver_connection
     send_halfvec(raw)
     silhouettes = "silhouette" in columns
-    halves = [at for at, c in enumerate(columns) if c in ("embedding", "silhouette")]
+    halves = [at for at, c in enumerate(columns) if COLUMN_TYPES[c] == "halfvec"]
     drop_vector_indexes(conn, instance_id, silhouettes)
     loaded = 0
     with raw.cursor().copy(
         f"COPY {partition_name(instance_id, qualified=True)} (instance_id, key_digest, {', '.join(columns)})"
         " FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int4", "bytea", *(BULK_TYPES[c] for c in columns)])
+        copy.set_types([COLUMN_TYPES[c] for c in ("instance_id", "key_digest", *columns)])
         for row in rows:
             row = list(row)
             for at in halves:  # numpy arrays go out as vector unless told they are halfvec

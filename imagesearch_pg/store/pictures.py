@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import sqlalchemy as sa
 from pgvector import HalfVector
+from pgvector.sqlalchemy import HALFVEC
 
 from imagesearch_pg.attributes import ATTRIBUTE_NAMES
 from imagesearch_pg.store.filters import Node, to_sql
@@ -50,14 +51,10 @@ def upsert_many(conn: sa.Connection, instance_id: int, rows: list[dict]) -> set[
 # The columns a write may give (with the key's instance_id and key_digest; the times are the server's).
 WRITTEN_COLUMNS = tuple(c.name for c in pictures.c if c.name not in ("instance_id", "key_digest", "created_at",
                                                                       "updated_at"))
-_ARRAY_TYPES = {sa.Integer: "int4", sa.Text: "text", sa.Boolean: "bool", sa.LargeBinary: "bytea",
-                sa.DateTime: "timestamptz"}
-
-
-def _array_type(name: str) -> str:
-    if name in ("embedding", "silhouette"):
-        return "halfvec"
-    return next(sql for kind, sql in _ARRAY_TYPES.items() if isinstance(pictures.c[name].type, kind))
+_SQL_TYPES = {sa.Integer: "int4", sa.Text: "text", sa.Boolean: "bool", sa.LargeBinary: "bytea",
+              sa.DateTime: "timestamptz", HALFVEC: "halfvec"}
+# Each column's SQL type, as a write's arrays and bulk_load's COPY name it.
+COLUMN_TYPES = {c.name: next(sql for kind, sql in _SQL_TYPES.items() if isinstance(c.type, kind)) for c in pictures.c}
 
 
 def _insert(conn: sa.Connection, instance_id: int, rows: list[dict], digests: list[bytes], *, upsert: bool = False,
@@ -72,7 +69,7 @@ def _insert(conn: sa.Connection, instance_id: int, rows: list[dict], digests: li
     names = ["instance_id", "key_digest", *given]
     arrays = [[instance_id] * len(rows), digests]
     for name in given:
-        if name in ("embedding", "silhouette"):
+        if COLUMN_TYPES[name] == "halfvec":  # numpy arrays would go out as float8[]
             arrays.append([None if row[name] is None else HalfVector(row[name]) for row in rows])
         else:
             arrays.append([row[name] for row in rows])
@@ -80,7 +77,7 @@ def _insert(conn: sa.Connection, instance_id: int, rows: list[dict], digests: li
         names.append("created_at")
         arrays.append(created)
     sql = (f"INSERT INTO {partition_name(instance_id, qualified=True)} ({', '.join(names)})"
-           f" SELECT * FROM unnest({', '.join(f'%b::{_array_type(name)}[]' for name in names)})")
+           f" SELECT * FROM unnest({', '.join(f'%b::{COLUMN_TYPES[name]}[]' for name in names)})")
     if upsert:
         replaced = ", ".join(f"{name} = EXCLUDED.{name}" for name in given if name not in ("product_id", "pic_name"))
         # Into the partition itself: only there does RETURNING see the system column xmax, which a row made

@@ -12,8 +12,9 @@ import struct
 
 import numpy as np
 import psycopg
-from pgvector import HalfVector
 import sqlalchemy as sa
+from pgvector import HalfVector
+from pgvector.psycopg.halfvec import HalfVectorBinaryDumper
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.types import TypeInfo
@@ -85,8 +86,6 @@ def send_halfvec(raw: psycopg.Connection) -> None:
     Only the dumper is added; what the connection reads stays as it was."""
     if raw.adapters.types.get("halfvec") is not None:
         return
-    from pgvector.psycopg.halfvec import HalfVectorBinaryDumper
-
     info = TypeInfo.fetch(raw, "halfvec")
     info.register(raw)
     raw.adapters.register_dumper(HalfVector, type("HalfvecDumper", (HalfVectorBinaryDumper,), {"oid": info.oid}))
