@@ -3,7 +3,8 @@
     IMAGESEARCH_HOME=/work/benchruns/batch-home \\
     python benchmarks/batch_import.py [--limit N] [--source local|s3|both] [--modes crop,nocrop] [--sample 500]
         [--rounds 1] [--columns a,b,c,import] [--keep] [--home DIR] [--json FILE]
-        [--chunk-lines N] [--readers N] [--ahead N] [--batch N]   # levers: override the library's constants
+        [--chunk-lines N] [--readers N] [--ahead N] [--streams N] [--batch N]
+        # the levers override the library's constants for the run
 
 The pictures are every file of the real sets under ~/.cache/imagesearch-bench/bench/ (logo-simple-icons,
 logo-logos, flat-color-icons: gallery marks on white as PNG, easy queries and hard ones pasted on photos as
@@ -25,10 +26,11 @@ them in the reverse order, so load on the shared machine falls on all alike):
 - (a) pipeline alone (no database, pictures already in memory): exactly the task's prepare step
   (batch_import._Import.prepared): chunks of CHUNK_LINES in encoder batches of BATCH pictures, each framed by
   PicturePipeline.framed on READERS threads (batch_import.framed_ahead) while PicturePipeline.prepare_stored
-  describes the batch before it.
+  describes the batches before it, ENCODING_STREAMS at once (batch_import.overlapped).
 - (b) AddImage: `service.add_image` one picture at a time on the first --sample pictures (the same crop).
-- (c) encoder alone (nocrop mode): the instance's encoder `encode()` on the decoded pictures, in the batches
-  describe_many makes (BATCH pictures of each chunk); decoding is not timed.
+- (c) encoder alone (nocrop mode): the instance's encoder `encode()` on the pictures decoded before, in the
+  batches describe_many makes (BATCH pictures of each chunk), twice: ENCODING_STREAMS batches at once as the
+  task runs them, and one at a time. "vs (c)" is against the faster of the two.
 
 stdout gets a short table; --json FILE also writes every figure as JSON. Progress goes to stderr.
 """
@@ -227,12 +229,12 @@ def run_import(service, instance_name: str, location: str, meter: Meter) -> dict
     with meter:
         task = service.tasks.submit_import(instance_name, location, "/")
         stop = threading.Event()
-        worker = Worker(service, only=task.id, poll_seconds=0.2)
+        worker = Worker(service, only=task.id)  # woken by the submit's NOTIFY
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
         thread.start()
         try:
             while (task := service.tasks.get(task.id)).state not in FINAL_STATES:
-                time.sleep(0.1)
+                time.sleep(0.25)  # often enough for the wall time, rarely enough to cost nothing
         finally:
             stop.set()
         wall = time.perf_counter() - meter._began
@@ -260,46 +262,46 @@ def run_import(service, instance_name: str, location: str, meter: Meter) -> dict
 def pipeline_alone(service, instance, datas: list[bytes], crop: bool, meter: Meter) -> dict:
     """(a): the task's prepare step (batch_import._Import.prepared) with no database and no storage: chunks
     of CHUNK_LINES in encoder batches of BATCH pictures, framed on READERS threads (framed_ahead) while the
-    batch before is described by prepare_stored."""
+    batches before are described by prepare_stored, ENCODING_STREAMS at once (overlapped)."""
     from imagesearch_pg.errors import ImageSearchError
     from imagesearch_pg.tasks import batch_import
 
     pipeline = service.pipeline
     spent = {"decode_detect": 0.0, "encode": 0.0}
-    phase = {"wait_framed": 0.0, "encode_wall": 0.0}
     refused = 0
     lock = threading.Lock()
 
     def framed(data):
         began = time.perf_counter()
         try:
-            return pipeline.framed(instance, data, crop=crop, region=None)
+            return pipeline.framed(instance, data, crop=crop, region=None, alongside=True)
         except ImageSearchError:
             return None
         finally:
             with lock:
                 spent["decode_detect"] += time.perf_counter() - began
 
-    # The task's own stream: a chunk's pictures in encoder batches, framed FRAMED_AHEAD batches ahead.
+    def described(framed_group):
+        began = time.perf_counter()
+        ready = [frame for frame in framed_group[2] if frame is not None]
+        pipeline.prepare_stored(instance, ready, readers)
+        with lock:
+            spent["encode"] += time.perf_counter() - began
+        return len(framed_group[2]) - len(ready)
+
+    # The task's own streams: a chunk's pictures in encoder batches, framed FRAMED_AHEAD batches ahead,
+    # ENCODING_STREAMS batches described at once.
     chunks = [datas[start:start + batch_import.CHUNK_LINES] for start in range(0, len(datas), batch_import.CHUNK_LINES)]
     groups = ((None, chunk[at:at + batch_import.BATCH]) for chunk in chunks
               for at in range(0, len(chunk), batch_import.BATCH))
-    with meter, ThreadPoolExecutor(batch_import.READERS, thread_name_prefix="bench-read") as readers:
-        began = time.perf_counter()
-        for _, _, frames in batch_import.framed_ahead(groups, framed, readers):
-            middle = time.perf_counter()
-            ready = [frame for frame in frames if frame is not None]
-            refused += len(frames) - len(ready)
-            pipeline.prepare_stored(instance, ready, readers)
-            ended = time.perf_counter()
-            phase["wait_framed"] += middle - began
-            phase["encode_wall"] += ended - middle
-            began = ended
-    spent["encode"] = phase["encode_wall"]  # one thread encodes, as in the task
+    with meter, ThreadPoolExecutor(batch_import.READERS, thread_name_prefix="bench-read") as readers, \
+            ThreadPoolExecutor(batch_import.ENCODING_STREAMS, thread_name_prefix="bench-encode") as encoding:
+        framed_groups = batch_import.framed_ahead(groups, framed, readers)
+        for _, failed in batch_import.overlapped(framed_groups, described, encoding, batch_import.ENCODING_STREAMS):
+            refused += failed
     done = len(datas) - refused
     return {"pictures": done, "refused": refused, "pictures_per_s": round(done / meter.figures["wall_s"], 2),
-            "stage_s": {k: round(v, 2) for k, v in spent.items()},
-            "phase_wall_s": {k: round(v, 2) for k, v in phase.items()}, **meter.figures}
+            "stage_s": {k: round(v, 2) for k, v in spent.items()}, **meter.figures}
 
 
 def add_image_one_by_one(service, instance_name: str, sample: list[dict], datas: list[bytes], crop: bool,
@@ -321,8 +323,9 @@ def add_image_one_by_one(service, instance_name: str, sample: list[dict], datas:
             **meter.figures}
 
 
-def encoder_alone(service, instance, datas: list[bytes], meter: Meter) -> dict:
-    """(c): the encoder's encode() on decoded whole pictures, in describe_many's batches; decoding untimed."""
+def encoder_alone(service, instance, datas: list[bytes], meter: Meter, streams: int) -> dict:
+    """(c): the encoder's encode() on decoded whole pictures, in describe_many's batches (BATCH pictures of
+    each chunk), ``streams`` batches at once as the task runs them (overlapped); decoding untimed."""
     from imagesearch_pg.errors import ImageSearchError
     from imagesearch_pg.tasks import batch_import
     from imagesearch_pg.vision import intake, transforms
@@ -330,23 +333,21 @@ def encoder_alone(service, instance, datas: list[bytes], meter: Meter) -> dict:
     from imagesearch_pg.vision.subject import whole
 
     encoder = service.encoders.get(instance.encoder)
-    encoded = 0
-    seconds = 0.0
-    with meter:
-        for start in range(0, len(datas), batch_import.CHUNK_LINES):
-            images = []
-            for data in datas[start:start + batch_import.CHUNK_LINES]:
-                try:
-                    images.append(intake.read_picture(data, instance.service_type))
-                except ImageSearchError:
-                    pass
-            for at in range(0, len(images), base.BATCH):
-                part = images[at:at + base.BATCH]
-                began = time.perf_counter()
-                encoder.encode([transforms.crop(image, whole(*image.shape[:2])) for image in part])
-                seconds += time.perf_counter() - began
-                encoded += len(part)
-    return {"pictures": encoded, "encode_s": round(seconds, 2), "pictures_per_s": round(encoded / seconds, 2),
+    batches = []
+    for start in range(0, len(datas), batch_import.CHUNK_LINES):
+        images = []
+        for data in datas[start:start + batch_import.CHUNK_LINES]:
+            try:
+                images.append(intake.read_picture(data, instance.service_type))
+            except ImageSearchError:
+                pass
+        batches += [[transforms.crop(image, whole(*image.shape[:2])) for image in images[at:at + base.BATCH]]
+                    for at in range(0, len(images), base.BATCH)]
+    with meter, ThreadPoolExecutor(streams, thread_name_prefix="bench-encode") as encoding:
+        for _ in batch_import.overlapped(batches, encoder.encode, encoding, streams):
+            pass
+    encoded = sum(map(len, batches))
+    return {"pictures": encoded, "streams": streams, "pictures_per_s": round(encoded / meter.figures["wall_s"], 2),
             **meter.figures}
 
 
@@ -384,6 +385,7 @@ def main() -> None:
     parser.add_argument("--chunk-lines", type=int, help="override batch_import.CHUNK_LINES for this run")
     parser.add_argument("--readers", type=int, help="override batch_import.READERS for this run")
     parser.add_argument("--ahead", type=int, help="override batch_import.FRAMED_AHEAD for this run")
+    parser.add_argument("--streams", type=int, help="override batch_import.ENCODING_STREAMS for this run")
     parser.add_argument("--batch", type=int, help="override BATCH (encoders.base and the task's groups) for this run")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -406,6 +408,8 @@ def main() -> None:
         batch_import.READERS = args.readers
     if args.ahead is not None:
         batch_import.FRAMED_AHEAD = args.ahead
+    if args.streams:
+        batch_import.ENCODING_STREAMS = args.streams
     if args.batch:  # the task's groups and describe_many's batches
         base.BATCH = batch_import.BATCH = args.batch
     sources = ["local", "s3"] if args.source == "both" else [args.source]
@@ -427,6 +431,7 @@ def main() -> None:
                      "onnx_threads": service.settings.onnx_threads,
                      "constants": {"CHUNK_LINES": batch_import.CHUNK_LINES, "READERS": batch_import.READERS,
                                    "FRAMED_AHEAD": batch_import.FRAMED_AHEAD,
+                                   "ENCODING_STREAMS": batch_import.ENCODING_STREAMS,
                                    "BATCH": base.BATCH,
                                    "DEFERRED_INDEX_LINES": getattr(batch_import, "DEFERRED_INDEX_LINES", None)},
                      "code": code_digests(),
@@ -478,7 +483,7 @@ def main() -> None:
             for mode in modes:
                 crop = mode == "crop"
                 steps = ["a", *(["import-local"] if "local" in sources else []), "b",
-                         *(["import-s3"] if "s3" in sources else []), *(["c"] if not crop else [])]
+                         *(["import-s3"] if "s3" in sources else []), *(["c", "c-1"] if not crop else [])]
                 steps = [s for s in steps if s.split("-")[0] in wanted]
                 if round_number % 2:
                     steps.reverse()
@@ -504,8 +509,9 @@ def main() -> None:
                     result = add_image_one_by_one(service, name, sample, datas[: len(sample)], crop, meter)
                     service.delete_instance(name)
                     made.remove(name)
-                else:
-                    result = encoder_alone(service, scratch, datas, meter)
+                else:  # c: as many streams as the task runs; c-1: one
+                    streams = 1 if step == "c-1" else batch_import.ENCODING_STREAMS
+                    result = encoder_alone(service, scratch, datas, meter, streams)
                 figures.setdefault(mode, {})[step] = result
                 log(f"  {result['pictures_per_s']} pictures/s, wall {result['wall_s']} s, "
                     f"load {result['load_before']} -> {result['load_after']}"
@@ -514,9 +520,10 @@ def main() -> None:
                 for step, result in steps.items():
                     if step.startswith("import-"):
                         for other in ("a", "b", "c"):
-                            if other in steps:
-                                ratio = result["pictures_per_s"] / steps[other]["pictures_per_s"]
-                                result[f"vs_{other}"] = round(ratio, 3)
+                            # vs (c): the encoder's faster way, one stream or the task's several
+                            rates = [r["pictures_per_s"] for k, r in steps.items() if k.split("-")[0] == other]
+                            if rates:
+                                result[f"vs_{other}"] = round(result["pictures_per_s"] / max(rates), 3)
             results["rounds"].append(figures)
         results["load_at_end"] = [round(v, 2) for v in os.getloadavg()]
     finally:
@@ -544,11 +551,12 @@ def table(results: dict) -> None:
     print("| round | mode | column | pictures/s | wall s | vs (a) | vs (b) | vs (c) | stages s: read / decode_detect "
           "/ encode / write | cpu s: this / postgres / moto / stolen | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    labels = {"a": "(a) pipeline alone", "b": "(b) AddImage one by one", "c": "(c) encoder alone",
+    labels = {"a": "(a) pipeline alone", "b": "(b) AddImage one by one", "c": "(c) encoder alone, task's streams",
+              "c-1": "(c) encoder alone, one stream",
               "import-local": "batch import, local", "import-s3": "batch import, s3"}
     for number, figures in enumerate(results["rounds"], start=1):
         for mode, steps in figures.items():
-            for step in ("import-local", "import-s3", "a", "b", "c"):
+            for step in ("import-local", "import-s3", "a", "b", "c", "c-1"):
                 if step not in steps:
                     continue
                 r = steps[step]

@@ -128,11 +128,14 @@ class Folder:
         too_large = FileTooLarge(f"{what} in {self.path} of location {self.location.name} is over "
                                  f"{megabytes(max_bytes)}")
         with guard(), self.location.filesystem().open(path, "rb") as file:
-            if file.seek(0, 2) > max_bytes:
+            size = file.seek(0, 2)
+            if size > max_bytes:
                 raise too_large
             file.seek(0)
-            data = file.read(max_bytes + 1)
-        if len(data) > max_bytes:  # it grew since its size was read
+            data = file.read(size + 1)  # not max_bytes + 1: a local read allocates what it is asked for
+            if len(data) > size:  # it grew since its size was read
+                data += file.read(max_bytes + 1 - len(data))
+        if len(data) > max_bytes:
             raise too_large
         return data
 

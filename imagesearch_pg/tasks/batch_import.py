@@ -4,8 +4,8 @@ Each ADD and DELETE takes AddImage's and DeleteImage's own steps (Pictures.check
 Pictures.ready and write, check_delete and remove), many lines at a time: the pictures of a chunk of lines
 are read, decoded and their subjects detected on a few threads, embedded in batches, and written in one
 transaction with the chunk's failed lines and the checkpoint. A worker killed anywhere leaves the last
-committed chunk as the place to resume. The encoder batches run in one stream across chunks, the next one
-read and framed while one is encoded, and a chunk is written on its own thread while the next is prepared.
+committed chunk as the place to resume. The encoder batches run across chunks, two described at once and
+the next read and framed meanwhile, and a chunk is written on its own thread while the next is prepared.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from imagesearch_pg.errors import ImageSearchError
 from imagesearch_pg.logs import Every
@@ -38,7 +39,10 @@ DEFERRED_INDEX_LINES = 5000
 MAX_REPORTED_LINES = 100_000  # failed lines kept in a task's error report (at most about 250 MB)
 CHUNK_LINES = 64  # lines per transaction (and per checkpoint)
 READERS = 3  # threads reading, decoding and detecting a chunk's pictures (I/O, OpenCV and ONNX release the GIL)
-FRAMED_AHEAD = 1  # encoder batches read and framed while one is encoded (each up to BATCH decoded pictures)
+# Encoder batches described at once: one alone leaves a core idle at each layer's end and while its pictures
+# are made ready; two keep both busy (10,520 pictures at batch 8: 145 -> 193 pictures/s, docs/benchmarks.md).
+ENCODING_STREAMS = 2
+FRAMED_AHEAD = 1  # encoder batches read and framed ahead of those waiting to be described (each BATCH pictures)
 
 
 @dataclass
@@ -86,23 +90,29 @@ class _Progress:
                 "seconds": self.seconds.as_dict()}
 
 
+def pulled_ahead(items, count: int):
+    """The items in order, each given once ``count`` more have been taken from ``items``: work that taking
+    one starts (a submit to a pool) runs that far ahead of its use."""
+    window = collections.deque(itertools.islice(items, count))
+    for item in items:
+        window.append(item)
+        yield window.popleft()
+    yield from window
+
+
 def framed_ahead(groups, frame, readers: ThreadPoolExecutor):
-    """``(key, group)`` pairs as ``(key, group, [frame(item) for item in group])``, each group framed on
-    ``readers`` while the FRAMED_AHEAD groups before it are used: the encoder never waits for a chunk's
-    first batch, and at most FRAMED_AHEAD + 1 batches of decoded pictures are held."""
-    window: collections.deque = collections.deque()
+    """``(key, group)`` pairs as ``(key, group, [frame(item) for item in group])``, the FRAMED_AHEAD groups
+    after the one given framed on ``readers`` meanwhile: the encoder never waits for a chunk's first batch."""
+    submitted = ((key, group, [readers.submit(frame, item) for item in group]) for key, group in groups)
+    for key, group, futures in pulled_ahead(submitted, FRAMED_AHEAD):
+        yield key, group, [future.result() for future in futures]
 
-    def submit_next() -> None:
-        for key, group in itertools.islice(groups, 1):
-            window.append((key, group, [readers.submit(frame, item) for item in group]))
 
-    for _ in range(FRAMED_AHEAD + 1):
-        submit_next()
-    while window:
-        key, group, futures = window.popleft()
-        framed = [future.result() for future in futures]
-        submit_next()
-        yield key, group, framed
+def overlapped(items, work, pool: ThreadPoolExecutor, streams: int):
+    """``(item, work(item))`` for each item, in the items' order, ``streams`` of them worked on at once on
+    ``pool`` (and one more waiting, so that a stream never waits for its next item)."""
+    for item, future in pulled_ahead(((item, pool.submit(work, item)) for item in items), streams):
+        yield item, future.result()
 
 
 def run(service, task: task_store.Task, lease) -> Outcome:
@@ -209,18 +219,24 @@ class _Import:
     def prepared(self, chunks, readers: ThreadPoolExecutor):
         """Each chunk's entries, once every picture of it is described (or its line has failed)."""
         groups = (group for chunk in chunks for group in self._groups(chunk))
-        for entries, group, framed in framed_ahead(groups, self._framed, readers):
-            ready = [(entry, frame) for entry, frame in zip(group, framed) if frame is not None]
-            if ready:
-                began = time.perf_counter()
-                originals = [entry.original for entry, _ in ready] if self.pipeline.keep_originals else None
-                prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers,
-                                                        originals)
-                self._spent("encode", time.perf_counter() - began)
-                for (entry, _), picture in zip(ready, prepared):
-                    entry.prepared = picture
-            if entries is not None:
-                yield entries
+        with ThreadPoolExecutor(ENCODING_STREAMS, thread_name_prefix="batch-encode") as encoding:
+            framed = framed_ahead(groups, self._framed, readers)
+            for (entries, _, _), _ in overlapped(framed, partial(self._described, readers), encoding, ENCODING_STREAMS):
+                if entries is not None:
+                    yield entries
+
+    def _described(self, readers: ThreadPoolExecutor, framed_group: tuple) -> None:
+        """A framed batch's pictures described (prepare_stored), each onto its entry."""
+        _, group, framed = framed_group
+        ready = [(entry, frame) for entry, frame in zip(group, framed) if frame is not None]
+        if ready:
+            began = time.perf_counter()
+            originals = [entry.original for entry, _ in ready] if self.pipeline.keep_originals else None
+            prepared = self.pipeline.prepare_stored(self.instance, [frame for _, frame in ready], readers,
+                                                    originals)
+            self._spent("encode", time.perf_counter() - began)
+            for (entry, _), picture in zip(ready, prepared):
+                entry.prepared = picture
 
     def _groups(self, chunk: list[Line]):
         """The chunk's lines checked, then its ADDs in encoder batches: (None, batch) for each but the last,
@@ -267,7 +283,7 @@ class _Import:
             read = time.perf_counter()
             self._spent("read", read - began)
         try:
-            framed = self.pipeline.framed(self.instance, data, crop=op.crop, region=op.region)
+            framed = self.pipeline.framed(self.instance, data, crop=op.crop, region=op.region, alongside=True)
             if self.pipeline.keep_originals:
                 entry.original = data
             return framed

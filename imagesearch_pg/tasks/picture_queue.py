@@ -30,6 +30,7 @@ from imagesearch_pg.vision.intake import MAX_PICTURE_BYTES
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+CLAIMED = 16  # items taken at once: one transaction for a few encoder batches
 _PRUNE = Every(600.0)  # an item whose worker died this many times (a picture that crashes it) fails
 _ATTRIBUTE_KEYS = {public_name(name): name for name in Attributes.__dataclass_fields__}
 ALLOWED_KEYS = (*_ATTRIBUTE_KEYS, "CategoryId", "Crop", "Region")  # as sql/0016_queue.sql lists them
@@ -78,7 +79,7 @@ class _Outcomes(dict):
         self[item.id] = (exc.code, exc.message)
 
 
-def process_pending(service, limit: int = BATCH) -> int:
+def process_pending(service, limit: int = CLAIMED) -> int:
     """Take the next instance's first ``limit`` pending items through to done or failed; returns how many
     items were finished (0: nothing to do that another worker is not doing)."""
     with service.database.engine.connect() as conn:

@@ -64,7 +64,7 @@ def read_picture(data: bytes, service_type: str) -> np.ndarray:
             _check_sides(image.size, service_type)  # declared size, before decoding
             image.seek(0)  # GIF, TIFF: first frame
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright picture
             _check_sides(image.size, service_type)
             return to_rgb(image)
     except ImageSearchError:
@@ -97,7 +97,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    return np.ascontiguousarray(np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8))
 
 
 def parse_region(region: str, width: int, height: int) -> Box:

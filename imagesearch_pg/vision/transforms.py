@@ -24,13 +24,17 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def bounded(image: np.ndarray, longest_side: int) -> np.ndarray:
-    """The picture shrunk so that its longest side is at most ``longest_side`` (unchanged if it already is)."""
+def bounded(image: np.ndarray, longest_side: int, *, quick: bool = False) -> np.ndarray:
+    """The picture shrunk so that its longest side is at most ``longest_side`` (unchanged if it already is).
+
+    ``quick`` (for pictures only looked at): bilinear when shrinking by at most half, where it still uses
+    every source pixel, at a third of area averaging's cost."""
     height, width = image.shape[:2]
     scale = longest_side / max(height, width)
     if scale >= 1:
         return image
-    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    interpolation = cv2.INTER_LINEAR if quick and scale >= 0.5 else cv2.INTER_AREA
+    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=interpolation)
 
 
 def to_nchw(images: list[np.ndarray], mean: float | tuple, std: float | tuple) -> np.ndarray:

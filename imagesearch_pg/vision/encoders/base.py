@@ -12,10 +12,10 @@ from imagesearch_pg.vision.inference_model import InferenceModel
 from imagesearch_pg.vision.intake import Box
 
 
-# Pictures per network run when many are described at once. EfficientNet-Lite0 on 2 cores ran 4-8 a run
-# fastest (raw onnxruntime: 207 img/s at 1, 270 at 4, 234 at 8, 222 at 16; benchmarks/encoder.py); 8 keeps
-# the calls few (each takes the GIL back) for about the same speed.
-BATCH = 8
+# Pictures per network run when many are described at once. EfficientNet-Lite0 on 2 cores ran 4 a run
+# fastest, alone (raw onnxruntime: 207 img/s at 1, 270 at 4, 234 at 8, 222 at 16; benchmarks/encoder.py) and
+# two runs at once as a batch import does (encoder alone: 265 img/s at 4, 222-243 at 8, 186 at 16).
+BATCH = 4
 
 
 @dataclass(frozen=True)
