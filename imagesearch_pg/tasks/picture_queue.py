@@ -24,7 +24,6 @@ from imagesearch_pg.store import picture_queue as queue_store
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.instances import InstanceRef
 from imagesearch_pg.store.tables import instances
-from imagesearch_pg.vision.encoders.base import BATCH
 from imagesearch_pg.vision.intake import MAX_PICTURE_BYTES
 
 log = logging.getLogger(__name__)
@@ -173,16 +172,14 @@ def _prepare(service, instance: InstanceRef, adds: list[queue_store.QueuedItem],
         except ImageSearchError as exc:
             outcomes.fail(item, exc)
     ready = {}
-    with ThreadPoolExecutor(2, thread_name_prefix="queue-keypoints") as pool:
-        for start in range(0, len(framed), BATCH):
-            group = framed[start:start + BATCH]
-            prepared = service.pipeline.prepare_stored(instance, [frame for _, _, frame, _ in group], pool,
-                                                       [data for *_, data in group])
-            for (item, checked, _, _), picture in zip(group, prepared):
-                try:
-                    ready[item.id] = service.pictures.ready(instance, checked, picture)
-                except ImageSearchError as exc:
-                    outcomes.fail(item, exc)
+    with ThreadPoolExecutor(2, thread_name_prefix="queue-keypoints") as pool:  # describe_many makes the batches
+        prepared = service.pipeline.prepare_stored(instance, [frame for _, _, frame, _ in framed], pool,
+                                                   [data for *_, data in framed])
+        for (item, checked, _, _), picture in zip(framed, prepared):
+            try:
+                ready[item.id] = service.pictures.ready(instance, checked, picture)
+            except ImageSearchError as exc:
+                outcomes.fail(item, exc)
     return ready
 
 
