@@ -66,7 +66,8 @@ def _line(service, task) -> int:
 
 def _wait_past(service, task, line: int, worker: subprocess.Popen) -> None:
     deadline = time.monotonic() + 120
-    while _line(service, task) <= line and service.tasks.get(task.id).state == "running":
+    # Queued too: a worker just started may not have claimed the task yet (it loads its models first).
+    while _line(service, task) <= line and service.tasks.get(task.id).state in ("queued", "running"):
         assert time.monotonic() < deadline and worker.poll() is None, "the worker stopped making progress"
         time.sleep(0.05)
 
