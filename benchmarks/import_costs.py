@@ -14,11 +14,13 @@ Rounds run in alternating order; each figure is the median of its rounds.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.batch_import import SERVICE_TYPE, collect  # noqa: E402
 from imagesearch_pg.config import Settings  # noqa: E402
 from imagesearch_pg.service_types import SERVICE_TYPES  # noqa: E402
-from imagesearch_pg.tasks.batch_import import ENCODING_STREAMS  # noqa: E402
+from imagesearch_pg.tasks.batch_import import ENCODING_STREAMS, overlapped  # noqa: E402
 from imagesearch_pg.vision import intake  # noqa: E402
 from imagesearch_pg.vision.encoders import EncoderRegistry  # noqa: E402
 from imagesearch_pg.vision.encoders.base import BATCH  # noqa: E402
@@ -50,47 +52,37 @@ def intake_work(data: bytes) -> None:
     thumbnail(intake.read_picture(data, SERVICE_TYPE))
 
 
-def beside_encoder(encoder, images, measure):
-    """``measure()`` while ENCODING_STREAMS threads run the encoder on ``images`` in BATCH-picture runs."""
+def encoded_in_streams(encoder, batches, streams: int) -> None:
+    """The batches encoded ``streams`` at once, as the task describes them (batch_import.overlapped)."""
+    with ThreadPoolExecutor(streams, thread_name_prefix="costs-encode") as pool:
+        for _ in overlapped(batches, encoder.encode, pool, streams):
+            pass
+
+
+def beside_encoder(encoder, batches, measure):
+    """``measure()`` while the encoder runs ENCODING_STREAMS of ``batches`` at once, round and round."""
     stop = threading.Event()
-
-    def stream() -> None:
-        at = 0
-        while not stop.is_set():
-            encoder.encode(images[at : at + BATCH])
-            at = (at + BATCH) % (len(images) - BATCH)
-
-    streams = [threading.Thread(target=stream) for _ in range(ENCODING_STREAMS)]
-    for thread in streams:
-        thread.start()
+    endless = itertools.takewhile(lambda _: not stop.is_set(), itertools.cycle(batches))
+    running = threading.Thread(target=encoded_in_streams, args=(encoder, endless, ENCODING_STREAMS))
+    running.start()
     time.sleep(1.0)  # the streams at full speed
     try:
         return measure()
     finally:
         stop.set()
-        for thread in streams:
-            thread.join()
+        running.join()
 
 
-def encoder_config(cache: Path, images, threads: int, streams: int, count: int) -> dict:
-    """Pictures/s and process CPU ms per picture of ``streams`` threads encoding ``count`` pictures."""
+def encoder_config(cache: Path, batches, threads: int, streams: int) -> dict:
+    """Pictures/s and process CPU ms per picture of the encoder with ``threads`` onnxruntime threads
+    encoding ``batches``, ``streams`` at once."""
     encoder = EncoderRegistry(cache, threads).get(ENCODER)
-    encoder.encode(images[:BATCH])  # loaded and warm
-    runs = count // BATCH
-
-    def stream(first: int) -> None:
-        for run in range(first, runs, streams):
-            at = run * BATCH % (len(images) - BATCH)
-            encoder.encode(images[at : at + BATCH])
-
+    encoder.encode(batches[0])  # loaded and warm
     cpu, wall = time.process_time(), time.perf_counter()
-    workers = [threading.Thread(target=stream, args=(first,)) for first in range(streams)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
+    encoded_in_streams(encoder, batches, streams)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return {"pictures_per_s": runs * BATCH / wall, "cpu_ms_per_picture": cpu / (runs * BATCH) * 1000}
+    count = sum(map(len, batches))
+    return {"pictures_per_s": count / wall, "cpu_ms_per_picture": cpu / count * 1000}
 
 
 def main() -> None:
@@ -103,9 +95,11 @@ def main() -> None:
 
     datas = [p["file"].read_bytes() for p in collect(args.pictures)]
     images = [intake.read_picture(data, SERVICE_TYPE) for data in datas[:400]]
+    batches = [images[at:at + BATCH] for at in range(0, len(images) - BATCH + 1, BATCH)]
     cache = Settings.from_env().model_cache
-    encoder = EncoderRegistry(cache, 2).get(ENCODER)
-    encoder.encode(images[:BATCH])
+    encoder = EncoderRegistry(cache, 2).get(ENCODER)  # the task's sessions
+    encoder.encode(batches[0])
+    timed = list(itertools.islice(itertools.cycle(batches), min(args.pictures, 1200) // BATCH))
     configs = [(1, 1), (2, 1), (1, 2), (2, 2)]
     measured: dict[str, list[float]] = {}
 
@@ -114,12 +108,12 @@ def main() -> None:
 
     for number in range(args.rounds):
         add("intake_alone_ms", cpu_ms_each(intake_work, datas))
-        add("intake_beside_encoder_ms", beside_encoder(encoder, images, lambda: cpu_ms_each(intake_work, datas)))
+        add("intake_beside_encoder_ms", beside_encoder(encoder, batches, lambda: cpu_ms_each(intake_work, datas)))
         add("decode_pillow_ms", cpu_ms_each(lambda d: intake.read_picture(d, SERVICE_TYPE), datas))
         add("decode_opencv_ms", cpu_ms_each(
             lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR_RGB), datas))
         for threads, streams in configs if number % 2 == 0 else configs[::-1]:
-            result = encoder_config(cache, images, threads, streams, min(args.pictures, 1200))
+            result = encoder_config(cache, timed, threads, streams)
             for name, value in result.items():
                 add(f"encoder_{threads}thread_{streams}stream_{name}", value)
     results = {"pictures": len(datas), "rounds": args.rounds, "batch": BATCH,
