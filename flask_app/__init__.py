@@ -39,7 +39,16 @@ def create_app(config: dict | None = None) -> Flask:
     console.csrf.exempt(api.bp)
     console.csrf.exempt(downloads.bp)
     app.register_error_handler(HTTPException, _http_error)
+    app.after_request(_never_framed)
     return app
+
+
+def _never_framed(response):
+    """No answer of this server is shown inside another site's page, where a console form could be clicked
+    unawares (clickjacking). After-request functions see every answer: pages, errors, static files, the API."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    return response
 
 
 def _names_an_action() -> bool:

@@ -74,8 +74,9 @@ def test_login_and_logout(app, account):
 
 
 def test_next_goes_only_to_this_site(app, account):
+    # A backslash is quoted: '/%5Cevil.example' is a path here, where '/\\evil.example' would be another site.
     for target, expected in [("/categories", "/categories"), ("https://evil.example/", "/"),
-                             ("//evil.example/", "/"), ("/\\evil.example", "/")]:
+                             ("//evil.example/", "/"), ("/\\evil.example", "/%5Cevil.example")]:
         client = app.test_client()
         response = client.post(f"/login?next={target}",
                                data={"name": account, "password": PASSWORD, "csrf_token": token(client)})

@@ -52,6 +52,18 @@ def test_the_login_form_is_keyboard_reachable(page, server, account):  # noqa: F
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
+def test_another_site_cannot_frame_the_console(page, server, account):  # noqa: F811
+    log_in(page, server, account, PASSWORD)
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    for path in ("/login", "/", "/categories", "/no/such/page"):
+        # A page of another origin framing the console beside a frame of its own, which does show.
+        page.set_content(f'<iframe name="console" src="http://{server}{path}"></iframe>'
+                         '<iframe name="own" srcdoc="<h1>its own</h1>"></iframe>')
+        expect(page.frame_locator("iframe[name=own]").get_by_role("heading", name="its own")).to_be_visible()
+        framed = page.frame(name="console")
+        assert framed is not None and framed.locator("header.top, form").count() == 0, path  # no console in it
+
+
 @pytest.fixture
 def stocked(service, make_instance):
     from tests.pictures import encode, sample_photos

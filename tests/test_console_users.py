@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +14,7 @@ from click.testing import CliRunner
 from imagesearch_pg.cli import cli
 from imagesearch_pg.errors import InvalidParameter, MissingParameter, NoPermission, Throttling
 from imagesearch_pg.service import console_users
-from imagesearch_pg.service.console_users import MAX_FAILURES
+from imagesearch_pg.service.console_users import MAX_FAILURES, ConsoleUsers
 
 
 @pytest.fixture
@@ -73,16 +75,84 @@ def test_failed_logins_are_throttled_per_name_and_per_client(service, users):
     service.console_users.authenticate("dee", "correct horse battery", "10.0.0.4")
 
 
-def test_a_window_that_ended_counts_again_from_zero(service, users, monkeypatch):
-    users("eve")
-    monkeypatch.setattr(console_users, "WINDOW_SECONDS", 1)
+def test_a_window_that_ended_counts_again_from_zero(service, users, engine):
+    name = users(f"eve-{uuid.uuid4().hex[:10]}")
+    client = f"window-{uuid.uuid4().hex[:10]}"
     for _ in range(MAX_FAILURES):
         with pytest.raises(NoPermission):
-            service.console_users.authenticate("eve", "wrong password", "10.0.0.5")
+            service.console_users.authenticate(name, "wrong password", client)
     with pytest.raises(Throttling):
-        service.console_users.authenticate("eve", "correct horse battery", "10.0.0.5")
-    time.sleep(1.2)
-    service.console_users.authenticate("eve", "correct horse battery", "10.0.0.5")
+        service.console_users.authenticate(name, "correct horse battery", client)
+    with engine.begin() as conn:  # the window began longer ago than it lasts
+        conn.execute(sa.text("UPDATE imagesearch.console_login_failures SET window_start = window_start "
+                             "- make_interval(secs => :seconds + 1) WHERE key IN (:u, :c)"),
+                     {"seconds": console_users.WINDOW_SECONDS, "u": f"user:{name}", "c": f"client:{client}"})
+    service.console_users.authenticate(name, "correct horse battery", client)
+
+
+class CountingChecks(ConsoleUsers):
+    """The service's own accounts, counting the passwords it checks (argon2 verifications)."""
+
+    def __init__(self, database):
+        super().__init__(database)
+        self.checked = 0
+        self._lock = threading.Lock()
+
+    def _verify(self, stored, password):
+        with self._lock:
+            self.checked += 1
+        return super()._verify(stored, password)
+
+
+def test_simultaneous_wrong_passwords_are_checked_at_most_up_to_the_limit(service, users, engine):
+    name = users(f"race-{uuid.uuid4().hex[:10]}")
+    client = f"race-client-{uuid.uuid4().hex[:10]}"
+    accounts = CountingChecks(service.database)
+    attempts = 24
+    start = threading.Barrier(attempts)
+    outcomes, lock = [], threading.Lock()
+
+    def attempt(i: int) -> None:
+        start.wait()  # all at once
+        try:
+            accounts.authenticate(name, f"wrong password {i}", client)
+        except (NoPermission, Throttling) as exc:
+            with lock:
+                outcomes.append(type(exc))
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert accounts.checked == MAX_FAILURES
+    assert outcomes.count(NoPermission) == MAX_FAILURES and outcomes.count(Throttling) == attempts - MAX_FAILURES
+    with engine.connect() as conn:
+        counted = dict(conn.execute(sa.text("SELECT key, failures FROM imagesearch.console_login_failures "
+                                            "WHERE key IN (:u, :c)"), {"u": f"user:{name}", "c": f"client:{client}"}).all())
+    assert counted == {f"user:{name}": attempts, f"client:{client}": attempts}
+    with pytest.raises(Throttling):  # the right password too, until the window ends
+        accounts.authenticate(name, "correct horse battery", f"another-{client}")
+    assert accounts.checked == MAX_FAILURES
+
+
+def test_a_successful_login_gives_its_attempt_back(service, users):
+    name = users(f"often-{uuid.uuid4().hex[:10]}")
+    client = f"often-client-{uuid.uuid4().hex[:10]}"
+    for _ in range(MAX_FAILURES - 1):
+        with pytest.raises(NoPermission):
+            service.console_users.authenticate(name, "wrong password", client)
+    for _ in range(MAX_FAILURES + 2):  # more logins than the limit, all good, from one address
+        assert service.console_users.authenticate(name, "correct horse battery", client) == \
+            service.console_users.session_generation(name)
+
+
+@pytest.mark.parametrize("name", ["nul\x00inside", "\x00", "a" * 65, "spa ce", "x" * 100_000])
+def test_a_name_no_user_can_have_is_refused_unchecked(service, name):
+    accounts = CountingChecks(service.database)
+    with pytest.raises(InvalidParameter, match="user name .* is not allowed"):
+        accounts.authenticate(name, "some password", f"odd-{uuid.uuid4().hex[:10]}")
+    assert accounts.checked == 0
 
 
 @pytest.mark.parametrize("name, password, error", [
@@ -124,3 +194,25 @@ def test_the_cli_creates_lists_and_deletes(engine, settings, service):
     assert run.invoke(cli, ["users", "delete", "fay"], env=env).exit_code == 0
     missing = run.invoke(cli, ["users", "delete", "fay"], env=env)
     assert missing.exit_code != 0 and "no user named 'fay'" in missing.output
+
+
+def test_the_cli_sets_a_new_password_and_ends_the_sessions(engine, settings, service, users):
+    env = {"IMAGESEARCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "IMAGESEARCH_HOME": str(settings.home)}
+    name = users(f"pw-{uuid.uuid4().hex[:10]}")
+    before = service.console_users.authenticate(name, "correct horse battery", "10.0.0.9")
+    changed = CliRunner().invoke(cli, ["users", "password", name, "--password-stdin"], input="the next password\n", env=env)
+    assert changed.exit_code == 0, changed.output
+    assert "sessions have ended" in changed.output
+    assert service.console_users.session_generation(name) != before
+    with pytest.raises(NoPermission):
+        service.console_users.authenticate(name, "correct horse battery", "10.0.0.9")
+    assert service.console_users.authenticate(name, "the next password", "10.0.0.9") == \
+        service.console_users.session_generation(name)
+    short = CliRunner().invoke(cli, ["users", "password", name, "--password-stdin"], input="short\n", env=env)
+    assert short.exit_code != 0 and "8-1024 characters" in short.output
+    nobody = CliRunner().invoke(cli, ["users", "password", f"no-{name}", "--password-stdin"],
+                                input="a good password\n", env=env)
+    assert nobody.exit_code != 0 and "no user named" in nobody.output
+    deleted = CliRunner().invoke(cli, ["users", "delete", name], env=env)
+    assert deleted.exit_code == 0 and service.console_users.session_generation(name) is None

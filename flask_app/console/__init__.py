@@ -4,11 +4,15 @@ Server-rendered pages with a little plain JavaScript; every asset is served from
 build step). Views call the service layer, as the API does. A login is needed (``auth``); every form
 carries a CSRF token (Flask-WTF's CSRFProtect, which the signed API and the signed download links are
 exempt from: they have their own signatures, and a console session cookie is no way into them).
+
+The session cookie is HttpOnly, SameSite=Lax, and Secure when the browser reached the server over HTTPS;
+what a logged-in user is answered is never stored by the browser or a cache (Cache-Control: no-store).
+No answer of the server can be framed (flask_app/__init__.py).
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, render_template, request
+from flask import Blueprint, Flask, current_app, g, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -25,10 +29,12 @@ def init_app(app: Flask) -> None:
     from flask_app.console import auth, pages, pictures, search, tasks  # noqa: F401  (their views join the blueprint)
 
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a token lives as long as its session
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    # Flask defines these two (SameSite as None), so they are set, not defaulted.
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.session_interface = _ConsoleSessions()
     app.before_request(_session_key)  # before CSRFProtect's own check, which needs the key
+    app.after_request(_not_stored)
     csrf.init_app(app)
     app.register_blueprint(bp)
     app.register_error_handler(CSRFError, _form_expired)
@@ -46,10 +52,25 @@ def _session_key() -> None:
         current_app.secret_key = get_service().console_users.session_secret()
 
 
+def _not_stored(response):
+    """What a logged-in user sees stays out of the browser's cache and any other (a shared computer, the
+    back button after logging out)."""
+    if g.get("user") is not None:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 class _ConsoleSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions with the key in the database, read on a process's first console
     request (the service opens after a server's fork, not before; a session opens before any hook runs).
     Requests of the API, the health check and the downloads never need it."""
+
+    def get_cookie_secure(self, app) -> bool:
+        # The server speaks plain HTTP; HTTPS ends at a proxy in front, which says so in X-Forwarded-Proto.
+        # The header is believed without knowing the proxy because it can only make a cookie stricter: a
+        # client that sends it falsely gets a cookie its browser will not send back over HTTP.
+        forwarded = {proto.strip().lower() for proto in request.headers.get("X-Forwarded-Proto", "").split(",")}
+        return super().get_cookie_secure(app) or request.is_secure or "https" in forwarded
 
     def open_session(self, app, request):
         if not app.secret_key and _console_endpoint(app, request):

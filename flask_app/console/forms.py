@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_app.params import Params
 from imagesearch_pg.attributes import Attributes, INT_ATTRS, STR_ATTRS
 from imagesearch_pg.errors import ImageSearchError, InvalidParameter
 from imagesearch_pg.storage import PathRefused, UnknownLocation
@@ -30,12 +31,26 @@ def field_of(error: ImageSearchError, default: str = "form") -> str:
 
 
 def number(form, name: str, label: str, default: int | None = None) -> int | None:
+    """A whole number as the API reads one (flask_app/params.py: ASCII digits, a bounded count of them, so
+    that int() never sees thousands); ``default`` if the field is empty."""
     text = (form.get(name) or "").strip()
     if text == "":
         return default
-    if not text.lstrip("-").isascii() or not text.lstrip("-").isdigit():
-        raise FieldError(name, f"{label} must be a whole number, got {text[:40]!r}")
-    return int(text)
+    try:
+        return Params({name: text}).int(name)
+    except InvalidParameter:
+        raise FieldError(name, f"{label} must be a whole number, got {text[:40]!r}") from None
+
+
+def decimal(form, name: str, label: str, default: float) -> float:
+    """A decimal number as the API reads one (no 'nan', 'inf' or digits other than ASCII ones)."""
+    text = (form.get(name) or "").strip()
+    if text == "":
+        return default
+    try:
+        return Params({name: text}).float(name)
+    except InvalidParameter:
+        raise FieldError(name, f"{label} must be a decimal number, got {text[:40]!r}") from None
 
 
 def attributes(form) -> Attributes:

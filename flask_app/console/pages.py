@@ -103,9 +103,9 @@ def change_plan(name: str):
 def renew(name: str):
     choice = request.form.get("days", "")
     try:
-        if choice != "never" and not choice.isdigit():
-            raise FieldError("days", f"choose how long to renew for, got {choice[:20]!r}")
-        renewed = get_service().renew_instance(name, None if choice == "never" else int(choice))
+        if choice == "":
+            raise FieldError("days", "choose how long to renew for")
+        renewed = get_service().renew_instance(name, None if choice == "never" else number(request.form, "days", "Days"))
     except ImageSearchError as exc:
         flash(f"The instance was not renewed: {exc.message}")
     else:

@@ -10,7 +10,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_app import protocol
 from flask_app.console import bp
 from flask_app.console.auth import login_required
-from flask_app.console.forms import FieldError, attributes, error_field, number, refused
+from flask_app.console.forms import FieldError, attributes, decimal, error_field, number, refused
 from flask_app.console.search import instance_or_404
 from flask_app.extensions import get_service
 from imagesearch_pg import categories
@@ -75,14 +75,10 @@ def duplicates(name: str):
     errors: dict[str, str] = {}
     pairs = None
     try:
-        min_score = float(text)
-    except ValueError:
-        errors["min_score"] = f"the score is a number from 0 to 1, got {text[:40]!r}"
-    else:
+        min_score = decimal(request.args, "min_score", "The score", 0.95)
         if "min_score" in request.args:
-            try:
-                pairs = get_service().duplicate_pairs(name, min_score)[:200]
-            except ImageSearchError as exc:
-                errors["min_score"] = exc.message
+            pairs = get_service().duplicate_pairs(name, min_score)[:200]
+    except ImageSearchError as exc:
+        errors["min_score"] = exc.message
     return render_template("console/duplicates.html", instance=instance, tab="duplicates", pairs=pairs,
                            min_score=text, errors=errors), 400 if errors else 200

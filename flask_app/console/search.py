@@ -80,8 +80,7 @@ def thumbnail(name: str):
         abort(404)
     if data is None:
         abort(404)
-    return Response(data, mimetype=_picture_type(data), headers={"Cache-Control": "private, max-age=300",
-                                                                 "X-Content-Type-Options": "nosniff"})
+    return Response(data, mimetype=_picture_type(data), headers={"X-Content-Type-Options": "nosniff"})
 
 
 _SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),

@@ -23,12 +23,24 @@ def users() -> None:
 @pass_service
 def users_create(holder: ServiceHolder, name: str, password_stdin: bool) -> None:
     """Create console user NAME (the password is asked for, or read with --password-stdin)."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    holder.get().console_users.create(name, password)
+    holder.get().console_users.create(name, _password(password_stdin))
     click.echo(f"created user {name}")
+
+
+@users.command("password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@pass_service
+def users_password(holder: ServiceHolder, name: str, password_stdin: bool) -> None:
+    """Set a new password for console user NAME; every open session of NAME ends."""
+    holder.get().console_users.set_password(name, _password(password_stdin))
+    click.echo(f"changed the password of {name}; its sessions have ended")
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
 @users.command("list")
@@ -49,6 +61,6 @@ def users_list(holder: ServiceHolder, as_json: bool) -> None:
 @click.argument("name")
 @pass_service
 def users_delete(holder: ServiceHolder, name: str) -> None:
-    """Delete console user NAME (its open sessions end at their next request)."""
+    """Delete console user NAME; its open sessions end."""
     holder.get().console_users.delete(name)
     click.echo(f"deleted user {name}")

@@ -1,10 +1,14 @@
-"""The console's accounts: users made with the CLI, logins checked and throttled, the session key.
+"""The console's accounts: users made with the CLI, logins checked and throttled, sessions, the session key.
 
 Passwords are hashed with argon2id (argon2-cffi, RFC 9106's low-memory parameters: 64 MiB, 3 passes).
 A login names no reason beyond "wrong user name or password", and an unknown name costs the same hash as
-a known one, so the form does not tell which names exist. Failures are counted per user name and per
-client address in the database (every server process sees them): past MAX_FAILURES in WINDOW_SECONDS,
-logins for that name, or from that address, are refused until the window ends.
+a known one, so the form does not tell which names exist. Attempts are counted per user name and per
+client address in the database (every server process sees them) before the password is checked, and a
+success gives its own back: past MAX_FAILURES in WINDOW_SECONDS, logins for that name, or from that address,
+are refused unchecked until the window ends, however many arrive at once.
+
+A session is valid while it carries its user's session generation: logging out, a new password and
+deleting the user end every session made before.
 """
 
 from __future__ import annotations
@@ -41,42 +45,60 @@ class ConsoleUsers:
         hashed = self.hasher.hash(password)
         with self.database.transaction() as conn:
             if not user_store.add(conn, name, hashed):
-                raise UserExists(f"user {name!r} exists; delete it first to set a new password")
+                raise UserExists(f"user {name!r} exists; `imagesearch users password {name}` sets a new password")
+
+    def set_password(self, name: str, password: str) -> None:
+        """A new password for ``name``; every session of the user ends."""
+        _check_password(password)
+        hashed = self.hasher.hash(password)
+        with self.database.transaction() as conn:
+            if not user_store.new_generation(conn, name, hashed):
+                raise _no_user(name)
 
     def listing(self) -> list:
         with self.database.reading() as conn:
             return user_store.listing(conn)
 
-    def exists(self, name: str) -> bool:
+    def session_generation(self, name: str) -> int | None:
+        """What a session of ``name`` must carry to be valid; None if there is no such user."""
         with self.database.reading() as conn:
-            return user_store.password_hash(conn, name) is not None
+            return user_store.session_generation(conn, name)
+
+    def end_sessions(self, name: str) -> None:
+        """End every session of ``name`` (a user already deleted has none)."""
+        with self.database.transaction() as conn:
+            user_store.new_generation(conn, name)
 
     def delete(self, name: str) -> None:
         with self.database.transaction() as conn:
             if not user_store.remove(conn, name):
-                raise InvalidParameter(f"no user named {str(name)[:80]!r}")
+                raise _no_user(name)
 
-    def authenticate(self, name: str, password: str, client: str) -> None:
-        """Nothing if ``password`` is ``name``'s; NoPermission if not, Throttling past the failure limit."""
+    def authenticate(self, name: str, password: str, client: str) -> int:
+        """The user's session generation if ``password`` is ``name``'s; NoPermission if not, Throttling past
+        the limit, InvalidParameter for a name no user can have."""
         if not name or not password:
             raise MissingParameter("enter a user name and a password")
-        keys = [f"user:{name[:200]}", f"client:{client}"]
-        with self.database.reading() as conn:
-            counted = user_store.failures(conn, keys, WINDOW_SECONDS)
+        _check_name(name)
+        keys = [f"user:{name}", f"client:{client}"]
+        with self.database.transaction() as conn:  # committed before the hash: concurrent attempts see it
+            counted = user_store.count_attempt(conn, keys, WINDOW_SECONDS)
             stored = user_store.password_hash(conn, name) if len(password) <= MAX_PASSWORD else None
-        blocked = [left for count, left in counted.values() if count >= MAX_FAILURES]
+        blocked = [left for count, left in counted.values() if count > MAX_FAILURES]
         if blocked:
             minutes = math.ceil(max(blocked) / 60)
             raise Throttling(f"too many failed logins for this user name or from this address; "
                              f"try again in {minutes} minute{'s' if minutes != 1 else ''}")
         if not self._verify(stored, password):
-            with self.database.transaction() as conn:
-                user_store.count_failure(conn, keys, WINDOW_SECONDS)
-            raise NoPermission("wrong user name or password")
+            raise NoPermission("wrong user name or password")  # the attempt stays counted
         rehashed = self.hasher.hash(password) if self.hasher.check_needs_rehash(stored) else None
         with self.database.transaction() as conn:
             user_store.clear_failures(conn, keys[:1])
-            user_store.logged_in(conn, name, rehashed)
+            user_store.uncount_attempt(conn, keys[1])
+            generation = user_store.logged_in(conn, name, stored, rehashed)
+        if generation is None:  # a new password, or the user deleted, while this one was checked
+            raise NoPermission("wrong user name or password")
+        return generation
 
     def session_secret(self) -> bytes:
         with self.database.transaction() as conn:
@@ -92,6 +114,10 @@ class ConsoleUsers:
         except (VerificationError, InvalidHashError):
             matched = False
         return matched and stored is not None
+
+
+def _no_user(name: str) -> InvalidParameter:
+    return InvalidParameter(f"no user named {str(name)[:80]!r}")
 
 
 def _check_name(name: str) -> None:

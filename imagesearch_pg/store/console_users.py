@@ -1,4 +1,5 @@
-"""The console's accounts (migration 0017): users, failed-login counts, the session key."""
+"""The console's accounts (migration 0017): users and their session generations (0021), login attempts
+counted per key, the session key."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from imagesearch_pg.store.tables import console_login_failures, console_secret, console_users
+
+_generations = sa.Sequence("console_session_generations", schema="imagesearch")
 
 
 def add(conn: sa.Connection, name: str, password_hash: str) -> bool:
@@ -20,10 +23,25 @@ def password_hash(conn: sa.Connection, name: str) -> str | None:
     return conn.execute(sa.select(console_users.c.password_hash).where(console_users.c.name == name)).scalar()
 
 
-def logged_in(conn: sa.Connection, name: str, new_hash: str | None) -> None:
-    """Record a login; ``new_hash``: the password hashed again with the current parameters."""
+def session_generation(conn: sa.Connection, name: str) -> int | None:
+    """What ``name``'s session cookies must carry; None if there is no such user."""
+    return conn.execute(sa.select(console_users.c.session_generation).where(console_users.c.name == name)).scalar()
+
+
+def new_generation(conn: sa.Connection, name: str, new_hash: str | None = None) -> bool:
+    """End every session of ``name`` (and set a new password hash, if given); False if there is no such user."""
+    values = {"session_generation": _generations.next_value(), **({"password_hash": new_hash} if new_hash else {})}
+    return conn.execute(sa.update(console_users).where(console_users.c.name == name).values(**values)).rowcount > 0
+
+
+def logged_in(conn: sa.Connection, name: str, checked_hash: str, new_hash: str | None) -> int | None:
+    """Record a login with the password ``checked_hash`` matched and return the user's session generation;
+    None if that is no longer the user's password (changed, or the user deleted, meanwhile). ``new_hash``:
+    the password hashed again with the current parameters."""
     values = {"last_login_at": sa.func.now(), **({"password_hash": new_hash} if new_hash else {})}
-    conn.execute(sa.update(console_users).where(console_users.c.name == name).values(**values))
+    return conn.execute(sa.update(console_users)
+                        .where(console_users.c.name == name, console_users.c.password_hash == checked_hash)
+                        .values(**values).returning(console_users.c.session_generation)).scalar()
 
 
 def listing(conn: sa.Connection) -> list[sa.Row]:
@@ -35,25 +53,25 @@ def remove(conn: sa.Connection, name: str) -> bool:
     return conn.execute(sa.delete(console_users).where(console_users.c.name == name)).rowcount > 0
 
 
-def failures(conn: sa.Connection, keys: list[str], window_seconds: float) -> dict[str, tuple[int, float]]:
-    """Each key's failures in its current window and the seconds left of it (windows past their end count 0)."""
-    rows = conn.execute(sa.select(
-        console_login_failures.c.key, console_login_failures.c.failures,
-        sa.func.extract("epoch", console_login_failures.c.window_start
-                        + sa.func.make_interval(0, 0, 0, 0, 0, 0, window_seconds) - sa.func.now()),
-    ).where(console_login_failures.c.key.in_(keys)))
-    return {key: (count, float(left)) for key, count, left in rows if left > 0}
+def count_attempt(conn: sa.Connection, keys: list[str], window_seconds: float) -> dict[str, tuple[int, float]]:
+    """One more attempt for each key, and each key's attempts in its window (this one included) with the
+    seconds left of the window; a key whose window ended starts a new one. One statement: the row locks it
+    takes (in key order) make concurrent attempts count one after another, until the transaction ends."""
+    window = sa.func.make_interval(0, 0, 0, 0, 0, 0, window_seconds)
+    table = console_login_failures
+    expired = table.c.window_start < sa.func.now() - window
+    statement = insert(table).values([{"key": key, "failures": 1} for key in sorted(set(keys))])
+    statement = statement.on_conflict_do_update(index_elements=["key"], set_={
+        "failures": sa.case((expired, 1), else_=table.c.failures + 1),
+        "window_start": sa.case((expired, sa.func.now()), else_=table.c.window_start),
+    }).returning(table.c.key, table.c.failures, sa.func.extract("epoch", table.c.window_start + window - sa.func.now()))
+    return {key: (count, float(left)) for key, count, left in conn.execute(statement)}
 
 
-def count_failure(conn: sa.Connection, keys: list[str], window_seconds: float) -> None:
-    """One more failure for each key; a key whose window ended starts a new one."""
-    expired = console_login_failures.c.window_start < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, window_seconds)
-    for key in keys:
-        statement = insert(console_login_failures).values(key=key, failures=1)
-        conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={
-            "failures": sa.case((expired, 1), else_=console_login_failures.c.failures + 1),
-            "window_start": sa.case((expired, sa.func.now()), else_=console_login_failures.c.window_start),
-        }))
+def uncount_attempt(conn: sa.Connection, key: str) -> None:
+    """Give back one attempt counted for ``key`` (one that succeeded)."""
+    conn.execute(sa.update(console_login_failures).where(console_login_failures.c.key == key)
+                 .values(failures=sa.func.greatest(console_login_failures.c.failures - 1, 0)))
 
 
 def clear_failures(conn: sa.Connection, keys: list[str]) -> None:

@@ -220,6 +220,9 @@ console_users = sa.Table(  # migration 0017
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("last_login_at", sa.DateTime(timezone=True)),
+    # What every session cookie of the user must carry (migration 0021); a new one ends all sessions.
+    sa.Column("session_generation", sa.BigInteger, nullable=False,
+              server_default=sa.text("nextval('imagesearch.console_session_generations')")),
 )
 
 console_login_failures = sa.Table(
