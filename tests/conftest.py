@@ -19,6 +19,7 @@ from imagesearch_pg.store import schema
 from imagesearch_pg.store.database import Database
 from imagesearch_pg.vision.encoders import EncoderRegistry
 from tests.s3_server import s3_server  # noqa: F401
+from tests.sql_logins import Logins
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +57,14 @@ def encoders(settings) -> EncoderRegistry:
 @pytest.fixture(scope="session")
 def service(database, encoders, settings) -> ImageSearch:
     return ImageSearch(database, encoders, settings)
+
+
+@pytest.fixture(scope="module")
+def logins(engine):
+    """LOGIN roles made with ``logins.make(kind, *granted_roles)``, dropped after the module."""
+    made = Logins(engine)
+    yield made
+    made.drop_all()
 
 
 _names = itertools.count()

@@ -180,3 +180,21 @@ def test_the_shard_commands(service, shard, settings, engine):
     made = CliRunner().invoke(cli, ["instance", "create", f"cli-{shard}", "--type", "generic", "--shard", shard], env=env)
     assert made.exit_code == 0 and made.stdout.endswith(f"on shard {shard})\n"), made.output
     service.delete_instance(f"cli-{shard}")
+
+
+def test_the_sql_surface_searches_a_shard_with_a_login_its_definer_cannot_read(service, shard, make_instance, engine,
+                                                                             logins):
+    made = make_instance("generic", shard=shard)
+    for product_id, picture in list(PICTURES.items())[:3]:
+        service.add_image(made.name, product_id, "0.png", picture)
+    reader = logins.make("reader", "imagesearch_reader")
+    assert reader.run("SELECT product_id FROM imagesearch.search_by_picture(:i, 'p1', '0.png', 2)",
+                      i=made.name)[0] == ("p1",)
+    with engine.connect() as conn:  # what the functions' role sees of the logins: nothing
+        conn.exec_driver_sql("SET ROLE imagesearch_definer")
+        options = conn.execute(sa.text("SELECT umoptions FROM pg_user_mappings WHERE srvname = :s"),
+                               {"s": f"imagesearch_shard_{shard}"}).scalars().all()
+        usable = conn.execute(sa.text("SELECT has_server_privilege(:s, 'USAGE')"),
+                              {"s": f"imagesearch_shard_{shard}"}).scalar()
+        conn.rollback()
+    assert len(options) == 2 and options == [None, None] and usable is False

@@ -24,16 +24,37 @@ def schema_dir(name: str) -> Path:
     return packaged if packaged.is_dir() else package.parent / name
 
 
+VECTOR_SCHEMA = "@vector_schema@"  # in sql/ files: pgvector's schema, as the database has it
+
+
+def _sql_text(connection: sa.Connection, filename: str) -> str:
+    """A file of sql/ with pgvector's schema put in where it names it (functions that run with a search_path
+    of pg_catalog alone name every other object with its schema)."""
+    sql = (schema_dir("sql") / filename).read_text(encoding="utf-8")
+    if VECTOR_SCHEMA in sql:
+        sql = sql.replace(VECTOR_SCHEMA, vector_schema(connection))
+    return sql
+
+
+def vector_schema(connection: sa.Connection) -> str:
+    """The schema of the vector extension, quoted as an identifier."""
+    quoted = connection.execute(sa.text(
+        "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+        " WHERE e.extname = 'vector'")).scalar_one()
+    if "'" in quoted or "$" in quoted:  # it is written inside SQL string literals and dollar quotes too
+        raise ValueError(f"the vector extension's schema {quoted} has a quote or $ in its name; move it elsewhere")
+    return quoted
+
+
 def run_sql_file(connection: sa.Connection, filename: str) -> None:
     """Run a file of sql/ as it is: through the driver with no parameters, so its % signs stay literal."""
-    sql = (schema_dir("sql") / filename).read_text(encoding="utf-8")
-    connection.connection.driver_connection.execute(sql)
+    connection.connection.driver_connection.execute(_sql_text(connection, filename))
 
 
 def run_sql_functions(connection: sa.Connection, filename: str, names: tuple[str, ...]) -> None:
     """(Re)define the named functions of a file of sql/ as the file defines them now (CREATE OR REPLACE):
     for a migration that brings databases made before a change of those definitions up to them."""
-    sql = (schema_dir("sql") / filename).read_text(encoding="utf-8")
+    sql = _sql_text(connection, filename)
     for name in names:
         found = re.search(rf"CREATE FUNCTION imagesearch\.{name}\(.*?\$\$;", sql, re.S)
         if found is None:

@@ -192,25 +192,13 @@ picture_queue = sa.Table(  # sql/0016_queue.sql: pictures written from SQL, for 
     sa.Column("path", sa.Text),
     sa.Column("attributes", pg.JSONB, nullable=False),
     sa.Column("source", sa.Text, nullable=False),
+    sa.Column("synced_table", sa.Text),  # regclass in the database: the synced table the item came from
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("error_code", sa.Text),
     sa.Column("error_message", sa.Text),
     sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
-)
-
-synced_tables = sa.Table(  # sql/0016_queue.sql: the user's tables whose triggers feed picture_queue
-    "synced_tables",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("instance_id", sa.Integer, sa.ForeignKey("instances.id"), nullable=False),
-    sa.Column("source", sa.Text, nullable=False),  # regclass in the database
-    sa.Column("key_columns", pg.ARRAY(sa.Text), nullable=False),
-    sa.Column("picture_column", sa.Text, nullable=False),
-    sa.Column("attribute_columns", pg.JSONB, nullable=False),
-    sa.Column("picture_location", sa.Text),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
 console_users = sa.Table(  # migration 0017

@@ -1,0 +1,166 @@
+"""The SQL surface's security model (sql/0022_security.sql, docs/sql.md "Security model"): the public
+functions run as imagesearch_definer, a role without power of its own, with search_path pg_catalog,
+pg_temp and every other object named with its schema; synced tables are read by their triggers as the user
+who changed them and queued through a row-level-security policy; a sync is its trigger (the table
+imagesearch.synced_tables becomes a view of those triggers), so the steps that registered one are gone.
+
+Syncs made before are moved onto triggers of the new form, which needs this user to own their tables
+(or be a superuser): else the upgrade stops, changing nothing, and says which tables.
+
+Revision ID: 0022
+Revises: 0021
+Create Date: 2026-12-07
+"""
+
+from alembic import op
+
+from imagesearch_pg.store.schema import run_sql_functions
+
+revision = "0022"
+down_revision = "0021"
+branch_labels = None
+depends_on = None
+
+FILE = "0022_security.sql"
+NEW = ("sync_label", "sync_settings", "synced_values_sql", "may_queue_synced_change", "sync_instance_id", "map_shard_for_definer")
+REDEFINED = ("plan_search", "scan", "nearest_fused", "duplicate_pairs", "search_by_picture", "search_by_vector",
+             "search_by_product", "synced_row_changed", "sync_table", "unsync_table", "create_picture_partition",
+             "add_shard", "drop_shard", "grant_roles")
+REGISTRATION = ("register_sync(text, regclass, text[], text, jsonb, text)", "unregister_sync(text, regclass)",
+                "enqueue_synced_add(imagesearch.synced_tables, text, anyelement)",
+                "synced_values(imagesearch.synced_tables, anyelement)")
+BEFORE = {"0016_search.sql": ("plan_search", "search_by_picture", "search_by_vector", "search_by_product"),
+          "0018_halfvec_embeddings.sql": ("scan", "nearest_fused", "duplicate_pairs"),
+          "0020_shards.sql": ("create_picture_partition", "add_shard", "drop_shard"),
+          "0016_queue.sql": ("synced_values", "enqueue_synced_add", "synced_row_changed", "sync_table",
+                             "register_sync", "unsync_table", "unregister_sync"),
+          "0016_roles.sql": ("grant_roles",)}
+OWNED_BY_DEFINER = ("search_by_picture(text, text, text, integer, integer, text, integer, boolean, double precision)",
+                   "search_by_vector(text, vector, integer, integer, text, integer, boolean, double precision)",
+                   "search_by_product(text, text, integer, integer, text, integer, boolean, double precision)",
+                   "duplicate_pairs(text, double precision, integer)", "add_image(text, text, text, bytea, jsonb)",
+                   "add_image_from_storage(text, text, text, text, text, jsonb)", "delete_image(text, text, text)",
+                   "retry_failed(text)", "sync_instance_id(text, jsonb, text)")
+
+SYNCED_TABLES_VIEW = """
+    CREATE VIEW imagesearch.synced_tables AS
+    SELECT i.name AS instance, t.tgrelid::regclass AS source,
+           ARRAY(SELECT jsonb_array_elements_text(s.settings -> 'key_columns')) AS key_columns,
+           s.settings ->> 'picture_column' AS picture_column, s.settings -> 'attribute_columns' AS attribute_columns,
+           s.settings ->> 'picture_location' AS picture_location
+    FROM pg_trigger t CROSS JOIN LATERAL (SELECT imagesearch.sync_settings(t.tgargs) AS settings) s
+    JOIN imagesearch.instances i ON i.id::text = s.settings ->> 'instance_id'
+    WHERE t.tgfoid = 'imagesearch.synced_row_changed()'::regprocedure"""
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE imagesearch.picture_queue ADD COLUMN synced_table regclass")
+    for signature in REGISTRATION:
+        op.execute(f"DROP FUNCTION imagesearch.{signature}")
+    run_sql_functions(op.get_bind(), FILE, NEW + REDEFINED)
+    op.execute("""
+        DO $$
+        DECLARE s record;
+        BEGIN
+            FOR s IN SELECT * FROM imagesearch.synced_tables LOOP
+                EXECUTE format('DROP TRIGGER %I ON %s', 'imagesearch_sync_' || s.id, imagesearch.sync_label(s.source));
+                EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
+                               ' EXECUTE FUNCTION imagesearch.synced_row_changed(%L)', 'imagesearch_sync_' || s.instance_id,
+                               imagesearch.sync_label(s.source), jsonb_build_object('instance_id', s.instance_id,
+                                   'key_columns', to_jsonb(s.key_columns), 'picture_column', s.picture_column,
+                                   'attribute_columns', s.attribute_columns, 'picture_location', s.picture_location)::text);
+            END LOOP;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE EXCEPTION 'imagesearch: the synced tables % get triggers of a new form, which this user may not '
+                            'make (%); run imagesearch db upgrade as their owner or a superuser',
+                (SELECT string_agg(source::text, ', ') FROM imagesearch.synced_tables), SQLERRM;
+        END $$""")
+    op.execute("DROP TABLE imagesearch.synced_tables")
+    op.execute(SYNCED_TABLES_VIEW)
+    op.execute("ALTER TABLE imagesearch.picture_queue ENABLE ROW LEVEL SECURITY")
+    op.execute("""
+        CREATE POLICY synced_change ON imagesearch.picture_queue FOR INSERT TO PUBLIC
+        WITH CHECK (synced_table IS NOT NULL
+                    AND imagesearch.may_queue_synced_change(instance_id, synced_table, operation, location, source))""")
+    op.execute("SELECT imagesearch.grant_roles()")
+
+
+def downgrade() -> None:
+    op.execute("DROP POLICY synced_change ON imagesearch.picture_queue")
+    op.execute("DROP POLICY IF EXISTS surface ON imagesearch.picture_queue")
+    op.execute("ALTER TABLE imagesearch.picture_queue DISABLE ROW LEVEL SECURITY")
+    op.execute("DROP VIEW imagesearch.synced_tables")
+    op.execute("""
+        CREATE TABLE imagesearch.synced_tables (
+            id serial PRIMARY KEY,
+            instance_id integer NOT NULL REFERENCES imagesearch.instances (id) ON DELETE CASCADE,
+            source regclass NOT NULL,
+            key_columns text[] NOT NULL,
+            picture_column text NOT NULL,
+            attribute_columns jsonb NOT NULL,
+            picture_location text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (instance_id, source)
+        )""")
+    op.execute("""
+        DO $$
+        DECLARE
+            s record;
+            sync_id integer;
+        BEGIN
+            FOR s IN SELECT t.tgrelid::regclass AS source, t.tgname, imagesearch.sync_settings(t.tgargs) AS settings
+                     FROM pg_trigger t WHERE t.tgfoid = 'imagesearch.synced_row_changed()'::regprocedure LOOP
+                sync_id := 0;  -- a trigger whose instance is gone: the old trigger function warns about it
+                IF EXISTS (SELECT FROM imagesearch.instances i WHERE i.id::text = s.settings ->> 'instance_id') THEN
+                    INSERT INTO imagesearch.synced_tables (instance_id, source, key_columns, picture_column,
+                                                           attribute_columns, picture_location)
+                    VALUES ((s.settings ->> 'instance_id')::integer, s.source,
+                            ARRAY(SELECT jsonb_array_elements_text(s.settings -> 'key_columns')),
+                            s.settings ->> 'picture_column', s.settings -> 'attribute_columns',
+                            s.settings ->> 'picture_location')
+                    RETURNING id INTO sync_id;
+                END IF;
+                EXECUTE format('DROP TRIGGER %I ON %s', s.tgname, imagesearch.sync_label(s.source));
+                EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
+                               ' EXECUTE FUNCTION imagesearch.synced_row_changed(%s)', 'imagesearch_sync_' || sync_id,
+                               imagesearch.sync_label(s.source), sync_id);
+            END LOOP;
+        END $$""")
+    # Back to this user (the role goes below, unless another database still uses it).
+    for signature in OWNED_BY_DEFINER:
+        op.execute(f"ALTER FUNCTION imagesearch.{signature} OWNER TO CURRENT_USER")
+    op.execute("""
+        DO $$
+        DECLARE s record;
+        BEGIN
+            FOR s IN SELECT server FROM imagesearch.shards LOOP
+                EXECUTE format('DROP USER MAPPING IF EXISTS FOR imagesearch_definer SERVER %I', s.server);
+            END LOOP;
+        EXCEPTION WHEN undefined_object THEN
+            NULL;  -- no such role
+        END $$""")
+    for filename, names in BEFORE.items():
+        run_sql_functions(op.get_bind(), filename, names)
+    for name in NEW:
+        op.execute(f"DROP FUNCTION imagesearch.{name}")
+    op.execute("ALTER TABLE imagesearch.picture_queue DROP COLUMN synced_table")
+    op.execute("""
+        DO $$
+        BEGIN
+            REVOKE USAGE ON SCHEMA imagesearch FROM PUBLIC;
+            REVOKE SELECT (id) ON imagesearch.instances FROM PUBLIC;
+            REVOKE INSERT ON imagesearch.picture_queue FROM PUBLIC;
+            REVOKE USAGE ON SEQUENCE imagesearch.picture_queue_id_seq FROM PUBLIC;
+            IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'imagesearch_definer') THEN
+                REVOKE ALL ON ALL TABLES IN SCHEMA imagesearch FROM imagesearch_definer;
+                REVOKE ALL ON ALL SEQUENCES IN SCHEMA imagesearch FROM imagesearch_definer;
+                REVOKE ALL ON ALL FUNCTIONS IN SCHEMA imagesearch FROM imagesearch_definer;
+                REVOKE ALL ON SCHEMA imagesearch FROM imagesearch_definer;
+                BEGIN
+                    DROP ROLE imagesearch_definer;
+                EXCEPTION WHEN dependent_objects_still_exist OR insufficient_privilege THEN
+                    RAISE NOTICE 'imagesearch: the role imagesearch_definer stays (%)', SQLERRM;
+                END;
+            END IF;
+        END $$""")
+    op.execute("SELECT imagesearch.grant_roles()")

@@ -1,0 +1,711 @@
+-- Migration 0022: the SQL surface's security model (docs/sql.md, "Security model").
+--
+-- * The public functions run as imagesearch_definer (SECURITY DEFINER), a NOLOGIN role that is not a
+--   superuser and holds only what they need: it reads instances and pictures and writes the picture queue;
+--   it cannot read the service's secrets (access keys, console accounts and key, shard logins).
+-- * They run with search_path = pg_catalog, pg_temp: every other object they reach is named with its
+--   schema, imagesearch or pgvector's (written @vector_schema@ here; store/schema.py puts the extension's
+--   schema in when the file is run), so no object a caller creates can stand in for one of them.
+-- * Synced tables are read by their triggers as the user who changed the row (SECURITY INVOKER): values
+--   of the user's types are turned into text, bytea and jsonb with the user's own rights, then queued
+--   through a row-level-security policy that lets a role queue a table's changes only if it may write
+--   that table. A sync is its trigger: its settings are the trigger's argument, so a sync exists exactly
+--   when someone allowed to create a trigger on the table made it, and goes when the trigger is dropped.
+
+-- ---- searches: pgvector's types, operators and functions named with their schema --------------------------
+
+CREATE FUNCTION imagesearch.plan_search(p_instance text, p_filter text, p_category_id integer,
+                                        p_exclude_product text, p_num integer, p_start integer,
+                                        p_threshold double precision, p_distinct boolean)
+RETURNS imagesearch.search_plan
+LANGUAGE plpgsql AS $$
+DECLARE
+    r imagesearch.search_plan;
+    compiled imagesearch.compiled_filter;
+    inst imagesearch.instances;
+    category integer;
+    conditions text[] := '{}';
+    plan jsonb;
+BEGIN
+    -- In the order the service checks them (Searches._window).
+    PERFORM imagesearch.check_window(p_num, p_start, p_threshold);
+    compiled := imagesearch.compile_filter(p_filter);
+    inst := imagesearch.instance_named(p_instance);
+    category := imagesearch.checked_category(inst.service_type, p_category_id);
+    IF compiled.condition IS NOT NULL THEN
+        conditions := conditions || ('(' || compiled.condition || ')');
+    END IF;
+    IF category IS NOT NULL THEN
+        conditions := conditions || 'p.category_id = $5'::text;
+    END IF;
+    IF p_exclude_product IS NOT NULL THEN
+        conditions := conditions || 'p.product_id <> $6'::text;
+    END IF;
+    r := ROW(inst.id, inst.embedding_dim, imagesearch.partition_name(inst.id), inst.encoder,
+             CASE WHEN cardinality(conditions) > 0 THEN array_to_string(conditions, ' AND ') END,
+             compiled.ints, compiled.strs, category, p_exclude_product,
+             p_num, p_start, p_threshold, coalesce(p_distinct, false), NULL, NULL);
+    IF r.condition IS NOT NULL THEN
+        EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM imagesearch.%1$I p WHERE %2$s'
+                       ' UNION ALL SELECT 1 FROM imagesearch.%1$I p', r.part, r.condition)
+            INTO plan USING r.ints, r.strs, NULL::@vector_schema@.vector, NULL::integer, r.category_id, r.exclude_product;
+        plan := plan -> 0 -> 'Plan';
+        IF plan ->> 'Node Type' = 'Append' AND jsonb_array_length(plan -> 'Plans') = 2 THEN
+            r.matching := (plan -> 'Plans' -> 0 ->> 'Plan Rows')::float8;
+            r.total := (plan -> 'Plans' -> 1 ->> 'Plan Rows')::float8;
+        ELSE
+            r.matching := 0;  -- the planner proved that nothing matches
+            r.total := (plan ->> 'Plan Rows')::float8;
+        END IF;
+    END IF;
+    RETURN r;
+END $$;
+
+-- The HNSW walk (p_exact false: ORDER BY the partition's index expression) or the exact scan of the
+-- matches (no cast to the instance's dimension, so no index), best first.
+CREATE FUNCTION imagesearch.scan(r imagesearch.search_plan, p_query @vector_schema@.vector, p_limit integer,
+                                 p_exact boolean)
+RETURNS SETOF imagesearch.search_result
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    distance text := CASE WHEN p_exact THEN 'p.embedding OPERATOR(@vector_schema@.<=>) $3::@vector_schema@.halfvec'
+                          ELSE format('p.embedding::@vector_schema@.halfvec(%1$s) OPERATOR(@vector_schema@.<=>)'
+                                      ' $3::@vector_schema@.halfvec(%1$s)', r.dim) END;
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'SELECT p.product_id, p.pic_name, imagesearch.cosine_score(%1$s), p.category_id, p.custom_content,'
+        ' p.int_attr, p.int_attr2, p.int_attr3, p.int_attr4, p.str_attr, p.str_attr2, p.str_attr3, p.str_attr4'
+        ' FROM imagesearch.%2$I p%3$s ORDER BY %1$s LIMIT $4',
+        distance, r.part, CASE WHEN r.condition IS NULL THEN '' ELSE ' WHERE ' || r.condition END)
+    USING r.ints, r.strs, p_query, p_limit, r.category_id, r.exclude_product;
+END $$;
+
+-- A stored picture's embedding and silhouette together: a picture's distance is the least of its
+-- embedding's to p_query and its silhouette's to p_silhouette plus p_margin.
+CREATE FUNCTION imagesearch.nearest_fused(r imagesearch.search_plan, p_query @vector_schema@.vector,
+                                          p_silhouette @vector_schema@.halfvec, p_margin double precision,
+                                          p_limit integer)
+RETURNS SETOF imagesearch.search_result
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    columns constant text := 'p.product_id, p.pic_name, imagesearch.cosine_score(%s), p.category_id, p.custom_content,'
+        ' p.int_attr, p.int_attr2, p.int_attr3, p.int_attr4, p.str_attr, p.str_attr2, p.str_attr3, p.str_attr4';
+    least_distance constant text := 'least(p.embedding OPERATOR(@vector_schema@.<=>) $3::@vector_schema@.halfvec,'
+        ' (p.silhouette OPERATOR(@vector_schema@.<=>) $7) + $8)';
+BEGIN
+    IF r.condition IS NOT NULL THEN
+        RETURN QUERY EXECUTE 'SELECT ' || format(columns, least_distance)
+            || format(' FROM imagesearch.%I p WHERE %s ORDER BY %s LIMIT $4', r.part, r.condition, least_distance)
+        USING r.ints, r.strs, p_query, p_limit, r.category_id, r.exclude_product, p_silhouette, p_margin;
+        RETURN;
+    END IF;
+    -- Each vector walks its own index for its p_limit nearest; a picture of the fused top p_limit is in the
+    -- top p_limit of the vector that gives its least distance.
+    RETURN QUERY EXECUTE format(
+        'SELECT %3$s FROM imagesearch.%2$I p JOIN ('
+        '  SELECT hits.key_digest, min(hits.distance + hits.margin) AS distance FROM ('
+        '    (SELECT p.key_digest, p.embedding::@vector_schema@.halfvec(%1$s) OPERATOR(@vector_schema@.<=>)'
+        '       $3::@vector_schema@.halfvec(%1$s) AS distance, 0.0::float8 AS margin'
+        '     FROM imagesearch.%2$I p ORDER BY p.embedding::@vector_schema@.halfvec(%1$s) OPERATOR(@vector_schema@.<=>)'
+        '       $3::@vector_schema@.halfvec(%1$s) LIMIT $4)'
+        '    UNION ALL'
+        '    (SELECT p.key_digest, p.silhouette::@vector_schema@.halfvec(%1$s) OPERATOR(@vector_schema@.<=>) $7'
+        '       AS distance, $8 AS margin'
+        '     FROM imagesearch.%2$I p ORDER BY p.silhouette::@vector_schema@.halfvec(%1$s) OPERATOR(@vector_schema@.<=>) $7'
+        '     LIMIT $4)'
+        '  ) hits GROUP BY hits.key_digest ORDER BY min(hits.distance + hits.margin) LIMIT $4'
+        ') best ON p.key_digest = best.key_digest ORDER BY best.distance',
+        r.dim, r.part, format(columns, 'best.distance'))
+    USING r.ints, r.strs, p_query, p_limit, r.category_id, r.exclude_product, p_silhouette, p_margin;
+END $$;
+
+CREATE FUNCTION imagesearch.duplicate_pairs(instance text, min_score double precision, neighbours integer DEFAULT 10)
+RETURNS TABLE (product_id_a text, pic_name_a text, product_id_b text, pic_name_b text, score double precision)
+LANGUAGE plpgsql
+SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
+DECLARE
+    inst imagesearch.instances;
+    part text;
+BEGIN
+    IF min_score IS NULL OR NOT (min_score BETWEEN 0 AND 1) THEN
+        PERFORM imagesearch.raise_error('InvalidParameter', format('min_score must be a number from 0 to 1, got %s',
+            coalesce(lower(min_score::text), 'NULL')));
+    END IF;
+    IF neighbours IS NULL OR neighbours NOT BETWEEN 1 AND 100 THEN
+        PERFORM imagesearch.raise_error('InvalidParameter', format('neighbours must be an integer from 1 to 100, got %s',
+            coalesce(neighbours::text, 'NULL')));
+    END IF;
+    inst := imagesearch.instance_named(instance);
+    part := imagesearch.partition_name(inst.id);
+    RETURN QUERY EXECUTE format(
+        'SELECT d.pa, d.na, d.pb, d.nb, d.score FROM ('
+        ' SELECT DISTINCT ON (x.low, x.high) x.pa, x.na, x.pb, x.nb, x.score FROM ('
+        '  SELECT least(a.key_digest, b.key_digest) AS low, greatest(a.key_digest, b.key_digest) AS high,'
+        '         CASE WHEN a.key_digest < b.key_digest THEN a.product_id ELSE b.product_id END AS pa,'
+        '         CASE WHEN a.key_digest < b.key_digest THEN a.pic_name ELSE b.pic_name END AS na,'
+        '         CASE WHEN a.key_digest < b.key_digest THEN b.product_id ELSE a.product_id END AS pb,'
+        '         CASE WHEN a.key_digest < b.key_digest THEN b.pic_name ELSE a.pic_name END AS nb,'
+        '         imagesearch.cosine_score(b.distance) AS score'
+        '  FROM imagesearch.%2$I a CROSS JOIN LATERAL ('
+        '    SELECT p.key_digest, p.product_id, p.pic_name, p.embedding::@vector_schema@.halfvec(%1$s)'
+        '           OPERATOR(@vector_schema@.<=>) a.embedding::@vector_schema@.halfvec(%1$s) AS distance'
+        '    FROM imagesearch.%2$I p ORDER BY p.embedding::@vector_schema@.halfvec(%1$s)'
+        '           OPERATOR(@vector_schema@.<=>) a.embedding::@vector_schema@.halfvec(%1$s) LIMIT $1 + 1) b'
+        '  WHERE b.key_digest <> a.key_digest AND imagesearch.cosine_score(b.distance) >= $2'
+        ' ) x ORDER BY x.low, x.high'
+        ') d ORDER BY d.score DESC, d.pa COLLATE "C", d.na COLLATE "C", d.pb COLLATE "C", d.nb COLLATE "C"',
+        inst.embedding_dim, part)
+    USING neighbours, min_score;
+END $$;
+
+CREATE FUNCTION imagesearch.search_by_picture(instance text, product_id text, pic_name text, num integer DEFAULT 10,
+    start integer DEFAULT 0, filter text DEFAULT NULL, category_id integer DEFAULT NULL,
+    distinct_product_id boolean DEFAULT false, score_threshold double precision DEFAULT NULL)
+RETURNS SETOF imagesearch.search_result
+LANGUAGE plpgsql
+SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
+DECLARE
+    r imagesearch.search_plan;
+    query @vector_schema@.vector;
+    silhouette @vector_schema@.halfvec;
+    margin double precision;
+BEGIN
+    PERFORM imagesearch.check_text('ProductId', product_id, 512, true);
+    PERFORM imagesearch.check_text('PicName', pic_name, 512, true);
+    r := imagesearch.plan_search(instance, filter, category_id, NULL, num, start, score_threshold, distinct_product_id);
+    EXECUTE format('SELECT p.embedding::@vector_schema@.vector, p.silhouette FROM imagesearch.%I p'
+                   ' WHERE p.key_digest = $1', r.part)
+        INTO query, silhouette USING imagesearch.key_digest(product_id, pic_name);
+    IF query IS NULL THEN
+        PERFORM imagesearch.raise_error('NoSpecifiedSearchPic', format('no picture with ProductId %s and PicName %s',
+            imagesearch.py_repr(product_id), imagesearch.py_repr(pic_name)));
+    END IF;
+    margin := imagesearch.silhouette_margin(r.encoder);
+    IF margin IS NOT NULL AND silhouette IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM imagesearch.ranked(r, 'fused', query, silhouette, margin, NULL);
+    ELSE
+        RETURN QUERY SELECT * FROM imagesearch.ranked(r, 'vector', query, NULL, NULL, NULL);
+    END IF;
+END $$;
+
+CREATE FUNCTION imagesearch.search_by_vector(instance text, query @vector_schema@.vector, num integer DEFAULT 10,
+    start integer DEFAULT 0, filter text DEFAULT NULL, category_id integer DEFAULT NULL,
+    distinct_product_id boolean DEFAULT false, score_threshold double precision DEFAULT NULL)
+RETURNS SETOF imagesearch.search_result
+LANGUAGE plpgsql
+SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
+DECLARE
+    r imagesearch.search_plan := imagesearch.plan_search(instance, filter, category_id, NULL, num, start,
+                                                         score_threshold, distinct_product_id);
+BEGIN
+    IF query IS NULL THEN
+        PERFORM imagesearch.raise_error('InvalidParameter', format('the query vector must be a list of %s numbers', r.dim));
+    ELSIF @vector_schema@.vector_dims(query) <> r.dim THEN
+        PERFORM imagesearch.raise_error('InvalidParameter', format(
+            'the query vector has shape (%s,); the instance''s vectors have %s numbers',
+            @vector_schema@.vector_dims(query), r.dim));
+    ELSIF @vector_schema@.vector_norm(query) = 0 THEN
+        PERFORM imagesearch.raise_error('InvalidParameter', 'the query vector is all zeros; a direction is needed');
+    END IF;
+    RETURN QUERY SELECT * FROM imagesearch.ranked(r, 'vector', @vector_schema@.l2_normalize(query), NULL, NULL, NULL);
+END $$;
+
+CREATE FUNCTION imagesearch.search_by_product(instance text, product_id text, num integer DEFAULT 10,
+    start integer DEFAULT 0, filter text DEFAULT NULL, category_id integer DEFAULT NULL,
+    distinct_product_id boolean DEFAULT false, score_threshold double precision DEFAULT NULL)
+RETURNS SETOF imagesearch.search_result
+LANGUAGE plpgsql
+SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order AS $$
+DECLARE
+    r imagesearch.search_plan;
+    queries @vector_schema@.vector[];
+BEGIN
+    PERFORM imagesearch.check_text('ProductId', product_id, 512, true);
+    r := imagesearch.plan_search(instance, filter, category_id, product_id, num, start, score_threshold,
+                                 distinct_product_id);
+    EXECUTE format('SELECT array_agg(e ORDER BY n COLLATE "C") FROM (SELECT p.embedding::@vector_schema@.vector,'
+                   ' p.pic_name FROM imagesearch.%I p WHERE p.product_id = $1 ORDER BY p.pic_name COLLATE "C"'
+                   ' LIMIT 100) f(e, n)', r.part)
+        INTO queries USING product_id;
+    IF queries IS NULL THEN
+        PERFORM imagesearch.raise_error('NoSpecifiedSearchPic',
+            format('no pictures with ProductId %s', imagesearch.py_repr(product_id)));
+    END IF;
+    RETURN QUERY SELECT * FROM imagesearch.ranked(r, 'any', NULL, NULL, NULL, queries);
+END $$;
+
+-- ---- synced tables ---------------------------------------------------------------------------------------
+
+-- A table's name as queue items show their source: schema and name, quoted where they need it.
+CREATE FUNCTION imagesearch.sync_label(p_table regclass) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table
+$$;
+
+-- A sync's settings, from its trigger's argument (pg_trigger.tgargs: the JSON text, then a zero byte):
+-- {"instance_id", "key_columns", "picture_column", "attribute_columns", "picture_location"}. NULL for a
+-- trigger of this function whose argument is not such an object (made by hand): it syncs nothing.
+CREATE FUNCTION imagesearch.sync_settings(p_trigger_arguments bytea) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    settings jsonb;
+BEGIN
+    settings := pg_catalog.convert_from(pg_catalog.substring(p_trigger_arguments, 1,
+                    pg_catalog.position(p_trigger_arguments, '\x00'::bytea) - 1), pg_catalog.getdatabaseencoding())::jsonb;
+    RETURN CASE WHEN pg_catalog.jsonb_typeof(settings) = 'object' THEN settings END;
+EXCEPTION WHEN data_exception THEN  -- not JSON, or no argument
+    RETURN NULL;
+END $$;
+
+-- A synced row's values, as SQL over the row p_row (an alias, or ($1) for a row passed to EXECUTE):
+-- product_id and pic_name as text (a NULL product_id: the row is not synced), the picture's bytes or its
+-- path in the sync's location, the attributes under the API's names as JSON, and whether it has a picture.
+-- Run by the user's own statements (the trigger, sync_table), so the user's types are read with their rights.
+CREATE FUNCTION imagesearch.synced_values_sql(p_settings jsonb, p_row text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT pg_catalog.format('%1$s.%2$I::pg_catalog.text AS product_id, %3$s AS pic_name, %4$s AS picture,'
+                             ' %5$s AS path, %6$s AS attributes, %1$s.%7$I IS NOT NULL AS has_picture',
+        p_row, p_settings -> 'key_columns' ->> 0,
+        CASE WHEN pg_catalog.jsonb_array_length(p_settings -> 'key_columns') > 1
+             THEN pg_catalog.format('%s.%I::pg_catalog.text', p_row, p_settings -> 'key_columns' ->> 1)
+             ELSE pg_catalog.format('%L::pg_catalog.text', p_settings ->> 'picture_column') END,
+        CASE WHEN p_settings ->> 'picture_location' IS NULL
+             THEN pg_catalog.format('%s.%I', p_row, p_settings ->> 'picture_column') ELSE 'NULL::pg_catalog.bytea' END,
+        CASE WHEN p_settings ->> 'picture_location' IS NULL THEN 'NULL::pg_catalog.text'
+             ELSE pg_catalog.format('%s.%I::pg_catalog.text', p_row, p_settings ->> 'picture_column') END,
+        coalesce((SELECT 'pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(pg_catalog.format(
+                      '%L, pg_catalog.to_jsonb(%s.%I)', a.key, p_row, a.value), ', ' ORDER BY a.key) || ')'
+                  FROM pg_catalog.jsonb_each_text(p_settings -> 'attribute_columns') a), '''{}''::pg_catalog.jsonb'),
+        p_settings ->> 'picture_column')
+$$;
+
+-- The row-level-security check of a synced change queued by a user's statement: the role that queues it
+-- could make the change through the table itself (an add: it may insert or update rows; an update: update
+-- them; a delete: delete or update them), the table carries this instance's sync, and the item names the
+-- table and the sync's location as they are.
+CREATE FUNCTION imagesearch.may_queue_synced_change(p_instance_id integer, p_table regclass, p_operation text,
+                                                    p_location text, p_source text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE p_operation
+               WHEN 'add' THEN pg_catalog.has_any_column_privilege(p_table, 'INSERT, UPDATE')
+               WHEN 'update' THEN pg_catalog.has_any_column_privilege(p_table, 'UPDATE')
+               WHEN 'delete' THEN pg_catalog.has_table_privilege(p_table, 'DELETE')
+                                  OR pg_catalog.has_any_column_privilege(p_table, 'UPDATE')
+               ELSE false END
+       AND p_source = imagesearch.sync_label(p_table)
+       AND EXISTS (SELECT FROM pg_catalog.pg_trigger t CROSS JOIN LATERAL imagesearch.sync_settings(t.tgargs) s
+                   WHERE t.tgrelid = p_table AND t.tgfoid = 'imagesearch.synced_row_changed()'::pg_catalog.regprocedure
+                     AND s ->> 'instance_id' = p_instance_id::pg_catalog.text
+                     AND s ->> 'picture_location' IS NOT DISTINCT FROM p_location)
+$$;
+
+-- What sync_table needs checked with this schema's data: the instance (its id is returned), the attribute
+-- names and the storage location. It changes nothing.
+CREATE FUNCTION imagesearch.sync_instance_id(instance text, attribute_columns jsonb, picture_location text)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    inst imagesearch.instances := imagesearch.instance_named(instance);
+BEGIN
+    IF attribute_columns IS NULL OR jsonb_typeof(attribute_columns) <> 'object'
+       OR EXISTS (SELECT FROM jsonb_each(attribute_columns) a WHERE jsonb_typeof(a.value) <> 'string') THEN
+        PERFORM imagesearch.raise_error('InvalidParameter',
+            'attribute_columns must be a JSON object of attribute names to column names, such as {"IntAttr": "price"}');
+    END IF;
+    PERFORM imagesearch.check_queued_attributes(inst.service_type,
+        (SELECT coalesce(jsonb_object_agg(key, NULL), '{}') FROM jsonb_each(attribute_columns)));
+    IF picture_location IS NOT NULL AND NOT EXISTS (
+            SELECT FROM imagesearch.storage_locations l WHERE l.name = picture_location
+            AND (l.instances IS NULL OR inst.name = ANY (l.instances))) THEN
+        PERFORM imagesearch.raise_error('InvalidParameter', format('no storage location %s for instance %s',
+            imagesearch.py_repr(picture_location), imagesearch.py_repr(inst.name)));
+    END IF;
+    RETURN inst.id;
+END $$;
+
+-- One changed row of a synced table, as queue items: a new or re-pictured row is an add (embedded again),
+-- an attribute-only change an update, a deleted row (or one whose key or picture went away) a delete.
+-- It runs as the user whose statement changed the row.
+CREATE FUNCTION imagesearch.synced_row_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    settings constant jsonb := TG_ARGV[0]::jsonb;
+    instance_id constant integer := (settings ->> 'instance_id')::integer;
+    location constant text := settings ->> 'picture_location';
+    source constant text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    reading constant text := 'SELECT ' || imagesearch.synced_values_sql(settings, '($1)');
+    was record;
+    now_ record;
+    had boolean := false;     -- the row was synced: a ProductId and a picture
+    has boolean := false;     -- and is now
+    moved boolean := false;   -- to another key
+    repictured boolean := false;
+BEGIN
+    IF NOT EXISTS (SELECT FROM imagesearch.instances i WHERE i.id = instance_id) THEN
+        -- Its instance was deleted: the user's writes go on; the trigger is theirs to drop.
+        RAISE WARNING 'imagesearch: table % is no longer synced (its instance was deleted); DROP TRIGGER % ON % removes this trigger',
+            source, quote_ident(TG_NAME), source;
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        EXECUTE reading INTO was USING OLD;
+        had := was.product_id IS NOT NULL AND was.has_picture;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        EXECUTE reading INTO now_ USING NEW;
+        has := now_.product_id IS NOT NULL AND now_.has_picture;
+    END IF;
+    IF had AND has THEN
+        moved := (was.product_id, was.pic_name) IS DISTINCT FROM (now_.product_id, now_.pic_name);
+        EXECUTE format('SELECT ($1).%1$I IS DISTINCT FROM ($2).%1$I', settings ->> 'picture_column')
+            INTO repictured USING NEW, OLD;
+    END IF;
+    IF had AND (moved OR NOT has) THEN
+        INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, pic_name, source, synced_table)
+        VALUES (instance_id, 'delete', was.product_id, was.pic_name, source, TG_RELID);
+    END IF;
+    IF NOT has THEN
+        RETURN NULL;
+    END IF;
+    IF NOT had OR moved OR repictured THEN
+        INSERT INTO imagesearch.picture_queue
+            (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source, synced_table)
+        VALUES (instance_id, 'add', now_.product_id, now_.pic_name, now_.picture, location, now_.path,
+                now_.attributes, source, TG_RELID);
+    ELSIF was.attributes IS DISTINCT FROM now_.attributes THEN
+        INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, pic_name, attributes, source, synced_table)
+        VALUES (instance_id, 'update', now_.product_id, now_.pic_name, now_.attributes, source, TG_RELID);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Keep the pictures of a table of your own in an instance: every row with a picture is queued now, and
+-- the trigger queues every later insert, update and delete. key_columns: ProductId's column, then PicName's
+-- (without one, PicName is the picture column's name). The picture column is bytea (the file's bytes), or
+-- text with picture_location: paths inside that storage location. Returns how many rows were queued.
+-- It runs as its caller, who must be allowed to create a trigger on the table, read it and write it.
+CREATE FUNCTION imagesearch.sync_table(instance text, source regclass, key_columns text[], picture_column text,
+                                       attribute_columns jsonb DEFAULT '{}', picture_location text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    instance_id constant integer := imagesearch.sync_instance_id(instance, attribute_columns, picture_location);
+    picture_type constant text := CASE WHEN picture_location IS NULL THEN 'bytea' ELSE 'text' END;
+    trigger_name constant text := 'imagesearch_sync_' || instance_id;
+    label text;
+    settings jsonb;
+    kind text;
+    column_name text;
+    queued integer;
+BEGIN
+    IF source IS NULL THEN
+        PERFORM imagesearch.raise_error('MissingParameter', 'source is required');
+    END IF;
+    IF key_columns IS NULL OR cardinality(key_columns) NOT BETWEEN 1 AND 2 OR array_position(key_columns, NULL) IS NOT NULL THEN
+        PERFORM imagesearch.raise_error('InvalidParameter',
+            'key_columns must name ProductId''s column, and optionally PicName''s: 1 or 2 columns');
+    END IF;
+    IF picture_column IS NULL THEN
+        PERFORM imagesearch.raise_error('MissingParameter', 'picture_column is required');
+    END IF;
+    label := imagesearch.sync_label(source);
+    FOREACH column_name IN ARRAY key_columns || picture_column
+                                 || ARRAY(SELECT value FROM jsonb_each_text(attribute_columns)) LOOP
+        kind := (SELECT format_type(a.atttypid, NULL) FROM pg_attribute a
+                 WHERE a.attrelid = source AND a.attname = column_name AND a.attnum > 0 AND NOT a.attisdropped);
+        IF kind IS NULL THEN
+            PERFORM imagesearch.raise_error('InvalidParameter',
+                format('table %s has no column %s', label, imagesearch.py_repr(column_name)));
+        END IF;
+        IF column_name = picture_column AND kind <> picture_type THEN
+            PERFORM imagesearch.raise_error('InvalidParameter', format(
+                'the picture column %s is %s; it must be bytea (the file''s bytes), or text with picture_location',
+                imagesearch.py_repr(column_name), kind));
+        END IF;
+    END LOOP;
+    IF NOT has_table_privilege(source, 'SELECT') OR NOT has_any_column_privilege(source, 'INSERT, UPDATE') THEN
+        PERFORM imagesearch.raise_error('NoPermission',
+            format('table %s must be readable and writable by the role that syncs it', label));
+    END IF;
+    IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = source AND t.tgname = trigger_name) THEN
+        PERFORM imagesearch.raise_error('InvalidParameter',
+            format('table %s is already synced to instance %s', label, imagesearch.py_repr(instance)));
+    END IF;
+    settings := jsonb_build_object('instance_id', instance_id, 'key_columns', to_jsonb(key_columns),
+                                   'picture_column', picture_column, 'attribute_columns', attribute_columns,
+                                   'picture_location', picture_location);
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
+                   ' EXECUTE FUNCTION imagesearch.synced_row_changed(%L)', trigger_name, label, settings::text);
+    -- The rows already there: as if each were inserted now.
+    EXECUTE format('INSERT INTO imagesearch.picture_queue'
+                   ' (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source, synced_table)'
+                   ' SELECT $1, ''add'', v.product_id, v.pic_name, v.picture, $2, v.path, v.attributes, $3, $4'
+                   ' FROM (SELECT %s FROM %s t) v'
+                   ' WHERE v.product_id IS NOT NULL AND v.has_picture',
+                   imagesearch.synced_values_sql(settings, 't'), label)
+        USING instance_id, picture_location, label, source;
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    RETURN queued;
+END $$;
+
+-- Stop syncing a table: its trigger goes (dropping it needs the table's owner); its pictures stay.
+CREATE FUNCTION imagesearch.unsync_table(instance text, source regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    trigger_name constant text := 'imagesearch_sync_' || imagesearch.sync_instance_id(instance, '{}', NULL);
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = source AND t.tgname = trigger_name
+                   AND t.tgfoid = 'imagesearch.synced_row_changed()'::regprocedure) THEN
+        PERFORM imagesearch.raise_error('InvalidParameter', format('table %s is not synced to instance %s',
+            source, imagesearch.py_repr(instance)));
+    END IF;
+    EXECUTE format('DROP TRIGGER %I ON %s', trigger_name, source);
+END $$;
+
+-- ---- pictures, shards and roles --------------------------------------------------------------------------
+
+-- As sql/0020's, and readable by the SQL surface's functions (imagesearch_definer), here or on a shard.
+CREATE FUNCTION imagesearch.create_picture_partition(p_instance_id integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    part text := imagesearch.partition_name(p_instance_id);
+    srv name := imagesearch.shard_server(p_instance_id);
+    p_dim integer;
+    columns text;
+    ix record;
+BEGIN
+    SELECT embedding_dim INTO STRICT p_dim FROM imagesearch.instances WHERE id = p_instance_id;
+    IF p_dim < 1 OR p_dim > 2000 THEN
+        RAISE EXCEPTION 'embedding dimension % is outside 1..2000 (pgvector HNSW limit)', p_dim;
+    END IF;
+    IF srv IS NULL THEN
+        EXECUTE format('CREATE TABLE imagesearch.%I PARTITION OF imagesearch.pictures FOR VALUES IN (%s)',
+                       part, p_instance_id);
+        EXECUTE format('ALTER TABLE imagesearch.%I ADD CONSTRAINT %I CHECK (vector_dims(embedding) = %s)',
+                       part, part || '_dim', p_dim);
+        -- Vectors stay in the row (not TOAST): a halfvec of up to 2000 numbers (4 kB) always fits a page.
+        EXECUTE format('ALTER TABLE imagesearch.%I ALTER COLUMN embedding SET STORAGE PLAIN', part);
+    ELSE
+        SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod))
+                          || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
+                          || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END, ', ' ORDER BY a.attnum)
+        INTO columns
+        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attrelid = 'imagesearch.pictures'::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+        PERFORM dblink_exec(srv, format(
+            'CREATE TABLE imagesearch.%I (%s, PRIMARY KEY (instance_id, key_digest),'
+            ' CONSTRAINT %I CHECK (instance_id = %s), CONSTRAINT %I CHECK (vector_dims(embedding) = %s))',
+            part, columns, part || '_instance', p_instance_id, part || '_dim', p_dim));
+        PERFORM dblink_exec(srv, format('ALTER TABLE imagesearch.%I ALTER COLUMN embedding SET STORAGE PLAIN', part));
+        PERFORM dblink_exec(srv, format('ALTER TABLE imagesearch.%I ALTER COLUMN thumbnail SET STORAGE EXTERNAL', part));
+        FOR ix IN SELECT pg_get_indexdef(indexrelid) AS def, c.relname FROM pg_index JOIN pg_class c ON c.oid = indexrelid
+                  WHERE indrelid = 'imagesearch.pictures'::regclass AND NOT indisunique LOOP
+            PERFORM dblink_exec(srv, replace(replace(ix.def, 'ON ONLY imagesearch.pictures ', format('ON imagesearch.%I ', part)),
+                                             'INDEX ' || ix.relname || ' ', format('INDEX %I ', replace(ix.relname, 'pictures_', part || '_'))));
+        END LOOP;
+        -- With the defaults: a foreign table sends every column, NULL where it has no default of its own.
+        EXECUTE format('IMPORT FOREIGN SCHEMA imagesearch LIMIT TO (%I) FROM SERVER %I INTO imagesearch'
+                       ' OPTIONS (import_default %L)', part, srv, 'true');
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'imagesearch_definer') THEN
+        EXECUTE format('GRANT SELECT ON imagesearch.%I TO imagesearch_definer', part);
+    END IF;
+    PERFORM imagesearch.create_picture_index(p_instance_id);
+END $$;
+
+-- The login the SQL surface's functions use on a shard (they read its foreign tables as imagesearch_definer):
+-- a copy of the service's, which that role cannot read (it has no USAGE on the foreign server).
+CREATE FUNCTION imagesearch.map_shard_for_definer(p_server name) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    options text[] := (SELECT m.umoptions FROM pg_user_mappings m WHERE m.srvname = p_server AND m.usename = current_user);
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'imagesearch_definer') THEN
+        RETURN;
+    END IF;
+    EXECUTE format('DROP USER MAPPING IF EXISTS FOR imagesearch_definer SERVER %I', p_server);
+    -- postgres_fdw lets a role without superuser use a login only if the shard asked for its password; a
+    -- superuser may waive that (a shard that trusts this host). The role cannot point it anywhere else: it has
+    -- no USAGE on the server, so it cannot make foreign tables of its own.
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        options := options || 'password_required=false'::text;
+    END IF;
+    EXECUTE format('CREATE USER MAPPING FOR imagesearch_definer SERVER %I OPTIONS (%s)', p_server,
+                   (SELECT string_agg(format('%I %L', split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), ', ')
+                    FROM unnest(options) o));
+END $$;
+
+CREATE FUNCTION imagesearch.add_shard(p_name text, p_host text, p_port integer, p_dbname text, p_user text,
+                                      p_password text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    srv text := 'imagesearch_shard_' || p_name;
+    fn record;
+BEGIN
+    CREATE EXTENSION IF NOT EXISTS postgres_fdw;
+    CREATE EXTENSION IF NOT EXISTS dblink;
+    -- dblink's functions are PUBLIC's to call by default: any role could open connections from this host.
+    FOR fn IN SELECT p.oid::regprocedure AS sig FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+              WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dblink') AND d.classid = 'pg_proc'::regclass LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', fn.sig);
+    END LOOP;
+    INSERT INTO imagesearch.shards (name, server) VALUES (p_name, srv);
+    EXECUTE format('CREATE SERVER %I FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host %L, port %L, dbname %L,'
+                   ' extensions %L, use_remote_estimate %L, fetch_size %L, batch_size %L, options %L)',
+                   srv, p_host, p_port::text, p_dbname, 'vector', 'true', '100', '100',
+                   '-c hnsw.ef_search=80 -c hnsw.iterative_scan=strict_order');
+    IF p_password IS NULL THEN
+        EXECUTE format('CREATE USER MAPPING FOR CURRENT_USER SERVER %I OPTIONS (user %L)', srv, p_user);
+    ELSE
+        EXECUTE format('CREATE USER MAPPING FOR CURRENT_USER SERVER %I OPTIONS (user %L, password %L)',
+                       srv, p_user, p_password);
+    END IF;
+    PERFORM imagesearch.map_shard_for_definer(srv);
+    BEGIN
+        PERFORM dblink_exec(srv, 'CREATE EXTENSION IF NOT EXISTS vector');
+        PERFORM dblink_exec(srv, 'CREATE SCHEMA IF NOT EXISTS imagesearch');
+    EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection OR undefined_file OR insufficient_privilege THEN
+        -- Refused here as a bad argument (the transaction, server and mapping included, rolls back).
+        RAISE EXCEPTION 'the shard % cannot be used: %', p_name, split_part(SQLERRM, E'\n', 1)
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'InvalidParameter';
+    END;
+END $$;
+
+CREATE FUNCTION imagesearch.drop_shard(p_name text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    srv name;
+BEGIN
+    DELETE FROM imagesearch.shards WHERE name = p_name RETURNING server INTO srv;  -- refused while instances use it
+    IF srv IS NOT NULL THEN
+        EXECUTE format('DROP USER MAPPING IF EXISTS FOR CURRENT_USER SERVER %I', srv);
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'imagesearch_definer') THEN
+            EXECUTE format('DROP USER MAPPING IF EXISTS FOR imagesearch_definer SERVER %I', srv);
+        END IF;
+        EXECUTE format('DROP SERVER IF EXISTS %I', srv);
+    END IF;
+END $$;
+
+-- Who may use the SQL surface (docs/sql.md, "Roles" and "Security model"), applied again after every
+-- migration that defines functions anew. imagesearch_reader searches and reads the views; imagesearch_writer
+-- also adds, deletes and syncs; the public functions run as imagesearch_definer. The three roles are made
+-- here if missing and this user may; if not, a DBA makes them (docs/sql.md) and this user runs
+-- SELECT imagesearch.grant_roles(); until then nobody is granted the surface.
+CREATE FUNCTION imagesearch.grant_roles() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    definer constant text[] := ARRAY[
+        'search_by_picture(text, text, text, integer, integer, text, integer, boolean, double precision)',
+        'search_by_vector(text, @vector_schema@.vector, integer, integer, text, integer, boolean, double precision)',
+        'search_by_product(text, text, integer, integer, text, integer, boolean, double precision)',
+        'duplicate_pairs(text, double precision, integer)',
+        'add_image(text, text, text, bytea, jsonb)',
+        'add_image_from_storage(text, text, text, text, text, jsonb)',
+        'delete_image(text, text, text)',
+        'retry_failed(text)',
+        'sync_instance_id(text, jsonb, text)'];
+    reading constant text[] := definer[1:4];
+    -- sync_table and unsync_table run as their caller: they and their pure helpers (a message, an error).
+    writing constant text[] := definer[5:9] || ARRAY['sync_table(text, regclass, text[], text, jsonb, text)',
+        'unsync_table(text, regclass)', 'synced_row_changed()', 'raise_error(text, text)', 'py_repr(text)'];
+    -- What the definer functions call, with the definer's rights: the surface's own steps.
+    steps constant text[] := ARRAY['raise_error(text, text)', 'py_repr(text)', 'filter_shown(text, boolean)',
+        'filter_fail(integer, text)', 'compile_filter(text)', 'check_text(text, text, integer, boolean)',
+        'check_window(integer, integer, double precision)', 'instance_named(text)', 'checked_category(text, integer)',
+        'partition_name(integer)', 'key_digest(text, text)', 'cosine_score(double precision)',
+        'silhouette_margin(text)',
+        'plan_search(text, text, integer, text, integer, integer, double precision, boolean)',
+        'scan(imagesearch.search_plan, @vector_schema@.vector, integer, boolean)',
+        'nearest(imagesearch.search_plan, @vector_schema@.vector, integer)',
+        'nearest_fused(imagesearch.search_plan, @vector_schema@.vector, @vector_schema@.halfvec, double precision, integer)',
+        'nearest_any(imagesearch.search_plan, @vector_schema@.vector[], integer)',
+        'ranked(imagesearch.search_plan, text, @vector_schema@.vector, @vector_schema@.halfvec, double precision, @vector_schema@.vector[])',
+        'check_queued_attributes(text, jsonb)',
+        'enqueue(text, text, text, text, bytea, text, text, jsonb, text)'];
+    -- Run by users' own statements on synced tables (as those users): they compute, or check, nothing more.
+    anyone constant text[] := ARRAY['synced_values_sql(jsonb, text)', 'sync_settings(bytea)', 'sync_label(regclass)',
+        'may_queue_synced_change(integer, regclass, text, text, text)'];
+    missing text[];
+    fn text;
+    sig text;
+    part record;
+BEGIN
+    -- Internal steps are not an interface: nobody but their owner calls them (functions are PUBLIC's by default).
+    REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA imagesearch FROM PUBLIC;
+    missing := ARRAY(SELECT r FROM unnest(ARRAY['imagesearch_definer', 'imagesearch_reader', 'imagesearch_writer']) r
+                     WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r));
+    BEGIN
+        FOREACH fn IN ARRAY missing LOOP
+            EXECUTE format('CREATE ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS', fn);
+        END LOOP;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'imagesearch: the roles % were not created (this user may not create roles), so no role is granted '
+                     'the SQL surface. A DBA runs: %; and then this user runs SELECT imagesearch.grant_roles(); (docs/sql.md)',
+            array_to_string(missing, ', '),
+            (SELECT string_agg(format('CREATE ROLE %I NOLOGIN', r), '; ') FROM unnest(missing) r)
+            || format('; GRANT imagesearch_definer TO %I', current_user);
+        RETURN;
+    END;
+    -- The definer must be a role without power of its own: never a superuser, never able to make or become
+    -- other roles, never past row security, a member of nothing.
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'imagesearch_definer'
+               AND (rolsuper OR rolcreaterole OR rolbypassrls OR rolcreatedb OR rolreplication OR rolcanlogin))
+       OR EXISTS (SELECT FROM pg_auth_members WHERE member = 'imagesearch_definer'::regrole) THEN
+        RAISE EXCEPTION 'imagesearch: the role imagesearch_definer must be NOLOGIN, without SUPERUSER, CREATEDB, '
+                        'CREATEROLE, REPLICATION or BYPASSRLS, and a member of no role';
+    END IF;
+    -- This user hands the functions to the role and redefines them later: it must act as their owner. (A role
+    -- made by a user with CREATEROLE is only administered by it, from PostgreSQL 16 on.)
+    IF current_setting('server_version_num')::integer >= 160000 THEN
+        IF NOT (pg_has_role('imagesearch_definer', 'SET') AND pg_has_role('imagesearch_definer', 'USAGE')) THEN
+            EXECUTE format('GRANT imagesearch_definer TO %I WITH INHERIT TRUE, SET TRUE', current_user);
+        END IF;
+    ELSIF NOT pg_has_role('imagesearch_definer', 'USAGE') THEN
+        EXECUTE format('GRANT imagesearch_definer TO %I', current_user);
+    END IF;
+    -- Ownership passes only to a role that may create in the schema: for that moment, and no longer.
+    GRANT CREATE ON SCHEMA imagesearch TO imagesearch_definer;
+    FOREACH fn IN ARRAY definer LOOP
+        EXECUTE format('ALTER FUNCTION imagesearch.%s OWNER TO imagesearch_definer', fn);
+        EXECUTE format('ALTER FUNCTION imagesearch.%s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', fn);
+    END LOOP;
+    REVOKE CREATE ON SCHEMA imagesearch FROM imagesearch_definer;
+
+    GRANT USAGE ON SCHEMA imagesearch TO imagesearch_definer;
+    FOREACH fn IN ARRAY steps LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION imagesearch.%s TO imagesearch_definer', fn);
+    END LOOP;
+    GRANT SELECT ON imagesearch.instances, imagesearch.category_list TO imagesearch_definer;
+    GRANT SELECT (name, instances) ON imagesearch.storage_locations TO imagesearch_definer;
+    GRANT SELECT, INSERT, UPDATE ON imagesearch.picture_queue TO imagesearch_definer;
+    GRANT USAGE ON SEQUENCE imagesearch.picture_queue_id_seq TO imagesearch_definer;
+    FOR part IN SELECT id FROM imagesearch.instances LOOP
+        EXECUTE format('GRANT SELECT ON imagesearch.%I TO imagesearch_definer', imagesearch.partition_name(part.id));
+    END LOOP;
+    FOR part IN SELECT server FROM imagesearch.shards LOOP
+        PERFORM imagesearch.map_shard_for_definer(part.server);
+    END LOOP;
+    DROP POLICY IF EXISTS surface ON imagesearch.picture_queue;
+    CREATE POLICY surface ON imagesearch.picture_queue TO imagesearch_definer USING (true) WITH CHECK (true);
+
+    -- Synced tables: any role that writes one runs its trigger, which queues the change as that role.
+    GRANT USAGE ON SCHEMA imagesearch TO PUBLIC;
+    FOREACH fn IN ARRAY anyone LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION imagesearch.%s TO PUBLIC', fn);
+    END LOOP;
+    GRANT SELECT (id) ON imagesearch.instances TO PUBLIC;
+    GRANT INSERT (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source, synced_table)
+        ON imagesearch.picture_queue TO PUBLIC;
+    GRANT USAGE ON SEQUENCE imagesearch.picture_queue_id_seq TO PUBLIC;
+
+    GRANT imagesearch_reader TO imagesearch_writer;
+    FOREACH fn IN ARRAY reading LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION imagesearch.%s TO imagesearch_reader', fn);
+    END LOOP;
+    FOREACH fn IN ARRAY writing LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION imagesearch.%s TO imagesearch_writer', fn);
+    END LOOP;
+    GRANT SELECT ON imagesearch.instance_list, imagesearch.picture_list, imagesearch.category_list TO imagesearch_reader;
+    GRANT SELECT ON imagesearch.queue_status, imagesearch.queue_errors, imagesearch.synced_tables TO imagesearch_writer;
+END $$;

@@ -1,0 +1,413 @@
+"""The hostile corpus's SQL section: the SQL surface against its own users, as real LOGIN roles
+(tests/sql_logins.py) granted only imagesearch_reader or only imagesearch_writer, with and without CREATE in
+pgvector's schema. They try temporary types with casts of their own, functions and operators planted where a
+search_path might find them, direct calls of every internal function, queue items forged past the synced
+tables' policy, and syncs of tables that are not theirs. docs/sql.md, "Security model", says what holds.
+
+First the mechanism, read from the catalog (who owns what, with which search_path, granted to whom), then
+the attacks, each of which must find that mechanism in its way.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from imagesearch_pg.store import schema
+from tests.pictures import encode, noise
+
+DEFINER = "imagesearch_definer"
+READER_CALLS = {"search_by_picture", "search_by_vector", "search_by_product", "duplicate_pairs"}
+WRITER_CALLS = READER_CALLS | {"add_image", "add_image_from_storage", "delete_image", "retry_failed", "sync_table",
+                               "unsync_table", "synced_row_changed", "sync_instance_id", "raise_error", "py_repr"}
+# Run by anyone's statements on a synced table; they run as their caller and change nothing.
+PUBLIC_CALLS = {"synced_values_sql", "sync_settings", "sync_label", "may_queue_synced_change"}
+# What the definer may touch: relation -> privileges (pictures_<id>: every instance's pictures, SELECT).
+DEFINER_TABLES = {"instances": {"SELECT"}, "category_list": {"SELECT"},
+                  "picture_queue": {"SELECT", "INSERT", "UPDATE"}}
+DEFINER_COLUMNS = {"storage_locations": {"name", "instances"}}
+PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def sql(engine, statement: str, **values):
+    with engine.begin() as conn:
+        result = conn.execute(sa.text(statement), values)
+        return result.all() if result.returns_rows else None
+
+
+@pytest.fixture(scope="module")
+def stocked(service):
+    name = "sql-security"
+    service.create_instance(name, "generic")
+    for n in range(4):
+        service.add_image(name, f"p{n}", "a.jpg", encode(noise(150, 150, seed=40 + n)), attributes=None)
+    yield name
+    service.delete_instance(name)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "create-in-vector-schema"])
+def hostile(request, logins):
+    """A reader and a writer, both with CREATE in pgvector's schema or both without."""
+    return (logins.make("reader", "imagesearch_reader", create_in_vector_schema=request.param),
+            logins.make("writer", "imagesearch_writer", create_in_vector_schema=request.param))
+
+
+@pytest.fixture
+def reader(hostile):
+    return hostile[0]
+
+
+@pytest.fixture
+def writer(hostile):
+    return hostile[1]
+
+
+def run(conn, statement: str):
+    """A statement of the test's own on an open connection (text(): its % signs stay literal)."""
+    return conn.execute(sa.text(statement))
+
+
+def error_of(caught) -> str:
+    return str(getattr(caught, "orig", caught))
+
+
+# ---- the mechanism ---------------------------------------------------------------------------------------
+
+def test_the_definer_role_has_no_power_of_its_own(engine):
+    attributes = sql(engine, "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication, rolcanlogin"
+                             " FROM pg_roles WHERE rolname = :r", r=DEFINER)
+    assert attributes == [(False,) * 6]
+    assert sql(engine, "SELECT count(*) FROM pg_auth_members WHERE member = CAST(:r AS regrole)", r=DEFINER) == [(0,)]
+
+
+def test_every_definer_function_runs_as_the_definer_with_pg_catalog_alone(engine):
+    rows = sql(engine, """
+        SELECT p.proname, pg_get_userbyid(p.proowner), p.proconfig,
+               (SELECT count(*) FROM unnest(p.proargtypes) t JOIN pg_type ty ON ty.oid = t WHERE ty.typtype = 'p')
+        FROM pg_proc p WHERE p.pronamespace = 'imagesearch'::regnamespace AND p.prosecdef""")
+    assert {row[0] for row in rows} == WRITER_CALLS - {"sync_table", "unsync_table", "synced_row_changed", "raise_error",
+                                                       "py_repr"}
+    for name, owner, config, pseudo_arguments in rows:
+        assert owner == DEFINER, name
+        assert "search_path=pg_catalog, pg_temp" in config, (name, config)
+        assert pseudo_arguments == 0, name  # no anyelement, record ...: the caller never picks a type
+    # and the definer owns nothing else anywhere in this database
+    assert sql(engine, "SELECT count(*) FROM pg_proc WHERE proowner = CAST(:r AS regrole) AND NOT prosecdef", r=DEFINER) == [(0,)]
+    assert sql(engine, "SELECT count(*) FROM pg_class WHERE relowner = CAST(:r AS regrole)", r=DEFINER) == [(0,)]
+
+
+def test_the_definer_reads_and_writes_only_what_the_surface_needs(engine, stocked):
+    relations = sql(engine, "SELECT c.relname, c.relkind FROM pg_class c"
+                            " WHERE c.relnamespace = 'imagesearch'::regnamespace AND c.relkind IN ('r','p','v','f','m','S')")
+    assert len(relations) > 20
+    for relation, kind in relations:
+        if kind == "S":
+            granted = {p for p in ("USAGE", "SELECT", "UPDATE") if sql(
+                engine, "SELECT has_sequence_privilege(:r, :t, :p)", r=DEFINER, t=f"imagesearch.{relation}", p=p)[0][0]}
+            assert granted == ({"USAGE"} if relation == "picture_queue_id_seq" else set()), relation
+            continue
+        table_wide = {p for p in PRIVILEGES if sql(engine, "SELECT has_table_privilege(:r, :t, :p)",
+                                                   r=DEFINER, t=f"imagesearch.{relation}", p=p)[0][0]}
+        columns = {c for (c,) in sql(engine, "SELECT attname FROM pg_attribute WHERE attrelid = CAST(:t AS regclass)"
+                                             " AND attnum > 0 AND NOT attisdropped"
+                                             " AND has_column_privilege(:r, attrelid, attnum, 'SELECT, INSERT, UPDATE')",
+                                     r=DEFINER, t=f"imagesearch.{relation}")}
+        expected = {"SELECT"} if re.fullmatch(r"pictures_\d+", relation) else DEFINER_TABLES.get(relation, set())
+        assert table_wide == expected, relation
+        if not expected:
+            assert columns == DEFINER_COLUMNS.get(relation, set()), relation
+    for secret in ("access_keys", "console_secret", "console_users", "shards", "tasks", "storage_locations"):
+        assert not sql(engine, "SELECT has_table_privilege(:r, :t, 'SELECT')", r=DEFINER, t=f"imagesearch.{secret}")[0][0]
+
+
+def test_each_role_may_call_what_docs_sql_md_lists_and_nothing_else(engine, logins):
+    roles = {"reader": (logins.make("reader", "imagesearch_reader"), READER_CALLS | PUBLIC_CALLS),
+             "writer": (logins.make("writer", "imagesearch_writer"), WRITER_CALLS | PUBLIC_CALLS),
+             "stranger": (logins.make("stranger"), PUBLIC_CALLS)}
+    for kind, (login, expected) in roles.items():
+        callable_ = {name for (name,) in sql(engine, "SELECT proname FROM pg_proc WHERE pronamespace = 'imagesearch'::regnamespace"
+                                                     " AND has_function_privilege(:r, oid, 'EXECUTE')", r=login.name)}
+        assert callable_ == expected, kind
+    # what PUBLIC may call runs as its caller, so it gives nobody anything they did not have
+    assert sql(engine, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'imagesearch'::regnamespace"
+                       " AND prosecdef AND has_function_privilege('public', oid, 'EXECUTE')") == [(0,)]
+
+
+def test_every_internal_function_refuses_a_direct_call(engine, logins):
+    # Arguments from subqueries: a constant NULL would let the planner fold a STRICT function away uncalled.
+    calls = sql(engine, """
+        SELECT p.proname, format('SELECT imagesearch.%I(%s)', p.proname,
+                                 (SELECT string_agg('(SELECT NULL::' || format_type(t, NULL) || ')', ', ') FROM unnest(p.proargtypes) t))
+        FROM pg_proc p WHERE p.pronamespace = 'imagesearch'::regnamespace AND p.prorettype <> 'trigger'::regtype""")
+    assert len(calls) > 40
+    answered = []
+    for login, allowed in ((logins.make("reader", "imagesearch_reader"), READER_CALLS | PUBLIC_CALLS),
+                           (logins.make("writer", "imagesearch_writer"), WRITER_CALLS | PUBLIC_CALLS)):
+        for name, call in calls:
+            if name in allowed:
+                continue
+            with login.engine.connect() as conn:
+                try:
+                    run(conn, call)
+                    answered.append((login.name, call, "answered"))
+                except sa.exc.DBAPIError as exc:
+                    if "permission denied for function" not in error_of(exc):
+                        answered.append((login.name, call, error_of(exc)))
+    assert answered == []
+    for gone in ("register_sync", "unregister_sync", "enqueue_synced_add", "synced_values"):
+        assert sql(engine, "SELECT count(*) FROM pg_proc WHERE proname = :n", n=gone) == [(0,)]
+
+
+# ---- a caller's own types, casts, functions and operators ------------------------------------------------
+
+def guarded(login: str, name: str, signature: str, result: str) -> str:
+    """A function of a caller's that counts its calls and refuses to run as anybody but ``login``."""
+    return (f"CREATE FUNCTION {name}({signature}) RETURNS {result} LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF current_user <> '{login}' THEN RAISE EXCEPTION 'ran as %', current_user; END IF;"
+            f" PERFORM nextval('pg_temp.calls'); RETURN format('%s', $1); END $$")
+
+
+def test_a_cast_of_the_callers_type_runs_as_the_caller_in_sync_table_and_its_trigger(writer, stocked):
+    """Finding 1: a writer's temporary enum with casts to text and json, as a synced key and attribute."""
+    with writer.engine.connect() as conn:
+        for statement in [
+            "CREATE TEMP SEQUENCE calls",
+            "CREATE TYPE pg_temp.k AS ENUM ('k1', 'k2')",
+            guarded(writer.name, "pg_temp.kt", "pg_temp.k", "text"),
+            guarded(writer.name, "pg_temp.kj", "pg_temp.k", "json").replace("format('%s', $1)", "to_json(format('%s', $1))"),
+            "CREATE CAST (pg_temp.k AS text) WITH FUNCTION pg_temp.kt(pg_temp.k)",
+            "CREATE CAST (pg_temp.k AS json) WITH FUNCTION pg_temp.kj(pg_temp.k)",
+            "CREATE TEMP TABLE t (k pg_temp.k, a pg_temp.k, photo bytea)",
+            "INSERT INTO t VALUES ('k1', 'k2', '\\x00')",
+        ]:
+            run(conn, statement)
+        queued = conn.execute(sa.text("SELECT imagesearch.sync_table(:i, 'pg_temp.t'::regclass, ARRAY['k'], 'photo',"
+                                      " '{\"StrAttr\": \"a\"}')"), {"i": stocked}).scalar()
+        run(conn, "INSERT INTO t VALUES ('k2', 'k1', '\\x01')")
+        run(conn, "UPDATE t SET a = 'k2' WHERE k = 'k2'")
+        run(conn, "DELETE FROM t WHERE k = 'k1'")
+        assert queued == 1
+        assert run(conn, "SELECT last_value FROM pg_temp.calls").scalar() >= 8  # every one as the writer
+        items = conn.execute(sa.text("SELECT operation, product_id FROM imagesearch.queue_status WHERE instance = :i"
+                                     " AND source LIKE 'pg_temp%' ORDER BY id"), {"i": stocked}).all()
+        assert items == [("add", "k1"), ("add", "k2"), ("update", "k2"), ("delete", "k1")]
+        conn.rollback()
+
+
+def test_the_console_key_leaks_through_no_cast(writer, stocked):
+    """Finding 1 as reported: the cast reads the console's session key; it runs as the writer, who may not."""
+    with writer.engine.connect() as conn:
+        run(conn, "CREATE TYPE pg_temp.k AS ENUM ('k1')")
+        run(conn, 
+            "CREATE FUNCTION pg_temp.kt(pg_temp.k) RETURNS text LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION '% %',"
+            " current_user, (SELECT encode(secret, 'hex') FROM imagesearch.console_secret); END$$")
+        run(conn, "CREATE CAST (pg_temp.k AS text) WITH FUNCTION pg_temp.kt(pg_temp.k)")
+        run(conn, "CREATE TEMP TABLE t (k pg_temp.k, photo bytea)")
+        run(conn, "INSERT INTO t VALUES ('k1', '\\x00')")
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for table console_secret"):
+            conn.execute(sa.text("SELECT imagesearch.sync_table(:i, 'pg_temp.t'::regclass, ARRAY['k'], 'photo')"),
+                         {"i": stocked})
+
+
+def test_a_synced_table_written_by_another_role_runs_its_casts_as_that_role(engine, logins, stocked):
+    """The trigger path of finding 1: the cast runs as whoever's statement changed the row, never the definer,
+    and a role that may write the table queues its changes without being granted anything of ours."""
+    owner = logins.make("owner", "imagesearch_writer", create_in_vector_schema=True)
+    clerk = logins.make("clerk")
+    table, kind = f"public.synced_{owner.name}", f"public.kind_{owner.name}"
+    check = (f"CREATE FUNCTION public.{{name}}({kind}) RETURNS {{result}} LANGUAGE plpgsql AS $$ BEGIN"
+             f" IF current_user NOT IN ('{owner.name}', '{clerk.name}') THEN RAISE EXCEPTION 'ran as %', current_user;"
+             f" END IF; RETURN {{value}}; END $$")
+    owner.run(f"CREATE TYPE {kind} AS ENUM ('red', 'blue')")
+    owner.run(check.format(name=f"text_{owner.name}", result="text", value="format('%s', $1)"))
+    owner.run(check.format(name=f"json_{owner.name}", result="json", value="to_json(format('%s', $1))"))
+    owner.run(f"CREATE CAST ({kind} AS text) WITH FUNCTION public.text_{owner.name}({kind})")
+    owner.run(f"CREATE CAST ({kind} AS json) WITH FUNCTION public.json_{owner.name}({kind})")
+    owner.run(f"CREATE TABLE {table} (sku text PRIMARY KEY, colour {kind}, photo bytea)")
+    owner.run(f"GRANT SELECT, INSERT ON {table} TO {clerk.name}")
+    owner.run(f"SELECT imagesearch.sync_table(:i, '{table}', ARRAY['sku'], 'photo', '{{\"StrAttr\": \"colour\"}}')",
+              i=stocked)
+    clerk.run(f"INSERT INTO {table} VALUES ('c1', 'blue', '\\x00')")
+    assert sql(engine, "SELECT operation, product_id, attributes, synced_table = CAST(:t AS regclass)"
+                       " FROM imagesearch.picture_queue WHERE source = :s", s=table, t=table) \
+        == [("add", "c1", {"StrAttr": "blue"}, True)]
+    sql(engine, "DELETE FROM imagesearch.picture_queue WHERE source = :s", s=table)
+
+
+# ---- planted functions and operators (finding 2) ----------------------------------------------------------
+
+def builtin_names(engine) -> set[str]:
+    """Every name our functions call without a schema: built-ins, found in pg_catalog, the first of a definer's
+    search_path; a caller's function of the same name must never be picked instead."""
+    bodies = sql(engine, "SELECT prosrc FROM pg_proc WHERE pronamespace = 'imagesearch'::regnamespace")
+    names = set()
+    for (body,) in bodies:
+        names |= set(re.findall(r"(?<![\w.$\"])([a-z_][a-z0-9_]*)\s*\(", body))
+    return names - {"select", "in", "exists", "array", "row", "values", "coalesce", "greatest", "least", "nullif",
+                    "case", "and", "or", "not", "with", "over", "filter", "cast", "as", "on", "using", "is", "when",
+                    "then", "else", "from", "where", "like", "any", "all", "to", "set", "for", "into", "returning"}
+
+
+PLANTED_SIGNATURES = ["text", "text, text", "text, text, text", "text, text, text, text", "text, text, text, text, text",
+                      "integer", "bigint", "double precision", "jsonb", "text[]", "bytea", "integer, integer",
+                      "text, integer", "anyelement", "unknown"]
+
+
+def plant(conn, schema_name: str, names: set[str]) -> int:
+    """Functions and operators of the caller's, named like the built-ins, that fail loudly when called."""
+    planted = 0
+    for name in sorted(names):
+        for signature in PLANTED_SIGNATURES:
+            run(conn, "SAVEPOINT p")
+            try:
+                run(conn, 
+                    f'CREATE FUNCTION {schema_name}."{name}"({signature}) RETURNS text LANGUAGE plpgsql AS'
+                    f" $$ BEGIN RAISE EXCEPTION 'planted {name} ran as %', current_user; END $$")
+                run(conn, "RELEASE SAVEPOINT p")
+                planted += 1
+            except sa.exc.DBAPIError:
+                run(conn, "ROLLBACK TO SAVEPOINT p")
+    run(conn, f"CREATE FUNCTION {schema_name}.planted_op(text, text) RETURNS boolean LANGUAGE plpgsql AS"
+                         " $$ BEGIN RAISE EXCEPTION 'planted operator ran as %', current_user; END $$")
+    for operator in ("=", "<>", "~", "||", "<=>", "->>", "#>>", "<", ">="):
+        run(conn, f"CREATE OPERATOR {schema_name}.{operator} (LEFTARG = text, RIGHTARG = text,"
+                             f" FUNCTION = {schema_name}.planted_op)")
+    return planted
+
+
+STAND_INS = [  # objects a search_path could find in pg_temp, named as ours and pgvector's
+    "CREATE TYPE pg_temp.vector AS (x int)", "CREATE TYPE pg_temp.halfvec AS (x int)",
+    "CREATE TYPE pg_temp.search_plan AS (x int)", "CREATE TYPE pg_temp.search_result AS (x int)",
+    "CREATE TEMP TABLE instances (id int, name text)", "CREATE TEMP TABLE picture_queue (id int)",
+    "CREATE TEMP TABLE category_list (category_id int)", "CREATE TEMP TABLE storage_locations (name text)",
+]
+
+
+def surface_answers(conn, instance: str, writer: bool) -> list:
+    """Every public function's answer (the writer's calls queue, in a transaction that is rolled back)."""
+    vector = "[" + ",".join(["0.5"] * 1280) + "]"
+    answers = [
+        conn.execute(sa.text("SELECT product_id, round(score::numeric, 6) FROM imagesearch.search_by_picture("
+                             ":i, 'p1', 'a.jpg', 3, filter => 'int_attr != 3')"), {"i": instance}).all(),
+        conn.execute(sa.text("SELECT product_id, round(score::numeric, 6) FROM imagesearch.search_by_vector("
+                             f":i, CAST(:v AS {schema.vector_schema(conn)}.vector), 3, distinct_product_id => true)"),
+                     {"i": instance, "v": vector}).all(),
+        conn.execute(sa.text("SELECT product_id, round(score::numeric, 6) FROM imagesearch.search_by_product("
+                             ":i, 'p2', 2, score_threshold => 0)"), {"i": instance}).all(),
+        conn.execute(sa.text("SELECT count(*) FROM imagesearch.duplicate_pairs(:i, 0.0)"), {"i": instance}).all(),
+    ]
+    if writer:
+        answers.append(conn.execute(sa.text(
+            "SELECT imagesearch.add_image(:i, 'x', 'y', '\\x00'::bytea, '{\"IntAttr\": 1, \"StrAttr\": \"s\"}') > 0,"
+            " imagesearch.add_image_from_storage(:i, 'x', 'z', 'nowhere', 'a/b.jpg') > 0,"
+            " imagesearch.delete_image(:i, 'x') > 0, imagesearch.retry_failed(:i) >= 0"), {"i": instance}).all())
+        run(conn, "CREATE TEMP TABLE mine (id text, photo bytea)")
+        run(conn, "INSERT INTO mine VALUES ('m', '\\x01')")
+        answers.append(conn.execute(sa.text("SELECT imagesearch.sync_table(:i, 'pg_temp.mine'::regclass, ARRAY['id'],"
+                                            " 'photo')"), {"i": instance}).all())
+        run(conn, "UPDATE mine SET photo = '\\x02'")
+        conn.execute(sa.text("SELECT imagesearch.unsync_table(:i, 'pg_temp.mine'::regclass)"), {"i": instance})
+    return answers
+
+
+def test_nothing_a_caller_plants_stands_in_for_what_the_surface_calls(engine, reader, writer, stocked):
+    """Finding 2: with CREATE in pgvector's schema (and every role's pg_temp), functions and operators named
+    like the built-ins the surface calls, and types and tables named like ours, change no answer and run
+    nowhere; the answers are the ones a session without them gets."""
+    names = builtin_names(engine)
+    assert {"format", "jsonb_typeof", "array_to_string", "set_config"} <= names
+    for login, is_writer in ((reader, False), (writer, True)):
+        with login.engine.connect() as conn:
+            expected = surface_answers(conn, stocked, is_writer)
+            conn.rollback()
+        creates = sql(engine, "SELECT has_schema_privilege(:r, n.nspname, 'CREATE') FROM pg_namespace n"
+                              " JOIN pg_extension e ON e.extnamespace = n.oid WHERE e.extname = 'vector'", r=login.name)[0][0]
+        with login.engine.connect() as conn:
+            if creates:  # in pgvector's schema, which a search_path that finds pgvector's objects holds
+                vector_schema = schema.vector_schema(conn)
+                assert plant(conn, vector_schema, names) > len(names)
+            for statement in STAND_INS:
+                run(conn, statement)
+            run(conn, f"SET search_path = pg_temp, {schema.vector_schema(conn)}, imagesearch")
+            assert surface_answers(conn, stocked, is_writer) == expected
+            conn.rollback()
+
+
+# ---- forged queue items and syncs of others' tables -------------------------------------------------------
+
+@pytest.fixture
+def app_table(engine, stocked):
+    """A table of an application's, synced by its owner (here the superuser) to the instance."""
+    sql(engine, "CREATE SCHEMA IF NOT EXISTS app_security")
+    sql(engine, "CREATE TABLE app_security.products (sku text PRIMARY KEY, photo bytea)")
+    sql(engine, "GRANT USAGE ON SCHEMA app_security TO PUBLIC")
+    sql(engine, "SELECT imagesearch.sync_table(:i, 'app_security.products', ARRAY['sku'], 'photo')", i=stocked)
+    yield "app_security.products"
+    sql(engine, "DROP SCHEMA app_security CASCADE")
+    sql(engine, "DELETE FROM imagesearch.picture_queue WHERE source = 'app_security.products'")
+
+
+def forge(login, instance_id: int, table: str | None, operation: str = "add", location: str | None = None,
+          source: str | None = None):
+    return login.refused(
+        "INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, pic_name, picture, location,"
+        " source, synced_table) VALUES (:i, :o, 'forged', 'x.jpg', '\\x00', :l, :s, CAST(:t AS regclass))",
+        i=instance_id, o=operation, l=location, s=source or table or "add_image", t=table)
+
+
+def test_a_queue_item_cannot_be_forged(engine, logins, reader, writer, stocked, app_table):
+    instance_id = sql(engine, "SELECT id FROM imagesearch.instances WHERE name = :n", n=stocked)[0][0]
+    stranger = logins.make("stranger")
+    sql(engine, "CREATE TABLE app_security.other (sku text, photo bytea)")
+    sql(engine, f"GRANT INSERT, UPDATE, DELETE ON app_security.other TO {writer.name}")
+    policy = "violates row-level security policy"
+    for login in (reader, writer, stranger):
+        assert policy in error_of(forge(login, instance_id, None))  # not from a synced table
+        assert policy in error_of(forge(login, instance_id, app_table))  # a synced table it may not write
+        assert policy in error_of(forge(login, instance_id, app_table, operation="delete"))
+        assert "permission denied" in error_of(login.refused(  # the worker's columns are not the caller's
+            "INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, source, state)"
+            " VALUES (:i, 'delete', 'p', 'x', 'done')", i=instance_id))
+    assert policy in error_of(forge(writer, instance_id, "app_security.other"))  # writable, not synced
+    sql(engine, f"GRANT INSERT ON {app_table} TO {stranger.name}")
+    assert policy in error_of(forge(stranger, instance_id, app_table, location="elsewhere"))  # not its location
+    assert policy in error_of(forge(stranger, instance_id, app_table, source="add_image"))  # not its name
+    assert policy in error_of(forge(stranger, instance_id, app_table, operation="delete"))  # INSERT cannot delete
+    assert policy in error_of(forge(stranger, instance_id + 10_000, app_table))  # not this instance's sync
+    assert sql(engine, "SELECT count(*) FROM imagesearch.picture_queue WHERE product_id = 'forged'") == [(0,)]
+
+
+def test_a_writer_syncs_only_tables_it_may_and_unsyncs_only_its_own(engine, writer, stocked, app_table):
+    sql(engine, "CREATE TABLE app_security.private (sku text PRIMARY KEY, photo bytea)")
+    sql(engine, "INSERT INTO app_security.private VALUES ('secret', '\\x00')")
+    refusal = writer.refused("SELECT imagesearch.sync_table(:i, 'app_security.private', ARRAY['sku'], 'photo')",
+                             i=stocked)
+    assert "permission denied" in error_of(refusal) or "must be readable and writable" in error_of(refusal)
+    sql(engine, f"GRANT SELECT, TRIGGER ON app_security.private TO {writer.name}")  # may read, not write
+    refusal = writer.refused("SELECT imagesearch.sync_table(:i, 'app_security.private', ARRAY['sku'], 'photo')",
+                             i=stocked)
+    assert refusal.orig.diag.message_detail == "NoPermission"
+    assert sql(engine, "SELECT count(*) FROM imagesearch.picture_queue WHERE product_id = 'secret'") == [(0,)]
+    assert sql(engine, "SELECT count(*) FROM imagesearch.synced_tables WHERE source = 'app_security.private'::regclass") \
+        == [(0,)]
+    # another application's sync stays, and its changes still come through
+    assert "must be owner" in error_of(writer.refused("SELECT imagesearch.unsync_table(:i, :t)", i=stocked, t=app_table))
+    sql(engine, f"INSERT INTO {app_table} VALUES ('after', '\\x00')")
+    assert sql(engine, "SELECT operation FROM imagesearch.picture_queue WHERE source = :t AND product_id = 'after'",
+               t=app_table) == [("add",)]
+
+
+def test_a_trigger_made_by_hand_syncs_nothing(engine, writer, stocked):
+    """A writer's own trigger of the sync function, with an argument that is not a sync's settings, neither
+    breaks the synced_tables view nor lets anything through the policy."""
+    with writer.engine.connect() as conn:
+        run(conn, "CREATE TEMP TABLE t (sku text, photo bytea)")
+        run(conn, "CREATE TRIGGER by_hand AFTER INSERT ON t FOR EACH ROW"
+                             " EXECUTE FUNCTION imagesearch.synced_row_changed('not json')")
+        assert conn.execute(sa.text("SELECT count(*) FROM imagesearch.synced_tables WHERE source = 'pg_temp.t'::regclass")
+                            ).scalar() == 0
+        with pytest.raises(sa.exc.DataError):
+            run(conn, "INSERT INTO t VALUES ('k', '\\x00')")  # its own statement fails, nobody else's
+        conn.rollback()
