@@ -10,7 +10,7 @@ from alembic import context
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.store.database import Database
-from imagesearch_pg.store.schema import SCHEMA, VERSION_TABLE
+from imagesearch_pg.store.schema import SCHEMA, VERSION_TABLE, vector_schema
 
 
 def run() -> None:
@@ -30,6 +30,7 @@ def run() -> None:
 def _migrate(connection) -> None:
     connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
     _adopt_public_version_table(connection)
+    _load_pgvector(connection)
     context.configure(connection=connection, transaction_per_migration=True, version_table_schema=SCHEMA,
                       version_table=VERSION_TABLE)
     with context.begin_transaction():
@@ -44,6 +45,14 @@ def _migrate(connection) -> None:
     versions = connection.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.{VERSION_TABLE}")).scalar()
     if left == 1 and functions == 0 and versions == 0:  # the version table's own index (its primary key)
         connection.execute(sa.text(f"DROP SCHEMA {SCHEMA} CASCADE"))
+
+
+def _load_pgvector(connection) -> None:
+    """pgvector's settings (hnsw.ef_search ...) exist in a session once its library is loaded; until then
+    only a superuser may name them in a function's SET clause. A value of its type loads it. (Where the
+    extension is not there yet, the first migration makes it, which loads it too.)"""
+    if connection.execute(sa.text("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")).scalar():
+        connection.execute(sa.text(f"SELECT '[1]'::{vector_schema(connection)}.vector"))
 
 
 def _adopt_public_version_table(connection) -> None:

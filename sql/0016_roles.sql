@@ -49,7 +49,9 @@ BEGIN
         END;
     END IF;
     GRANT USAGE ON SCHEMA imagesearch TO imagesearch_reader, imagesearch_writer;
-    GRANT imagesearch_reader TO imagesearch_writer;
+    IF NOT pg_has_role('imagesearch_writer', 'imagesearch_reader', 'MEMBER') THEN  -- a DBA may have made them so
+        GRANT imagesearch_reader TO imagesearch_writer;
+    END IF;
     FOREACH fn IN ARRAY reading LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION imagesearch.%s TO imagesearch_reader', fn);
     END LOOP;

@@ -628,23 +628,47 @@ DECLARE
         'may_queue_synced_change(integer, regclass, text, text, text)'];
     missing text[];
     fn text;
-    sig text;
     part record;
 BEGIN
-    -- Internal steps are not an interface: nobody but their owner calls them (functions are PUBLIC's by default).
+    -- Internal steps are not an interface: nobody but their owner calls them (functions are PUBLIC's by
+    -- default). The roles' grants are made again below, once the definer functions are the definer's.
     REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA imagesearch FROM PUBLIC;
+    FOREACH fn IN ARRAY ARRAY['imagesearch_reader', 'imagesearch_writer'] LOOP
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = fn) THEN
+            EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA imagesearch FROM %I', fn);
+        END IF;
+    END LOOP;
+    -- Synced tables: any role that writes one runs its trigger, which queues the change as that role
+    -- (no definer function is involved: these hold whether or not the roles below can be made).
+    GRANT USAGE ON SCHEMA imagesearch TO PUBLIC;
+    FOREACH fn IN ARRAY anyone LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION imagesearch.%s TO PUBLIC', fn);
+    END LOOP;
+    GRANT SELECT (id) ON imagesearch.instances TO PUBLIC;
+    GRANT INSERT (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source, synced_table)
+        ON imagesearch.picture_queue TO PUBLIC;
+    GRANT USAGE ON SEQUENCE imagesearch.picture_queue_id_seq TO PUBLIC;
+
     missing := ARRAY(SELECT r FROM unnest(ARRAY['imagesearch_definer', 'imagesearch_reader', 'imagesearch_writer']) r
                      WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r));
     BEGIN
         FOREACH fn IN ARRAY missing LOOP
             EXECUTE format('CREATE ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS', fn);
         END LOOP;
+        -- This user hands the functions to the definer and redefines them later: it must be able to act as
+        -- their owner. (A role made by a user with CREATEROLE is only administered by it, from PostgreSQL 16.)
+        IF current_setting('server_version_num')::integer >= 160000 THEN
+            IF NOT (pg_has_role('imagesearch_definer', 'SET') AND pg_has_role('imagesearch_definer', 'USAGE')) THEN
+                EXECUTE format('GRANT imagesearch_definer TO %I WITH INHERIT TRUE, SET TRUE', current_user);
+            END IF;
+        ELSIF NOT pg_has_role('imagesearch_definer', 'USAGE') THEN
+            EXECUTE format('GRANT imagesearch_definer TO %I', current_user);
+        END IF;
     EXCEPTION WHEN insufficient_privilege THEN
-        RAISE NOTICE 'imagesearch: the roles % were not created (this user may not create roles), so no role is granted '
-                     'the SQL surface. A DBA runs: %; and then this user runs SELECT imagesearch.grant_roles(); (docs/sql.md)',
-            array_to_string(missing, ', '),
-            (SELECT string_agg(format('CREATE ROLE %I NOLOGIN', r), '; ') FROM unnest(missing) r)
-            || format('; GRANT imagesearch_definer TO %I', current_user);
+        RAISE NOTICE 'imagesearch: this user may not make the roles of the SQL surface or act as imagesearch_definer, '
+                     'so no role is granted the surface. A DBA runs: %GRANT imagesearch_definer TO %; and then this '
+                     'user runs SELECT imagesearch.grant_roles(); (docs/sql.md)',
+            (SELECT string_agg(format('CREATE ROLE %I NOLOGIN; ', r), '') FROM unnest(missing) r), quote_ident(current_user);
         RETURN;
     END;
     -- The definer must be a role without power of its own: never a superuser, never able to make or become
@@ -654,15 +678,6 @@ BEGIN
        OR EXISTS (SELECT FROM pg_auth_members WHERE member = 'imagesearch_definer'::regrole) THEN
         RAISE EXCEPTION 'imagesearch: the role imagesearch_definer must be NOLOGIN, without SUPERUSER, CREATEDB, '
                         'CREATEROLE, REPLICATION or BYPASSRLS, and a member of no role';
-    END IF;
-    -- This user hands the functions to the role and redefines them later: it must act as their owner. (A role
-    -- made by a user with CREATEROLE is only administered by it, from PostgreSQL 16 on.)
-    IF current_setting('server_version_num')::integer >= 160000 THEN
-        IF NOT (pg_has_role('imagesearch_definer', 'SET') AND pg_has_role('imagesearch_definer', 'USAGE')) THEN
-            EXECUTE format('GRANT imagesearch_definer TO %I WITH INHERIT TRUE, SET TRUE', current_user);
-        END IF;
-    ELSIF NOT pg_has_role('imagesearch_definer', 'USAGE') THEN
-        EXECUTE format('GRANT imagesearch_definer TO %I', current_user);
     END IF;
     -- Ownership passes only to a role that may create in the schema: for that moment, and no longer.
     GRANT CREATE ON SCHEMA imagesearch TO imagesearch_definer;
@@ -689,17 +704,9 @@ BEGIN
     DROP POLICY IF EXISTS surface ON imagesearch.picture_queue;
     CREATE POLICY surface ON imagesearch.picture_queue TO imagesearch_definer USING (true) WITH CHECK (true);
 
-    -- Synced tables: any role that writes one runs its trigger, which queues the change as that role.
-    GRANT USAGE ON SCHEMA imagesearch TO PUBLIC;
-    FOREACH fn IN ARRAY anyone LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION imagesearch.%s TO PUBLIC', fn);
-    END LOOP;
-    GRANT SELECT (id) ON imagesearch.instances TO PUBLIC;
-    GRANT INSERT (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source, synced_table)
-        ON imagesearch.picture_queue TO PUBLIC;
-    GRANT USAGE ON SEQUENCE imagesearch.picture_queue_id_seq TO PUBLIC;
-
-    GRANT imagesearch_reader TO imagesearch_writer;
+    IF NOT pg_has_role('imagesearch_writer', 'imagesearch_reader', 'MEMBER') THEN
+        GRANT imagesearch_reader TO imagesearch_writer;
+    END IF;
     FOREACH fn IN ARRAY reading LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION imagesearch.%s TO imagesearch_reader', fn);
     END LOOP;

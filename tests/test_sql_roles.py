@@ -181,3 +181,42 @@ def test_a_database_migrated_before_keeps_its_revision_when_the_version_table_mo
     assert schema.current_revision(scratch_engine) == schema.head_revision()
     with scratch_engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT to_regclass('public.alembic_version')").scalar() is None
+
+
+def test_a_user_that_may_not_make_roles_installs_it_and_the_surface_waits_for_a_dba(scratch_engine, logins):  # noqa: F811
+    """The migrating user has no superuser and no CREATEROLE: the upgrade goes through, grants nobody the
+    surface, and says what a DBA runs; once the DBA has, grant_roles() hands the functions to the definer."""
+    migrator = logins.make("migrator")
+    database = scratch_engine.url.database
+    with scratch_engine.begin() as conn:  # the DBA: pgvector, and a database the user may make a schema in
+        conn.exec_driver_sql("CREATE EXTENSION vector")
+        conn.exec_driver_sql(f'GRANT CREATE ON DATABASE "{database}" TO {migrator.name}')
+    own = sa.create_engine(migrator.engine.url.set(database=database))
+    try:
+        schema.upgrade(own)
+        assert schema.current_revision(own) == schema.head_revision()
+        with own.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO imagesearch.instances (name, service_type, capacity, qps, region, encoder,"
+                                 " embedding_dim) VALUES ('shop', 'generic', 10, 1, 'local', 'efficientnet-lite0-gem', 3)")
+            conn.exec_driver_sql("SELECT imagesearch.create_picture_partition(id) FROM imagesearch.instances")
+            conn.exec_driver_sql("INSERT INTO imagesearch.pictures (instance_id, key_digest, product_id, pic_name,"
+                                 " category_id, embedding) SELECT id, '\\x01', 'p', 'a', 0, '[1,0,0]' FROM imagesearch.instances")
+        owners = "SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc WHERE prosecdef AND pronamespace = 'imagesearch'::regnamespace"
+        reader = logins.make("reader", "imagesearch_reader")
+        search = sa.create_engine(reader.engine.url.set(database=database))
+        statement = sa.text("SELECT product_id FROM imagesearch.search_by_vector('shop', '[1,0.1,0]')")
+        with own.connect() as conn:
+            assert conn.execute(sa.text(owners)).scalars().all() == [migrator.name]
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for function search_by_vector"), \
+                search.connect() as conn:
+            conn.execute(statement)
+        with scratch_engine.begin() as conn:  # what the upgrade's notice asks of the DBA
+            conn.exec_driver_sql(f"GRANT imagesearch_definer TO {migrator.name}")
+        with own.begin() as conn:
+            conn.exec_driver_sql("SELECT imagesearch.grant_roles()")
+            assert conn.execute(sa.text(owners)).scalars().all() == ["imagesearch_definer"]
+        with search.connect() as conn:
+            assert conn.execute(statement).scalars().all() == ["p"]
+        search.dispose()
+    finally:
+        own.dispose()
