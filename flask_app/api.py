@@ -22,6 +22,7 @@ from flask_app.extensions import get_service
 from flask_app.params import Params
 from imagesearch_pg.errors import (
     DatabaseUnavailable,
+    HeadersNotReported,
     ImageSearchError,
     InvalidParameter,
     InvalidVersion,
@@ -65,6 +66,9 @@ def _dispatch(name: str | None):
     """(response, HTTP status, the protocol's Code or "OK")."""
     request_id = str(uuid.uuid4()).upper()
     try:
+        # Before the action is even looked up: a repeated x-acs-action arrives joined, as no action at all.
+        signature.refuse_repeated(request.environ.get(signature.REPEATED_HEADERS, ()),
+                                  request.headers.get("authorization"))
         if not name:
             raise MissingParameter("the action is missing: send it in the x-acs-action header")
         handler = ACTIONS.get(name)
@@ -88,7 +92,7 @@ def _dispatch(name: str | None):
             service.admit(params.required("InstanceName"), RATE_KINDS[name])
         result = handler(service, params)
     except ImageSearchError as exc:
-        if isinstance(exc, DatabaseUnavailable) and _UNAVAILABLE_LOG:
+        if isinstance(exc, (DatabaseUnavailable, HeadersNotReported)) and _UNAVAILABLE_LOG:
             log.warning("answering 503: %s", exc.message, extra={"request_id": request_id})
         return _error(request_id, exc.code, exc.message, protocol.http_status(exc))
     except RequestEntityTooLarge:
@@ -125,6 +129,10 @@ def _verify(service: ImageSearch, body: bytes) -> signature.SignedRequest:
     path = request.environ.get("RAW_URI", request.path).split("?", 1)[0]
     signed = signature.verify(request.method, path, request.query_string.decode("latin-1"), headers, body,
                               keys.credential)
+    if signature.REPEATED_HEADERS not in request.environ:
+        # A WSGI server of another kind: it may have joined or dropped a repeated signed header unseen.
+        raise HeadersNotReported("this server cannot check signed requests: the HTTP server in front of the app "
+                                 "does not report repeated headers; serve with `imagesearch serve`")
     if not keys.first_use_of_nonce(signed.nonce, signature.DATE_WINDOW):
         raise SignatureNonceUsed("this x-acs-signature-nonce was already used: each request needs a new one")
     return signed

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -25,7 +26,7 @@ from urllib.parse import unquote
 import h11
 from gunicorn.workers.base import Worker
 
-from flask_app import MAX_BODY_BYTES, protocol
+from flask_app import MAX_BODY_BYTES, protocol, signature
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,10 @@ class FrontWorker(Worker):
                     return
                 if request is None:  # closed, or idle past the keep-alive time
                     return
-                head, body = request
+                head, body, repeated = request
                 began = time.monotonic()
                 status, headers, content = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self._call_app, head, body, ends
+                    self.executor, self._call_app, head, body, repeated, ends
                 )
                 if isinstance(content, bytes):
                     await _send(conn, writer, status, headers, content)
@@ -117,15 +118,17 @@ class FrontWorker(Worker):
         """One line per request in the access log (gunicorn's accesslog setting), in the common log format."""
         if self.cfg.accesslog:
             when = time.strftime("%d/%b/%Y:%H:%M:%S %z")
-            line = (f'{peer[0] if peer else "-"} - - [{when}] "{head.method.decode()} '
-                    f'{head.target.decode("latin-1")[:300]} HTTP/{head.http_version.decode()}" {status} {size} {seconds:.4f}')
+            target = logged_target(head.target.decode("latin-1"))
+            line = (f'{peer[0] if peer else "-"} - - [{when}] "{head.method.decode()} {target} '
+                    f'HTTP/{head.http_version.decode()}" {status} {size} {seconds:.4f}')
             self.log.access_log.info(line)
 
-    def _call_app(self, head: h11.Request, body: bytes, ends) -> tuple[int, list, "bytes | _Blocks"]:
+    def _call_app(self, head: h11.Request, body: bytes, repeated: frozenset[str],
+                  ends) -> tuple[int, list, "bytes | _Blocks"]:
         key = id(head)
         self.running[key] = time.monotonic()
         try:
-            return self._wsgi_call(_environ(head, body, *ends))
+            return self._wsgi_call(_environ(head, body, repeated, *ends))
         except Exception:  # the app answers its own errors; this is a bug in it
             request_id = str(uuid.uuid4()).upper()
             log.exception("request failed", extra={"request_id": request_id})
@@ -170,7 +173,8 @@ class _Budget:
 
 
 async def _read_request(conn: h11.Connection, reader, writer, keepalive: float, budget: _Budget):
-    """The next whole request as (h11.Request, body), or None when the client is done. Raises Refusal."""
+    """The next whole request as (h11.Request, body, the names of the headers it sent more than once), or
+    None when the client is done. Raises Refusal."""
     body = bytearray()
     try:
         return await _receive(conn, reader, writer, keepalive, budget, body)
@@ -181,6 +185,9 @@ async def _read_request(conn: h11.Connection, reader, writer, keepalive: float, 
 async def _receive(conn: h11.Connection, reader, writer, keepalive: float, budget: _Budget, body: bytearray):
     began = None  # the request's clock starts with its first byte
     head = None
+    repeated: frozenset[str] = frozenset()
+    sent = bytearray(conn.trailing_data[0])  # the request's bytes until its head is whole (a kept-alive
+    # connection's next request may have begun in the last read of the one before)
     while True:
         try:
             event = conn.next_event()
@@ -205,10 +212,13 @@ async def _receive(conn: h11.Connection, reader, writer, keepalive: float, budge
                 if not data:
                     return None
                 began = time.monotonic()
+            if head is None:
+                sent += data
             conn.receive_data(data)
             continue
         if isinstance(event, h11.Request):
             head = event
+            repeated = signature.repeated(_header_names(sent))
             size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
             if size > MAX_HEADER_BYTES:  # h11 holds to its limit only while a head is incomplete
                 raise Refusal(431, "InvalidParameter", f"the request line and headers are over {MAX_HEADER_BYTES // 1024} kB")
@@ -227,11 +237,29 @@ async def _receive(conn: h11.Connection, reader, writer, keepalive: float, budge
             budget.take(len(event.data))
             body += event.data
         elif isinstance(event, h11.EndOfMessage):
-            return head, bytes(body)
+            return head, bytes(body), repeated
         elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
             if head is not None:
                 raise Refusal(400, "InvalidParameter", "the connection closed before the request's body was whole")
             return None
+
+
+def logged_target(target: str) -> str:
+    """A request target as access logs show it: the path, and of the query only the parameters' names. A
+    query value may be a bearer secret (a download link's Signature is the permission itself, for a day), so
+    none is logged, whatever its name; an item without "=" is a value, shown as "-"."""
+    path, marked, query = target.partition("?")
+    if marked:
+        path += "?" + "&".join(item.partition("=")[0] if "=" in item else "-" for item in query.split("&"))
+    return path[:300].encode("unicode_escape").decode("ascii")  # control characters cannot forge log lines
+
+
+def _header_names(sent: bytes) -> list[str]:
+    """The names of the header fields in the head that ``sent`` begins with (h11 has parsed it), each as often
+    as sent: h11 keeps one of two equal Content-Length headers, and the app must see such a repeat too."""
+    head = re.split(rb"\r?\n\r?\n", sent.lstrip(b"\r\n"), maxsplit=1)[0]
+    lines = head.split(b"\n")[1:]  # after the request line; a line that begins with a space continues the one before
+    return [line.split(b":", 1)[0].decode("latin-1") for line in lines if line[:1] not in (b" ", b"\t")]
 
 
 def _content_length(head: h11.Request) -> int | None:
@@ -315,7 +343,7 @@ async def _drained(writer) -> None:
         raise
 
 
-def _environ(head: h11.Request, body: bytes, peer, local) -> dict:
+def _environ(head: h11.Request, body: bytes, repeated: frozenset[str], peer, local) -> dict:
     target = head.target.decode("latin-1")
     path, _, query = target.partition("?")
     host, port = (local or ("localhost", 80))[:2]
@@ -337,6 +365,8 @@ def _environ(head: h11.Request, body: bytes, peer, local) -> dict:
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
         "CONTENT_LENGTH": str(len(body)),
+        # Below, a repeated header is joined or its last value kept: the app refuses those that must be sent once.
+        signature.REPEATED_HEADERS: repeated,
     }
     for name, value in head.headers:
         if b"_" in name:  # x_acs_action would pass for x-acs-action in WSGI's naming: dropped, as nginx does
@@ -346,6 +376,5 @@ def _environ(head: h11.Request, body: bytes, peer, local) -> dict:
         if key == "CONTENT_TYPE":
             environ["CONTENT_TYPE"] = text
         elif key not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
-            # Repeated headers are joined as RFC 9110 allows; the signature covers the joined value.
             environ[f"HTTP_{key}"] = f"{environ[f'HTTP_{key}']},{text}" if f"HTTP_{key}" in environ else text
     return environ

@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 import sys
 
+from werkzeug.serving import WSGIRequestHandler
+
+from flask_app import signature
+from flask_app.front import logged_target
 from imagesearch_pg.config import Settings
 from imagesearch_pg.service import ImageSearch
 
@@ -42,11 +46,26 @@ def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, in
     try:
         if dev:
             print(console_hint, file=sys.stderr, flush=True)
-            create_app(config).run(host=host, port=port, threaded=True, use_reloader=False)
+            create_app(config).run(host=host, port=port, threaded=True, use_reloader=False,
+                                   request_handler=RequestHandler)
         else:
             _gunicorn(config, host=host, port=port, workers=workers, console_hint=console_hint)
     finally:
         service.close()
+
+
+class RequestHandler(WSGIRequestHandler):
+    """Werkzeug's development server as the front behaves: it reports the headers sent more than once (its
+    environ joins their values, or keeps the last Content-Type) and logs no query values."""
+
+    def make_environ(self) -> dict:
+        environ = super().make_environ()
+        environ[signature.REPEATED_HEADERS] = signature.repeated(self.headers.keys())
+        return environ
+
+    def log_request(self, code="-", size="-") -> None:
+        target = logged_target(getattr(self, "path", "-"))  # no path when the request line did not parse
+        self.log("info", '"%s %s %s" %s %s', self.command, target, self.request_version, code, size)
 
 
 def console_line(service: ImageSearch, host: str, port: int) -> str:

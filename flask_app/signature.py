@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, quote
@@ -26,10 +28,19 @@ DATE_WINDOW = timedelta(minutes=15)
 # with a body, content-type (it decides how the body is read): without them a captured request could be
 # sent again as another action, to another host, with a fresh nonce or date, or with another body.
 REQUIRED_SIGNED = ("host", "x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce")
+# Headers that decide how a request is read (its framing, its body's type, its key): like every header the
+# signature covers and every x-acs-* header, each must be sent once. A server joins a repeated header's
+# values or keeps one of them (WSGI has no way to pass both), so a signature would cover one reading while a
+# proxy, or another part of the server, acts on another.
+SENT_ONCE = ("authorization", "content-length", "content-type", "host", "transfer-encoding")
+# The WSGI environ key under which this project's servers (flask_app/front.py, flask_app/server.py's
+# RequestHandler) give the names of the headers a request sent more than once: what WSGI hides.
+REPEATED_HEADERS = "imagesearch.repeated_headers"
 
 _AUTHORIZATION = re.compile(
     rf"^{ALGORITHM} Credential=(?P<key>[^,\s]+),\s*SignedHeaders=(?P<headers>[^,\s]*),\s*Signature=(?P<signature>[0-9a-f]{{64}})$"
 )
+_SIGNED_HEADERS = re.compile(r"SignedHeaders=(?P<headers>[^,\s]*)")
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,26 @@ def parse_authorization(header: str | None) -> tuple[str, list[str], str]:
             "Signature=<64 hex digits>'"
         )
     return match["key"], [h for h in match["headers"].split(";") if h], match["signature"]
+
+
+def repeated(names: Iterable[str]) -> frozenset[str]:
+    """The header names (lower-cased) that occur more than once in ``names``, a request's headers in order."""
+    counts = Counter(name.lower() for name in names)
+    return frozenset(name for name, count in counts.items() if count > 1)
+
+
+def refuse_repeated(repeated_names: Collection[str], authorization: str | None) -> None:
+    """Refuse a request that sent more than once a header of SENT_ONCE, an x-acs-* header, or a header its
+    Authorization names in SignedHeaders (read even where the rest of it does not parse)."""
+    listed = _SIGNED_HEADERS.search(authorization or "")
+    signed = set(listed["headers"].lower().split(";")) if listed else set()
+    twice = sorted(name for name in repeated_names if name in SENT_ONCE or name.startswith("x-acs-") or name in signed)
+    if twice:
+        raise SignatureDoesNotMatch(
+            f"the request sent {', '.join(twice)} more than once: each header the signature covers, each x-acs-* "
+            "header and each of Authorization, Content-Length, Content-Type, Host and Transfer-Encoding must be "
+            "sent once"
+        )
 
 
 def canonical_query(query_string: str) -> str:
@@ -81,10 +112,9 @@ def sign(secret: str, text: str) -> str:
 
 def verify(method: str, path: str, query_string: str, headers: dict[str, str], body: bytes, credential_of,
            now: datetime | None = None) -> SignedRequest:
-    """Check a request's signature; ``headers`` with lower-cased names (a header sent twice arrives as one,
-    its values joined, as WSGI servers pass them, and is checked so); ``credential_of(key_id)`` gives the key's
-    credential (with its ``secret``) or None. Returns the key id, nonce (the caller records it) and
-    credential, or raises the protocol's error."""
+    """Check a request's signature; ``headers`` with lower-cased names, each sent once (refuse_repeated has
+    refused the others); ``credential_of(key_id)`` gives the key's credential (with its ``secret``) or None.
+    Returns the key id, nonce (the caller records it) and credential, or raises the protocol's error."""
     key_id, signed, signature = parse_authorization(headers.get("authorization"))
     missing = [name for name in required_headers(headers, body) if name not in signed]
     if missing:

@@ -74,6 +74,11 @@ class InstanceStatusError(ImageSearchError):
     code = "InstanceStatusError"
 
 
+class InstanceBusy(InstanceStatusError):
+    """A change of an instance could not get a lock it needs in time: another transaction that read or wrote
+    the instance's pictures is still open. Nothing was changed; the same change may be tried again."""
+
+
 class NoSpecifiedSearchPic(ImageSearchError):
     code = "NoSpecifiedSearchPic"
 
@@ -86,6 +91,13 @@ class DatabaseUnavailable(ImageSearchError):
 
 class SchemaOutOfDate(ImageSearchError):
     """The configured database's schema is not the one this version needs (an operator's task)."""
+
+    code = "ServiceUnavailable"
+
+
+class HeadersNotReported(ImageSearchError):
+    """The HTTP server in front of the app does not say which headers a request sent more than once, so its
+    signed requests cannot be checked (an operator's task: serve with `imagesearch serve`)."""
 
     code = "ServiceUnavailable"
 

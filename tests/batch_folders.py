@@ -126,9 +126,10 @@ class app_server:
         from werkzeug.serving import make_server
 
         from flask_app import create_app
+        from flask_app.server import RequestHandler
 
         self._httpd = make_server("127.0.0.1", 0, create_app({"SETTINGS": service.settings, "SERVICE": service}),
-                                  threaded=True)
+                                  threaded=True, request_handler=RequestHandler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> str:

@@ -11,6 +11,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from flask_app import create_app
+from flask_app.server import RequestHandler
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.service import ImageSearch
@@ -95,13 +96,14 @@ def shop(make_instance):
     return make_instance("generic").name
 
 
-# ---- the HTTP API on a free port (Werkzeug's threaded server; tests/test_front.py runs the real one) -------
+# ---- the HTTP API on a free port (Werkzeug's threaded server with the request handler `serve --dev` uses,
+# which reports repeated headers; tests/test_front.py runs the real one) ------------------------------------
 
 
 @pytest.fixture(scope="session")
 def server(service, settings):
     app = create_app({"SETTINGS": settings, "SERVICE": service})
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=RequestHandler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"127.0.0.1:{httpd.server_port}"

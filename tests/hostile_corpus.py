@@ -146,6 +146,25 @@ COMMON = [
     ("twice", {"__twice__": "InstanceName"}, 400, "InvalidParameter"),
 ]
 
+# A header sent once more beside a valid signed request: (id, name, the other value, sent before the signed
+# one?); "{length}" is the body's length. Each is refused as SignatureDoesNotMatch ("sent ... more than once")
+# before the action is looked up, whatever the action: the signature would cover one value (or both joined)
+# while the server or a proxy reads another. Sent byte for byte (tests/raw_http.py).
+REPEATED_HEADERS = [
+    ("content-type-before", "content-type", "multipart/form-data; boundary=x", True),
+    ("content-type-after", "content-type", "text/plain", False),
+    ("content-type-same", "content-type", "application/x-www-form-urlencoded", False),
+    ("action-before", "x-acs-action", "DeleteImage", True),
+    ("action-after", "x-acs-action", "Detail", False),
+    ("version-same", "x-acs-version", "2020-12-14", False),
+    ("date", "x-acs-date", "2020-01-01T00:00:00Z", True),
+    ("nonce", "x-acs-signature-nonce", "another-nonce", False),
+    ("content-sha256", "x-acs-content-sha256", "0" * 64, True),
+    ("host", "host", "evil.example", True),
+    ("authorization", "authorization", "ACS3-HMAC-SHA256 Credential=x,SignedHeaders=host,Signature=" + "0" * 64, True),
+    ("content-length-same", "content-length", "{length}", False),
+]
+
 
 def cases() -> list[tuple[str, str, dict, int | None, str | None]]:
     out = []

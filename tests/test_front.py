@@ -7,12 +7,14 @@ import base64
 import json
 import socket
 import time
+from urllib.parse import urlencode
 
 import pytest
 import requests
 
 from tests.http_requests import signed_request
 from tests.pictures import encode, noise
+from tests.raw_http import exchange, request_bytes, with_repeat
 from tests.serving import health, serving
 
 
@@ -25,22 +27,7 @@ def port(engine, settings):
 
 
 def raw(port: int, data: bytes, *, timeout: float = 15) -> tuple[int, dict]:
-    """Send ``data`` as it is; the status and the JSON body of the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        answer = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-            head, _, body = answer.partition(b"\r\n\r\n")
-            length = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
-            if length and len(body) >= length[0]:
-                break
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert b"application/json" in head.lower(), answer[:500]
-    return int(head.split(b" ")[1]), json.loads(body)
+    return exchange(f"127.0.0.1:{port}", data, timeout=timeout)
 
 
 REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nx-acs-action: Detail\r\n"
@@ -56,6 +43,9 @@ REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nx-acs-action: Detail\r\n"
     (b"POST /" + b"x" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),  # a 20 kB request target
     (b"POST / HTTP/1.1\r\n" + b"x" * 20000 + b"\r\n\r\n", 400),  # a 20 kB line that is no header
     (REQUEST + b"Content-Length: 9000000\r\n\r\n", 413),  # refused before the body is read
+    (REQUEST + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),  # two lengths
+    (REQUEST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nHost: evil.example\r\nContent-Length: 0\r\n\r\n", 400),
 ])
 def test_malformed_requests_get_json_refusals(port, data, status):
     got, body = raw(port, data)
@@ -138,7 +128,7 @@ def test_bodies_held_at_once_are_bounded_per_worker():
         return await front._read_request(conn, reader, None, 2.0, budget)
 
     budget = front._Budget(100_000)
-    head, body = asyncio.run(receive(budget, 60_000))
+    head, body, _ = asyncio.run(receive(budget, 60_000))
     assert len(body) == 60_000 and budget.used == 0  # given back once the request is whole
     budget.used = 50_000  # other connections hold half of it
     with pytest.raises(front.Refusal) as refused:
@@ -175,3 +165,61 @@ def test_downloads_stream_through_the_front_and_the_server_runs_tasks(port, serv
     assert report.headers.get("Transfer-Encoding") == "chunked"
     numbers = [json.loads(line)["line"] for line in report.iter_lines()]
     assert numbers == list(range(1, 200_001))
+
+
+# ---- a header sent twice: refused before anything is read or done (issue 25) ----------------------------
+
+PICTURE = base64.b64encode(encode(noise(150, 150, seed=25))).decode()
+
+
+def _stocked(service, shop) -> dict:
+    service.add_image(shop, "kept", "1.jpg", base64.b64decode(PICTURE))
+    return {"add": lambda: service.check_image_exists(shop, "added", "1.jpg") is not None,
+            "kept": lambda: service.check_image_exists(shop, "kept", "1.jpg") is not None}
+
+
+def _fields(shop: str, action: str) -> bytes:
+    fields = ({"ProductId": "added", "PicName": "1.jpg", "PicContent": PICTURE} if action == "AddImage"
+              else {"ProductId": "kept", "PicName": "1.jpg"})
+    return urlencode({"InstanceName": shop, **fields}).encode()
+
+
+@pytest.mark.parametrize("action", ["AddImage", "DeleteImage"])
+@pytest.mark.parametrize("before", [True, False], ids=["before-the-signed-one", "after-it"])
+def test_a_signed_content_type_sent_twice_is_refused_and_nothing_is_done(port, service, shop, credentials, action,
+                                                                          before):
+    stored = _stocked(service, shop)
+    address, body = f"127.0.0.1:{port}", _fields(shop, action)
+    twice = with_repeat(signed_request(address, *credentials, body, action=action), "content-type",
+                        "multipart/form-data; boundary=x", before=before)
+    status, answer = exchange(address, request_bytes(twice, body))
+    assert (status, answer["Code"]) == (403, "SignatureDoesNotMatch") and "content-type" in answer["Message"]
+    assert (stored["add"](), stored["kept"]()) == (False, True)
+    # The same request with its header once is done: the refusal was the repeat's.
+    once = list(signed_request(address, *credentials, body, action=action).items())
+    assert exchange(address, request_bytes(once, body))[0] == 200
+    assert (stored["add"](), stored["kept"]()) == ((True, True) if action == "AddImage" else (False, False))
+
+
+@pytest.mark.parametrize("name,value", [
+    ("x-acs-action", "DeleteImage"), ("x-acs-signature-nonce", "another"), ("x-acs-date", "2020-01-01T00:00:00Z"),
+    ("authorization", "ACS3-HMAC-SHA256 Credential=x,SignedHeaders=host,Signature=" + "0" * 64),
+    ("content-length", "{length}"),  # h11 keeps one of two equal lengths: the front reports the repeat itself
+])
+def test_other_headers_that_must_be_sent_once_are_refused_through_the_front(port, service, shop, credentials, name,
+                                                                             value):
+    stored = _stocked(service, shop)
+    address, body = f"127.0.0.1:{port}", _fields(shop, "DeleteImage")
+    twice = with_repeat(signed_request(address, *credentials, body, action="DeleteImage"), name,
+                        value.format(length=len(body)), before=False)
+    status, answer = exchange(address, request_bytes(twice, body))  # with a Content-Length of its own
+    assert (status, answer["Code"]) == (403, "SignatureDoesNotMatch") and "more than once" in answer["Message"]
+    assert stored["kept"]()
+
+
+def test_a_header_no_signature_or_reading_depends_on_may_repeat(port, service, shop, credentials):
+    stored = _stocked(service, shop)
+    address, body = f"127.0.0.1:{port}", _fields(shop, "DeleteImage")
+    headers = [*signed_request(address, *credentials, body, action="DeleteImage").items(), ("Accept", "text/plain"),
+               ("Accept", "application/json")]
+    assert exchange(address, request_bytes(headers, body))[0] == 200 and not stored["kept"]()

@@ -1,5 +1,6 @@
-"""The hostile-request corpus (tests/hostile_corpus.py, over all 14 actions) and a signature fuzz: every
-refused request gets its status, its Code and a JSON body, and leaves the database as it was, row for row.
+"""The hostile-request corpus (tests/hostile_corpus.py, over all 14 actions: bad parameters, encodings,
+methods, paths, headers sent twice) and a signature fuzz: every refused request gets its status, its Code
+and a JSON body, and leaves the database as it was, row for row.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from tests import hostile_corpus as corpus
 from tests.http_requests import signed_request
 from tests.pictures import encode, noise
+from tests.raw_http import exchange, request_bytes, with_repeat
 
 # Every table a request could change, digested row by row (nonces and request counts are the requests'
 # own bookkeeping: a refused request is still counted and its nonce still used up).
@@ -123,6 +125,19 @@ def test_hostile_encodings_methods_and_paths(server, credentials, target, engine
     body = change(encoded(request_fields(target, action, {})))
     response = send(server, credentials, action, body, method=method, path=path, content_type=content_type)
     assert_refused(response, status, code, before, engine)
+
+
+@pytest.mark.parametrize("action", corpus.ACTIONS)
+@pytest.mark.parametrize("repeat", corpus.REPEATED_HEADERS, ids=lambda repeat: repeat[0])
+def test_a_header_sent_twice_is_refused_before_the_action_is_read(server, credentials, target, engine, action, repeat):
+    _, name, value, before = repeat
+    body = encoded(request_fields(target, action, {}))
+    headers = with_repeat(signed_request(server, *credentials, body, action=action), name,
+                          value.format(length=len(body)), before=before)
+    unchanged = digest(engine)
+    status, answer = exchange(server, request_bytes(headers, body))
+    assert (status, answer["Code"]) == (403, "SignatureDoesNotMatch") and "more than once" in answer["Message"]
+    assert answer["RequestId"] and digest(engine) == unchanged
 
 
 def test_the_corpus_is_large_and_covers_every_action():

@@ -4,10 +4,12 @@ that a correct signature check refuses, and after which the pictures are as they
 from __future__ import annotations
 
 import http.client
+import json
 
 import pytest
 
 from flask_app import signature
+from imagesearch_pg.errors import SignatureDoesNotMatch
 from tests.http_requests import post, signed_request
 from tests.pictures import encode, noise
 
@@ -76,9 +78,39 @@ def test_a_signed_header_sent_twice_is_refused(server, credentials, service, sto
     connection.putheader("Content-Length", str(len(body)))
     connection.endheaders(body)
     response = connection.getresponse()
-    # The server joins the two values ("CheckImageExists,DeleteImage"): no such action, and not what was signed.
-    assert response.status in (400, 403) and response.getheader("Content-Type") == "application/json"
+    answer = json.loads(response.read())
+    assert (response.status, answer["Code"]) == (403, "SignatureDoesNotMatch")
+    assert "x-acs-action" in answer["Message"] and "more than once" in answer["Message"]
     assert pictures_of(service, stocked) == 3
+
+
+@pytest.mark.parametrize("repeated,signed_headers,refused", [
+    ({"accept"}, "accept;host;x-acs-action", True),  # any header the signature covers
+    ({"x-acs-anything"}, "host", True),  # any x-acs-* header, signed or not
+    ({"content-type"}, "host", True), ({"content-length"}, "host", True), ({"transfer-encoding"}, "host", True),
+    ({"host"}, "", True), ({"authorization"}, "host", True),
+    ({"accept", "cookie", "x-forwarded-for"}, "host;x-acs-action", False),  # neither signed nor deciding the read
+])
+def test_which_headers_must_be_sent_once(repeated, signed_headers, refused):
+    authorization = f"ACS3-HMAC-SHA256 Credential=k,SignedHeaders={signed_headers},Signature={'0' * 64}"
+    if refused:
+        with pytest.raises(SignatureDoesNotMatch, match="more than once"):
+            signature.refuse_repeated(repeated, authorization)
+    else:
+        signature.refuse_repeated(repeated, authorization)
+    assert signature.repeated(["Host", "Accept", "host", "ACCEPT", "X-Acs-Date"]) == {"host", "accept"}
+
+
+def test_a_server_that_does_not_report_repeated_headers_cannot_serve_signed_requests(settings, service, credentials,
+                                                                                     stocked):
+    from flask_app import create_app
+
+    body = f"InstanceName={stocked}&ProductId=a".encode()
+    client = create_app({"SETTINGS": settings, "SERVICE": service}).test_client()  # Werkzeug's test environ
+    headers = signed_request("localhost", *credentials, body, action="DeleteImage")
+    answer = client.post("/", data=body, headers=headers)
+    assert (answer.status_code, answer.get_json()["Code"]) == (503, "ServiceUnavailable")
+    assert "repeated headers" in answer.get_json()["Message"] and pictures_of(service, stocked) == 3
 
 
 def test_a_parameter_given_twice_is_refused(server, credentials, service, stocked):

@@ -13,6 +13,7 @@ from flask_app.console.auth import login_required
 from flask_app.console.forms import FieldError, attributes, decimal, error_field, number, refused
 from flask_app.console.search import instance_or_404
 from flask_app.extensions import get_service
+from imagesearch_pg.errors import ImageSearchError
 from imagesearch_pg import categories
 from imagesearch_pg.attributes import INT_ATTRS, STR_ATTRS
 from imagesearch_pg.errors import ImageSearchError, MissingParameter
@@ -62,8 +63,12 @@ def clear(name: str):
     if request.form.get("confirmation", "") != name:
         flash(f"Nothing was cleared: type the instance's name, {name}, to confirm.")
     else:
-        get_service().clear_instance(name)
-        flash(f"All pictures of {name} were deleted.")
+        try:
+            get_service().clear_instance(name)
+        except ImageSearchError as exc:  # busy: another transaction holds the instance's pictures
+            flash(f"Nothing was cleared: {exc.message}")
+        else:
+            flash(f"All pictures of {name} were deleted.")
     return redirect(url_for("console.instance_detail", name=name))
 
 

@@ -20,6 +20,7 @@ from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store import shards as shard_store
 from imagesearch_pg.store.database import Database, PartitionMissing
 from imagesearch_pg.store.instances import InstanceRef
+from imagesearch_pg.store.locks import waiting_briefly
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,7 +70,11 @@ class Instances:
                 raise InvalidParameter(f"encoder {encoder!r} is not registered; registered: {known}")
             values = dict(name=name, service_type=service_type, capacity=capacity, qps=qps, region=region,
                           tags=tags or {}, status="active", encoder=encoder, embedding_dim=dim, shard=shard)
-            if instance_store.insert(conn, values, silhouettes=self.encoders.get(encoder).silhouettes) is None:
+            silhouettes = self.encoders.get(encoder).silhouettes
+            # Its partition is attached to imagesearch.pictures, which any open read of the pictures may hold.
+            created = waiting_briefly(conn, lambda: instance_store.insert(conn, values, silhouettes=silhouettes),
+                                      f"creating instance {name!r}")
+            if created is None:
                 raise InvalidParameter(f"an instance named {name!r} already exists")
         log.info("instance created", extra={"instance": name, "service_type": service_type})
         return self.describe(name)
@@ -87,9 +92,7 @@ class Instances:
         return Instance(**rows[0])
 
     def delete(self, name: str) -> None:
-        with self.database.transaction() as conn:
-            instance = self.locked(conn, name, "share")
-            instance_store.delete(conn, instance.id)
+        self._change(name, "deleting", lambda conn: instance_store.delete(conn, self.locked(conn, name, "share").id))
         self._cache.pop(name, None)
         log.info("instance deleted", extra={"instance": name})
 
@@ -101,12 +104,15 @@ class Instances:
             validation.positive("capacity", capacity, MAX_CAPACITY)
         if qps is not None:
             validation.positive("qps", qps, MAX_QPS)
-        with self.database.transaction() as conn:
+
+        def change(conn: sa.Connection) -> None:
             instance = self.locked(conn, name, "exclusive")  # no add runs meanwhile
             if not instance_store.change_plan(conn, instance.id, capacity, qps):
                 held = instance_store.picture_count(conn, instance.id)
                 raise InvalidParameter(f"capacity {capacity} is below the {held} pictures instance {name!r} holds; "
                                        "delete pictures first")
+
+        self._change(name, "changing the plan of", change)
         log.info("instance plan changed", extra={"instance": name})
         return self.describe(name)
 
@@ -114,17 +120,23 @@ class Instances:
         """``days`` (1-3650) more from the instance's expiry, or from now if it has expired; None: never."""
         if days is not None:
             validation.positive("days", days, 3650)
-        with self.database.transaction() as conn:
-            instance_store.renew(conn, self.locked(conn, name, "share").id, days)
+        self._change(name, "renewing",
+                     lambda conn: instance_store.renew(conn, self.locked(conn, name, "share").id, days))
         return self.describe(name)
 
     def clear(self, name: str) -> None:
         """Delete every picture of the instance at once (the instance stays)."""
-        with self.database.transaction() as conn:
-            # No add or delete of this instance runs meanwhile (they take a key-share lock).
-            instance = self.locked(conn, name, "exclusive")
-            picture_store.delete_all(conn, instance.id)
+        # No add or delete of this instance runs meanwhile (they take a key-share lock).
+        self._change(name, "clearing",
+                     lambda conn: picture_store.delete_all(conn, self.locked(conn, name, "exclusive").id))
         log.info("instance cleared", extra={"instance": name})
+
+    def _change(self, name: str, doing: str, change: Callable[[sa.Connection], None]) -> None:
+        """``change(conn)`` in a transaction of its own, waiting only briefly for each lock it takes (the
+        instance's row, its partition, and for a delete imagesearch.pictures itself): a transaction left open
+        elsewhere makes it InstanceBusy rather than a queue that every later search joins (store/locks.py)."""
+        with self.database.transaction() as conn:
+            waiting_briefly(conn, lambda: change(conn), f"{doing} instance {name!r}")
 
     def admit(self, name: str, kind: str) -> None:
         """Count a request of ``kind`` (add, delete or search) against the instance's rate; raises Throttling

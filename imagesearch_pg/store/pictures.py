@@ -13,6 +13,7 @@ from pgvector.sqlalchemy import HALFVEC
 from imagesearch_pg.attributes import ATTRIBUTE_NAMES
 from imagesearch_pg.store.filters import Node, to_sql
 from imagesearch_pg.store.instances import record_write, reset_count
+from imagesearch_pg.store.locks import waiting_briefly
 from imagesearch_pg.store.query_vectors import send_halfvec
 from imagesearch_pg.store.tables import key_digest, partition, partition_name, pictures
 
@@ -127,20 +128,29 @@ def drop_vector_indexes(conn: sa.Connection, instance_id: int, silhouettes: bool
     would wait for this very transaction's postgres_fdw session once the load has written through it."""
     if on_shard(conn, instance_id):
         return
-    conn.execute(sa.select(sa.func.imagesearch.drop_picture_index(instance_id)))
-    if silhouettes:
-        conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
+
+    def drop() -> None:
+        conn.execute(sa.select(sa.func.imagesearch.drop_picture_index(instance_id)))
+        if silhouettes:
+            conn.execute(sa.select(sa.func.imagesearch.drop_silhouette_index(instance_id)))
+
+    waiting_briefly(conn, drop, f"dropping the vector indexes of instance {instance_id}")
 
 
 def create_vector_indexes(conn: sa.Connection, instance_id: int, silhouettes: bool) -> None:
     """Build the instance's HNSW indexes if they are missing (a no-op when they exist), and fresh statistics
     so that the planner sees the loaded rows at once rather than after autovacuum (on a shard, the
     statistics only: its indexes were kept, see drop_vector_indexes)."""
-    if not on_shard(conn, instance_id):
-        conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
-        if silhouettes:
-            conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
-    conn.execute(sa.text(f"ANALYZE {partition_name(instance_id, qualified=True)}"))
+
+    def build() -> None:
+        if not on_shard(conn, instance_id):
+            conn.execute(sa.select(sa.func.imagesearch.create_picture_index(instance_id)))
+            if silhouettes:
+                conn.execute(sa.select(sa.func.imagesearch.create_silhouette_index(instance_id)))
+        conn.execute(sa.text(f"ANALYZE {partition_name(instance_id, qualified=True)}"))
+
+    # A build waits for the instance's open writes, and writes that come later wait for it (store/locks.py).
+    waiting_briefly(conn, build, f"building the vector indexes of instance {instance_id}")
 
 
 def stored_digests(conn: sa.Connection, instance_id: int, digests: list[bytes]) -> set[bytes]:
@@ -222,7 +232,8 @@ def delete_matching(conn: sa.Connection, instance_id: int, filter: Node) -> list
 
 
 def delete_all(conn: sa.Connection, instance_id: int) -> None:
-    """Every picture of the instance, at once (the caller holds the instance's exclusive lock)."""
+    """Every picture of the instance, at once (the caller holds the instance's exclusive lock, and waits for
+    the partition's as store/locks.py does)."""
     conn.execute(sa.text(f"TRUNCATE {partition_name(instance_id, qualified=True)}"))
     reset_count(conn, instance_id)
 

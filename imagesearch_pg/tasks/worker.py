@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import psycopg
 import sqlalchemy as sa
 
-from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError
+from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError, InstanceBusy
 from imagesearch_pg.logs import Every
 from imagesearch_pg.storage import StorageUnavailable
 from imagesearch_pg.store import picture_queue, tasks
@@ -197,7 +197,7 @@ class Worker:
                 log.info("task %s stopped: %s", task.id, exc)
                 self._give_back(task, 0.0)
                 return
-            except (Transient, DatabaseUnavailable, StorageUnavailable) as exc:
+            except (Transient, DatabaseUnavailable, StorageUnavailable, InstanceBusy) as exc:  # may pass later
                 delay = _RETRY_SECONDS * 2 ** min(task.attempts - 1, 6)
                 log.warning("task %s paused for %.0f s: %s", task.id, delay, exc)
                 self._give_back(task, delay)
