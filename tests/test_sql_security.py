@@ -411,3 +411,17 @@ def test_a_trigger_made_by_hand_syncs_nothing(engine, writer, stocked):
         with pytest.raises(sa.exc.DataError):
             run(conn, "INSERT INTO t VALUES ('k', '\\x00')")  # its own statement fails, nobody else's
         conn.rollback()
+
+
+def test_the_service_says_at_start_who_may_plant_names_for_it(service, engine, logins, caplog):
+    """The service's own connections find pgvector's objects (and public's) through their search_path: a role
+    that may create there is named at every start (flask_app/server.prepare)."""
+    from flask_app.server import warn_of_untrusted_creators
+
+    before = set(service.database.untrusted_creators())  # other tests' roles may be there
+    planter = logins.make("planter", create_in_vector_schema=True)
+    with engine.connect() as conn:
+        named = f"{planter.name} (in schema {schema.vector_schema(conn)})"
+    assert set(service.database.untrusted_creators()) == before | {named}
+    warn_of_untrusted_creators(service)
+    assert named in caplog.text and "REVOKE" in caplog.text

@@ -143,6 +143,14 @@ class Database:
         return self.replicas.read(instance_id, work, _translated)
 
 
+    def untrusted_creators(self) -> list[str]:
+        """Roles that may create objects in a schema the service's own connections find names in (pgvector's,
+        public): a function or operator made there could be picked instead of a built-in the service calls,
+        and run with the service's rights. Superusers, the database's owner and roles that can act as the
+        service anyway are trusted; PUBLIC stands for every role. Empty is safe (docs/sql.md)."""
+        with self.reading() as conn:
+            return list(conn.execute(_UNTRUSTED_CREATORS).scalars())
+
     def libpq_url(self) -> str:
         """The database as a libpq URI (psql, pg_dump, another driver), password included."""
         return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -193,6 +201,22 @@ class Database:
         if self.replicas is not None:
             for replica in self.replicas.replicas:
                 replica.engine.dispose()
+
+
+_UNTRUSTED_CREATORS = sa.text("""
+    SELECT format('%s (in schema %s)', r.who, n.nspname)
+    FROM pg_namespace n
+    CROSS JOIN LATERAL (
+        SELECT 'PUBLIC' AS who WHERE has_schema_privilege('public', n.oid, 'CREATE')
+        UNION ALL
+        SELECT r.rolname FROM pg_roles r
+        WHERE NOT has_schema_privilege('public', n.oid, 'CREATE') AND has_schema_privilege(r.oid, n.oid, 'CREATE')
+          AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'
+          AND NOT pg_has_role(r.oid, current_user, 'MEMBER')
+          AND r.oid <> (SELECT datdba FROM pg_database WHERE datname = current_database())
+    ) r
+    WHERE n.nspname = ANY (current_schemas(false))
+    ORDER BY 1""")
 
 
 def create_engine(url: str | sa.URL, reads: bool = False, connect_timeout: int | None = None) -> sa.Engine:
