@@ -2,7 +2,8 @@
 duplicate_pairs at scale.
 
     IMAGESEARCH_HOME=... python benchmarks/sql_surface.py [--rows 100000] [--queries 200] [--inserts 20]
-        [--planted 500] [--parts search,sync,duplicates] [--json FILE] [--keep] [--instance NAME]
+        [--planted 500] [--trigger-rows 10000] [--trigger-rounds 5] [--parts search,sync,trigger,duplicates]
+        [--json FILE] [--keep] [--instance NAME]
 
 - search: a generic instance of --rows synthetic vectors (benchmarks/search.py's: 1280-d, 1,000 clusters)
   with IntAttr = i % 10000, so `int_attr < K` selects K/10000 of them. For each selectivity (no filter,
@@ -16,6 +17,10 @@ duplicate_pairs at scale.
 - sync: a table with a bytea picture column synced to a fresh instance; a real `imagesearch worker`
   process; rows inserted one at a time (a real bench picture each, 1 s apart, the machine otherwise idle),
   each timed from its commit until search_by_picture finds it. Target: p50 <= 2 s.
+- trigger: what a sync costs the user's own statements, as a LOGIN role granted imagesearch_writer: one
+  INSERT of --trigger-rows rows (2 kB pictures) and one UPDATE of a synced attribute of all of them, into a
+  synced table and into a plain one, alternating, --trigger-rounds rounds, each rolled back; the best round's
+  microseconds a row, and the difference.
 - duplicates: --planted near copies (the stored vector of a random picture plus a little noise, cosine
   about 0.99 to it) are added to the search part's instance, then imagesearch.duplicate_pairs(instance,
   0.95) is timed; the planted pairs found are counted.
@@ -155,6 +160,57 @@ def sync_part(service: ImageSearch, inserts: int) -> dict:
     return figures
 
 
+TRIGGER_ROLE = "bench_trigger_app"
+
+
+def trigger_part(service: ImageSearch, rows: int, rounds: int) -> dict:
+    """What a sync adds to the user's own statements, as a LOGIN role granted imagesearch_writer (a superuser
+    would skip the queue's row-level-security check): the same INSERT of ``rows`` rows (a 2 kB picture
+    each), then an UPDATE of the synced attribute of all of them, into a table synced to an instance and
+    into one that is not; rounds alternate, each rolled back."""
+    name = f"bench-trigger-{int(time.time())}"
+    service.create_instance(name, "generic")
+    url = service.database.libpq_url()
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("DROP SCHEMA IF EXISTS bench_trigger CASCADE")
+        admin.execute(f"DROP ROLE IF EXISTS {TRIGGER_ROLE}")
+        admin.execute(f"CREATE ROLE {TRIGGER_ROLE} LOGIN IN ROLE imagesearch_writer")
+        admin.execute(f"CREATE SCHEMA bench_trigger AUTHORIZATION {TRIGGER_ROLE}")
+    tables = ("plain", "synced")
+    times: dict[str, list[float]] = {f"{t}_{s}": [] for t in tables for s in ("insert", "update")}
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(url, user=TRIGGER_ROLE)) as conn:
+            for table in tables:
+                conn.execute(f"CREATE TABLE bench_trigger.{table} (id integer PRIMARY KEY, price integer, photo bytea)")
+            conn.execute("SELECT imagesearch.sync_table(%s, 'bench_trigger.synced', ARRAY['id'], 'photo',"
+                         " '{\"IntAttr\": \"price\"}')", (name,))
+            conn.commit()
+            picture = os.urandom(2048)
+            for at in range(rounds + 1):  # the first round untimed
+                for table in tables if at % 2 == 0 else reversed(tables):
+                    began = time.perf_counter()
+                    conn.execute(f"INSERT INTO bench_trigger.{table} SELECT i, i, %s FROM generate_series(1, %s) i",
+                                 (picture, rows))
+                    inserted = time.perf_counter()
+                    conn.execute(f"UPDATE bench_trigger.{table} SET price = price + 1")
+                    updated = time.perf_counter()
+                    conn.rollback()
+                    if at:
+                        times[f"{table}_insert"].append(inserted - began)
+                        times[f"{table}_update"].append(updated - inserted)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("DROP SCHEMA IF EXISTS bench_trigger CASCADE")
+            admin.execute(f"DROP ROLE IF EXISTS {TRIGGER_ROLE}")
+        service.delete_instance(name)
+    per_row = {column: round(min(seconds) * 1e6 / rows, 1) for column, seconds in times.items()}
+    figures = {"rows": rows, "rounds": rounds, "best_us_per_row": per_row,
+               "sync_adds_us_per_row": {s: round(per_row[f"synced_{s}"] - per_row[f"plain_{s}"], 1)
+                                        for s in ("insert", "update")}}
+    log(f"synced table's statements: {figures}")
+    return figures
+
+
 def _stored(conn: psycopg.Connection, name: str, product: int) -> bool:
     return conn.execute("SELECT EXISTS (SELECT FROM imagesearch.picture_list WHERE instance = %s AND product_id = %s)",
                         (name, str(product))).fetchone()[0]
@@ -195,7 +251,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--inserts", type=int, default=20)
     parser.add_argument("--planted", type=int, default=500)
-    parser.add_argument("--parts", default="search,sync,duplicates")
+    parser.add_argument("--trigger-rows", type=int, default=10_000)
+    parser.add_argument("--trigger-rounds", type=int, default=5)
+    parser.add_argument("--parts", default="search,sync,trigger,duplicates")
     parser.add_argument("--json", metavar="FILE")
     reuse_options(parser, "the same --rows")
     args = parser.parse_args()
@@ -204,6 +262,8 @@ def main() -> None:
     results: dict = {"rows": args.rows, "nproc": os.cpu_count(), "load_at_start": [round(v, 2) for v in os.getloadavg()]}
     if "sync" in parts:
         results["sync"] = sync_part(service, args.inserts)
+    if "trigger" in parts:
+        results["trigger"] = trigger_part(service, args.trigger_rows, args.trigger_rounds)
     if parts & {"search", "duplicates"}:
         def make(name):
             load(service, name, clustered_vectors(args.rows, seed=1), log)
