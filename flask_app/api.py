@@ -15,7 +15,7 @@ from typing import Callable
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from flask_app import metrics, protocol, signature
 from flask_app.extensions import get_service
@@ -69,6 +69,9 @@ def _dispatch(name: str | None):
         # Before the action is even looked up: a repeated x-acs-action arrives joined, as no action at all.
         signature.refuse_repeated(request.environ.get(signature.REPEATED_HEADERS, ()),
                                   request.headers.get("authorization"))
+        named = {request.headers.get("x-acs-action"), request.args.get("Action")} - {None}
+        if len(named) > 1:  # both signed, and one would be acted on while the other is what a proxy reads
+            raise InvalidParameter("the action is named twice, as x-acs-action and as Action, differently: name it once")
         if not name:
             raise MissingParameter("the action is missing: send it in the x-acs-action header")
         handler = ACTIONS.get(name)
@@ -80,6 +83,8 @@ def _dispatch(name: str | None):
         signed = None if current_app.config["INSECURE_NO_AUTH"] else _verify(service, body)
         _check_encoding(request.query_string, "query string")
         if request.mimetype == "application/x-www-form-urlencoded":
+            if request.mimetype_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+                raise InvalidParameter("a form body is read as UTF-8: send charset=utf-8, or no charset")
             _check_encoding(body, "form body")
         params = Params.of(request.args, request.form)
         if signed is not None:
@@ -98,6 +103,8 @@ def _dispatch(name: str | None):
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         return _error(request_id, "InvalidParameter", f"the request body is over {limit // (1024 * 1024)} MB", 413)
+    except BadRequest as exc:  # a body the server could not read whole (bad chunking, a client gone)
+        return _error(request_id, "InvalidParameter", f"the request body could not be read: {exc.description}", 400)
     except Exception:  # a bug: logged with its traceback, answered in the protocol's shape
         log.exception("request failed", extra={"request_id": request_id})
         return _error(request_id, "InternalError", f"internal error; quote RequestId {request_id} when reporting it", 500)

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from imagesearch_pg.cli import cli
 from imagesearch_pg.errors import InvalidParameter, MissingParameter, NoPermission, Throttling
 from imagesearch_pg.service import console_users
-from imagesearch_pg.service.console_users import MAX_FAILURES, ConsoleUsers
+from imagesearch_pg.service.console_users import MAX_FAILURES, WINDOW_SECONDS, ConsoleUsers
+from imagesearch_pg.store import console_users as user_store
 
 
 @pytest.fixture
@@ -130,7 +131,8 @@ def test_simultaneous_wrong_passwords_are_checked_at_most_up_to_the_limit(servic
     with engine.connect() as conn:
         counted = dict(conn.execute(sa.text("SELECT key, failures FROM imagesearch.console_login_failures "
                                             "WHERE key IN (:u, :c)"), {"u": f"user:{name}", "c": f"client:{client}"}).all())
-    assert counted == {f"user:{name}": attempts, f"client:{client}": attempts}
+    # the address counts every attempt; the name only those the address was still allowed
+    assert counted == {f"user:{name}": MAX_FAILURES, f"client:{client}": attempts}
     with pytest.raises(Throttling):  # the right password too, until the window ends
         accounts.authenticate(name, "correct horse battery", f"another-{client}")
     assert accounts.checked == MAX_FAILURES
@@ -216,3 +218,20 @@ def test_the_cli_sets_a_new_password_and_ends_the_sessions(engine, settings, ser
     assert nobody.exit_code != 0 and "no user named" in nobody.output
     deleted = CliRunner().invoke(cli, ["users", "delete", name], env=env)
     assert deleted.exit_code == 0 and service.console_users.session_generation(name) is None
+
+
+def test_names_tried_from_a_blocked_address_fill_no_table_and_ended_windows_go(service, engine):
+    """Trying many user names (none of them known) costs the table one row per address once it is blocked,
+    and counts whose window has ended are forgotten."""
+    client = f"spray-{uuid.uuid4().hex[:10]}"
+    rows = sa.text("SELECT count(*) FROM imagesearch.console_login_failures WHERE key LIKE :k")
+    for n in range(40):
+        with pytest.raises((NoPermission, Throttling)):
+            service.console_users.authenticate(f"spray{n}-{client}", "wrong password", client)
+    with engine.connect() as conn:
+        assert conn.execute(rows, {"k": f"user:spray%-{client}"}).scalar() == MAX_FAILURES
+    with engine.begin() as conn:  # as if the window had ended
+        conn.execute(sa.text("UPDATE imagesearch.console_login_failures SET window_start = now() - interval '1 day'"
+                             " WHERE key LIKE :k"), {"k": f"%{client}"})
+        assert user_store.forget_ended_windows(conn, WINDOW_SECONDS) >= MAX_FAILURES + 1
+        assert conn.execute(rows, {"k": f"%{client}"}).scalar() == 0

@@ -148,3 +148,49 @@ def test_numbers_are_ascii_digits(server, credentials, stocked, field, value):
         body += b"&ProductId=a&PicName=1"
     status, answer = post(server, signed_request(server, *credentials, body, action=action), body)
     assert (status, answer["Code"]) == (400, "InvalidParameter") and field in answer["Message"]
+
+
+def test_the_action_named_twice_differently_is_refused(server, credentials, service, stocked):
+    """x-acs-action and the Action query parameter, both signed: a proxy reading one must not see another
+    action than the one done."""
+    body = f"InstanceName={stocked}&ProductId=a&PicName=1".encode()
+    query = "Action=DeleteImage"
+    headers = signed_request(server, *credentials, body, action="CheckImageExists", query=query)
+    status, answer = post(server, headers, body, query=query)
+    assert (status, answer["Code"]) == (400, "InvalidParameter") and "named twice" in answer["Message"]
+    assert pictures_of(service, stocked) == 3
+    same = "Action=CheckImageExists"  # the same action both ways is one action
+    headers = signed_request(server, *credentials, body, action="CheckImageExists", query=same)
+    assert post(server, headers, body, query=same)[0] == 200
+
+
+def test_a_form_body_in_another_charset_is_refused(server, credentials, stocked):
+    body = f"InstanceName={stocked}".encode()
+    headers = signed_request(server, *credentials, body,
+                             content_type="application/x-www-form-urlencoded; charset=utf-16")
+    status, answer = post(server, headers, body)
+    assert (status, answer["Code"]) == (400, "InvalidParameter") and "UTF-8" in answer["Message"]
+    headers = signed_request(server, *credentials, body, content_type="application/x-www-form-urlencoded; charset=UTF-8")
+    assert post(server, headers, body)[0] == 200
+
+
+def test_a_body_the_server_cannot_read_whole_is_a_bad_request_not_a_server_error(server, credentials, stocked,
+                                                                                 caplog):
+    """Chunks cut short by the client (the development server reads them as they come): 400 in the
+    protocol's shape, not a 500 with a traceback."""
+    import socket
+
+    from tests.raw_http import request_bytes
+
+    body = f"InstanceName={stocked}".encode()
+    headers = [*signed_request(server, *credentials, body).items(), ("Transfer-Encoding", "chunked")]
+    host, port = server.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(request_bytes(headers, b"5\r\nInsta\r\n", length=False))
+        sock.shutdown(socket.SHUT_WR)  # the rest never comes
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, answered = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400" and json.loads(answered)["Code"] == "InvalidParameter", answer[:300]
+    assert "Traceback" not in caplog.text

@@ -119,6 +119,8 @@ def test_download_links_refuse_what_they_do_not_sign(service, server, shop):
         "no-signature": requests.get(good.split("&Signature=")[0], timeout=30),
         "expires-text": requests.get(good.replace("Expires=", "Expires=x"), timeout=30),
         "later-expiry": requests.get(good.replace("Expires=", "Expires=9"), timeout=30),
+        "expires-padded": requests.get(good.replace("Expires=", "Expires=0"), timeout=30),
+        "expires-signed": requests.get(good.replace("Expires=", "Expires=%2B"), timeout=30),
         "not-a-number-id": requests.get(good.replace(f"/{task.id}?", "/abc?"), timeout=30),
         "non-ascii-signature": requests.get(good.split("&Signature=")[0] + "&Signature=%C3%A9", timeout=30),
     }
@@ -127,6 +129,7 @@ def test_download_links_refuse_what_they_do_not_sign(service, server, shop):
         "expired": (403, "RequestExpired"), "other-kind": (403, "NoPermission"),
         "unknown-kind": (400, "InvalidParameter"), "no-signature": (403, "NoPermission"),
         "expires-text": (400, "InvalidParameter"), "later-expiry": (403, "NoPermission"),
+        "expires-padded": (400, "InvalidParameter"), "expires-signed": (400, "InvalidParameter"),
         "not-a-number-id": (404, "InvalidPath"), "non-ascii-signature": (403, "NoPermission"),
     }
     assert service.tasks.link(service.tasks.submit_export(shop), "meta", base) is None  # not finished: no link

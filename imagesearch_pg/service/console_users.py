@@ -21,12 +21,14 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from imagesearch_pg.errors import InvalidParameter, MissingParameter, NoPermission, Throttling
+from imagesearch_pg.logs import Every
 from imagesearch_pg.store import console_users as user_store
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 MAX_FAILURES = 5
 WINDOW_SECONDS = 15 * 60
+_FORGET_ENDED_WINDOWS = Every(600.0)  # counts of ended windows go now and then, not with every login
 
 
 class UserExists(InvalidParameter):
@@ -80,21 +82,29 @@ class ConsoleUsers:
         if not name or not password:
             raise MissingParameter("enter a user name and a password")
         _check_name(name)
-        keys = [f"user:{name}", f"client:{client}"]
+        client_key, user_key = f"client:{client}", f"user:{name}"
+        left = None  # seconds until a limit that was passed lets go
         with self.database.transaction() as conn:  # committed before the hash: concurrent attempts see it
-            counted = user_store.count_attempt(conn, keys, WINDOW_SECONDS)
-            stored = user_store.password_hash(conn, name) if len(password) <= MAX_PASSWORD else None
-        blocked = [left for count, left in counted.values() if count > MAX_FAILURES]
-        if blocked:
-            minutes = math.ceil(max(blocked) / 60)
+            # The address first (always in this order: no deadlock): an address past its limit adds no count
+            # for the name it tries, so trying many names from it fills no table.
+            for key in (client_key, user_key):
+                count, key_left = user_store.count_attempt(conn, key, WINDOW_SECONDS)
+                if count > MAX_FAILURES:
+                    left = key_left
+                    break
+            if _FORGET_ENDED_WINDOWS:
+                user_store.forget_ended_windows(conn, WINDOW_SECONDS)
+            stored = user_store.password_hash(conn, name) if left is None and len(password) <= MAX_PASSWORD else None
+        if left is not None:
+            minutes = math.ceil(left / 60)
             raise Throttling(f"too many failed logins for this user name or from this address; "
                              f"try again in {minutes} minute{'s' if minutes != 1 else ''}")
         if not self._verify(stored, password):
             raise NoPermission("wrong user name or password")  # the attempt stays counted
         rehashed = self.hasher.hash(password) if self.hasher.check_needs_rehash(stored) else None
         with self.database.transaction() as conn:
-            user_store.clear_failures(conn, keys[:1])
-            user_store.uncount_attempt(conn, keys[1])
+            user_store.clear_failures(conn, [user_key])
+            user_store.uncount_attempt(conn, client_key)
             generation = user_store.logged_in(conn, name, stored, rehashed)
         if generation is None:  # a new password, or the user deleted, while this one was checked
             raise NoPermission("wrong user name or password")

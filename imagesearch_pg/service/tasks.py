@@ -183,10 +183,11 @@ class Tasks:
 
     def check_link(self, what: str, task_id: int, expires: str, signature: str) -> Task:
         """The task a download link names, if the link is this server's and has not expired."""
-        try:
-            when = int(expires)
-        except (TypeError, ValueError):
-            raise InvalidParameter("Expires must be the link's expiry, in seconds since the epoch") from None
+        # As the link wrote it: ASCII digits, no sign, no leading zero (int() also reads ' 1', '+1', '1_0', '١').
+        if not (isinstance(expires, str) and expires.isascii() and expires.isdigit() and len(expires) <= 12
+                and str(int(expires)) == expires):
+            raise InvalidParameter("Expires must be the link's expiry as it wrote it, in seconds since the epoch")
+        when = int(expires)
         given = (signature or "").encode("utf-8", errors="replace")  # any text a client sends, compared as bytes
         if not hmac.compare_digest(self._signature(what, task_id, when).encode(), given):
             raise NoPermission("the download link's signature does not match; ask for a new link")

@@ -53,19 +53,26 @@ def remove(conn: sa.Connection, name: str) -> bool:
     return conn.execute(sa.delete(console_users).where(console_users.c.name == name)).rowcount > 0
 
 
-def count_attempt(conn: sa.Connection, keys: list[str], window_seconds: float) -> dict[str, tuple[int, float]]:
-    """One more attempt for each key, and each key's attempts in its window (this one included) with the
-    seconds left of the window; a key whose window ended starts a new one. One statement: the row locks it
-    takes (in key order) make concurrent attempts count one after another, until the transaction ends."""
+def count_attempt(conn: sa.Connection, key: str, window_seconds: float) -> tuple[int, float]:
+    """One more attempt for ``key``, and its attempts in its window (this one included) with the seconds left
+    of the window; a key whose window ended starts a new one. The row lock it takes makes concurrent attempts
+    count one after another, until the transaction ends."""
     window = sa.func.make_interval(0, 0, 0, 0, 0, 0, window_seconds)
     table = console_login_failures
     expired = table.c.window_start < sa.func.now() - window
-    statement = insert(table).values([{"key": key, "failures": 1} for key in sorted(set(keys))])
-    statement = statement.on_conflict_do_update(index_elements=["key"], set_={
+    statement = insert(table).values(key=key, failures=1).on_conflict_do_update(index_elements=["key"], set_={
         "failures": sa.case((expired, 1), else_=table.c.failures + 1),
         "window_start": sa.case((expired, sa.func.now()), else_=table.c.window_start),
-    }).returning(table.c.key, table.c.failures, sa.func.extract("epoch", table.c.window_start + window - sa.func.now()))
-    return {key: (count, float(left)) for key, count, left in conn.execute(statement)}
+    }).returning(table.c.failures, sa.func.extract("epoch", table.c.window_start + window - sa.func.now()))
+    count, left = conn.execute(statement).one()
+    return count, float(left)
+
+
+def forget_ended_windows(conn: sa.Connection, window_seconds: float) -> int:
+    """Drop the counts whose window has ended (each name a client tried leaves one); returns how many."""
+    window = sa.func.make_interval(0, 0, 0, 0, 0, 0, window_seconds)
+    return conn.execute(sa.delete(console_login_failures)
+                        .where(console_login_failures.c.window_start < sa.func.now() - window)).rowcount
 
 
 def uncount_attempt(conn: sa.Connection, key: str) -> None:
