@@ -26,20 +26,9 @@ def prepare(settings: Settings) -> ImageSearch:
     go of it stops it. Its pooled connections are closed, since forked workers must not inherit them.
     """
     service = ImageSearch.open(settings)
-    warn_of_untrusted_creators(service)
     service.warm_up()
     service.database.release_connections()
     return service
-
-
-def warn_of_untrusted_creators(service: ImageSearch) -> None:
-    """Say so, at every start, when a role the service does not trust may create objects where its
-    connections look up names (docs/sql.md, "Security model")."""
-    creators = service.database.untrusted_creators()
-    if creators:
-        log.warning("these roles may create functions and operators where the service's connections look up "
-                    "names, and so could run code with the service's rights: %s. Revoke it (for PUBLIC: REVOKE "
-                    "CREATE ON SCHEMA public FROM PUBLIC); docs/sql.md, Security model", ", ".join(creators))
 
 
 def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, insecure_no_auth: bool = False) -> None:

@@ -95,6 +95,13 @@ class SchemaOutOfDate(ImageSearchError):
     code = "ServiceUnavailable"
 
 
+class UntrustedCreators(ImageSearchError):
+    """Roles other than trusted ones may create objects where a migration looks names up: the upgrade could
+    run one of theirs with the migrating user's rights (an operator's task: revoke it for the upgrade)."""
+
+    code = "ServiceUnavailable"
+
+
 class HeadersNotReported(ImageSearchError):
     """The HTTP server in front of the app does not say which headers a request sent more than once, so its
     signed requests cannot be checked (an operator's task: serve with `imagesearch serve`)."""

@@ -10,7 +10,7 @@ from alembic import context
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.store.database import Database
-from imagesearch_pg.store.schema import SCHEMA, VERSION_TABLE, vector_schema
+from imagesearch_pg.store.schema import SCHEMA, VERSION_TABLE, refuse_untrusted_creators, vector_schema
 
 
 def run() -> None:
@@ -22,12 +22,16 @@ def run() -> None:
     database = Database.connect(Settings.from_env())
     try:
         with database.engine.begin() as connection:
+            refuse_untrusted_creators(connection)
             _migrate(connection)
     finally:
         database.close()
 
 
 def _migrate(connection) -> None:
+    # The migrations' SQL names pgvector's types as the user's default search_path finds them; the service's
+    # own connections search pg_catalog alone (store/database.py). For this transaction only.
+    connection.execute(sa.text('SET LOCAL search_path TO "$user", public'))
     connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
     _adopt_public_version_table(connection)
     _load_pgvector(connection)

@@ -6,11 +6,8 @@
 -- * They run with search_path = pg_catalog, pg_temp: every other object they reach is named with its
 --   schema, imagesearch or pgvector's (written @vector_schema@ here; store/schema.py puts the extension's
 --   schema in when the file is run), so no object a caller creates can stand in for one of them.
--- * Synced tables are read by their triggers as the user who changed the row (SECURITY INVOKER): values
---   of the user's types are turned into text, bytea and jsonb with the user's own rights, then queued
---   through a row-level-security policy that lets a role queue a table's changes only if it may write
---   that table. A sync is its trigger: its settings are the trigger's argument, so a sync exists exactly
---   when someone allowed to create a trigger on the table made it, and goes when the trigger is dropped.
+-- * Synced tables: a sync is its trigger (the section below), which runs as imagesearch_definer on the
+--   genuine rows a statement changed, reading only columns of built-in types.
 
 -- ---- searches: pgvector's types, operators and functions named with their schema --------------------------
 
@@ -235,17 +232,24 @@ BEGIN
 END $$;
 
 -- ---- synced tables ---------------------------------------------------------------------------------------
+-- A sync is its trigger: an AFTER ROW trigger of synced_row_changed on the user's table, named
+-- imagesearch_sync_<instance id>, its settings in its one argument. Only a role allowed to create a trigger on
+-- the table and to execute synced_row_changed (imagesearch_writer) makes one; only the table's owner drops it.
+-- synced_row_changed runs as imagesearch_definer, and PostgreSQL runs a trigger function only as a trigger:
+-- what it queues is a change a statement made to a row of that table. It reads only columns of built-in
+-- types (or domains over them), whose casts and output functions no role can replace, so no code of a
+-- caller's runs with its rights.
 
 -- A table's name as queue items show their source: schema and name, quoted where they need it.
 CREATE FUNCTION imagesearch.sync_label(p_table regclass) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table
 $$;
 
 -- A sync's settings, from its trigger's argument (pg_trigger.tgargs: the JSON text, then a zero byte):
 -- {"instance_id", "key_columns", "picture_column", "attribute_columns", "picture_location"}. NULL for a
--- trigger of this function whose argument is not such an object (made by hand): it syncs nothing.
+-- trigger of synced_row_changed whose argument is not such an object (made by hand): it syncs nothing.
 CREATE FUNCTION imagesearch.sync_settings(p_trigger_arguments bytea) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 DECLARE
@@ -258,10 +262,30 @@ EXCEPTION WHEN data_exception THEN  -- not JSON, or no argument
     RETURN NULL;
 END $$;
 
+-- The first of the sync's columns (key, picture, attributes) that is not of a built-in type, with its type,
+-- or NULL. A domain counts as its base type: its checks run when a value is made, never when it is read.
+CREATE FUNCTION imagesearch.foreign_typed_column(p_table regclass, p_settings jsonb) RETURNS text
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE used(name) AS (
+        SELECT pg_catalog.jsonb_array_elements_text(p_settings -> 'key_columns')
+        UNION SELECT p_settings ->> 'picture_column'
+        UNION SELECT a.value FROM pg_catalog.jsonb_each_text(p_settings -> 'attribute_columns') a
+    ), typed(name, type, base) AS (
+        SELECT a.attname, a.atttypid, a.atttypid FROM pg_catalog.pg_attribute a JOIN used u ON u.name = a.attname
+        WHERE a.attrelid = p_table AND a.attnum > 0 AND NOT a.attisdropped
+        UNION ALL
+        SELECT typed.name, typed.type, t.typbasetype FROM typed JOIN pg_catalog.pg_type t ON t.oid = typed.base
+        WHERE t.typtype = 'd'
+    )
+    SELECT pg_catalog.format('%s (%s)', pg_catalog.quote_ident(typed.name), pg_catalog.format_type(typed.type, NULL))
+    FROM typed JOIN pg_catalog.pg_type t ON t.oid = typed.base
+    WHERE t.typtype <> 'd' AND t.typnamespace <> 'pg_catalog'::pg_catalog.regnamespace
+    ORDER BY 1 LIMIT 1
+$$;
+
 -- A synced row's values, as SQL over the row p_row (an alias, or ($1) for a row passed to EXECUTE):
 -- product_id and pic_name as text (a NULL product_id: the row is not synced), the picture's bytes or its
 -- path in the sync's location, the attributes under the API's names as JSON, and whether it has a picture.
--- Run by the user's own statements (the trigger, sync_table), so the user's types are read with their rights.
 CREATE FUNCTION imagesearch.synced_values_sql(p_settings jsonb, p_row text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT pg_catalog.format('%1$s.%2$I::pg_catalog.text AS product_id, %3$s AS pic_name, %4$s AS picture,'
@@ -278,26 +302,6 @@ LANGUAGE sql IMMUTABLE AS $$
                       '%L, pg_catalog.to_jsonb(%s.%I)', a.key, p_row, a.value), ', ' ORDER BY a.key) || ')'
                   FROM pg_catalog.jsonb_each_text(p_settings -> 'attribute_columns') a), '''{}''::pg_catalog.jsonb'),
         p_settings ->> 'picture_column')
-$$;
-
--- The row-level-security check of a synced change queued by a user's statement: the role that queues it
--- could make the change through the table itself (an add: it may insert or update rows; an update: update
--- them; a delete: delete or update them), the table carries this instance's sync, and the item names the
--- table and the sync's location as they are.
-CREATE FUNCTION imagesearch.may_queue_synced_change(p_instance_id integer, p_table regclass, p_operation text,
-                                                    p_location text, p_source text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE p_operation
-               WHEN 'add' THEN pg_catalog.has_any_column_privilege(p_table, 'INSERT, UPDATE')
-               WHEN 'update' THEN pg_catalog.has_any_column_privilege(p_table, 'UPDATE')
-               WHEN 'delete' THEN pg_catalog.has_table_privilege(p_table, 'DELETE')
-                                  OR pg_catalog.has_any_column_privilege(p_table, 'UPDATE')
-               ELSE false END
-       AND p_source = imagesearch.sync_label(p_table)
-       AND EXISTS (SELECT FROM pg_catalog.pg_trigger t CROSS JOIN LATERAL imagesearch.sync_settings(t.tgargs) s
-                   WHERE t.tgrelid = p_table AND t.tgfoid = 'imagesearch.synced_row_changed()'::pg_catalog.regprocedure
-                     AND s ->> 'instance_id' = p_instance_id::pg_catalog.text
-                     AND s ->> 'picture_location' IS NOT DISTINCT FROM p_location)
 $$;
 
 -- What sync_table needs checked with this schema's data: the instance (its id is returned), the attribute
@@ -324,17 +328,38 @@ BEGIN
     RETURN inst.id;
 END $$;
 
+-- A row that was in the table before its sync began, queued by sync_table (which read it as its caller) as
+-- the trigger queues an inserted one: to the instance of the table's sync, its location, its name as source.
+-- False if the table carries no sync of that instance.
+CREATE FUNCTION imagesearch.queue_synced_row(p_instance_id integer, p_source regclass, p_product_id text,
+                                             p_pic_name text, p_picture bytea, p_path text, p_attributes jsonb)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    settings jsonb := (SELECT imagesearch.sync_settings(t.tgargs) FROM pg_trigger t
+                       WHERE t.tgrelid = p_source AND t.tgname = 'imagesearch_sync_' || p_instance_id
+                         AND t.tgfoid = 'imagesearch.synced_row_changed()'::regprocedure);
+BEGIN
+    IF settings IS NULL OR settings ->> 'instance_id' <> p_instance_id::text THEN
+        RETURN false;
+    END IF;
+    INSERT INTO imagesearch.picture_queue
+        (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source)
+    VALUES (p_instance_id, 'add', p_product_id, p_pic_name, p_picture, settings ->> 'picture_location', p_path,
+            coalesce(p_attributes, '{}'), imagesearch.sync_label(p_source));
+    RETURN true;
+END $$;
+
 -- One changed row of a synced table, as queue items: a new or re-pictured row is an add (embedded again),
 -- an attribute-only change an update, a deleted row (or one whose key or picture went away) a delete.
--- It runs as the user whose statement changed the row.
 CREATE FUNCTION imagesearch.synced_row_changed() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
-    settings constant jsonb := TG_ARGV[0]::jsonb;
-    instance_id constant integer := (settings ->> 'instance_id')::integer;
-    location constant text := settings ->> 'picture_location';
+    settings jsonb;
+    instance_id integer;
     source constant text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    reading constant text := 'SELECT ' || imagesearch.synced_values_sql(settings, '($1)');
+    unsafe text;
+    reading text;
     was record;
     now_ record;
     had boolean := false;     -- the row was synced: a ProductId and a picture
@@ -342,12 +367,27 @@ DECLARE
     moved boolean := false;   -- to another key
     repictured boolean := false;
 BEGIN
+    IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE', 'DELETE') THEN
+        RAISE EXCEPTION 'imagesearch.synced_row_changed syncs a table as an AFTER INSERT OR UPDATE OR DELETE '
+                        'FOR EACH ROW trigger, made by imagesearch.sync_table';
+    END IF;
+    settings := TG_ARGV[0]::jsonb;
+    instance_id := (settings ->> 'instance_id')::integer;
     IF NOT EXISTS (SELECT FROM imagesearch.instances i WHERE i.id = instance_id) THEN
         -- Its instance was deleted: the user's writes go on; the trigger is theirs to drop.
         RAISE WARNING 'imagesearch: table % is no longer synced (its instance was deleted); DROP TRIGGER % ON % removes this trigger',
             source, quote_ident(TG_NAME), source;
         RETURN NULL;
     END IF;
+    -- Checked at every change: the table's owner may have altered a column since the sync began.
+    unsafe := imagesearch.foreign_typed_column(TG_RELID, settings);
+    IF unsafe IS NOT NULL THEN
+        RAISE EXCEPTION 'imagesearch: table % is synced, and its column % is not of a built-in type; a synced '
+                        'table''s key, picture and attribute columns must be (a generated text column can stand '
+                        'in), or unsync it with imagesearch.unsync_table', source, unsafe
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    reading := 'SELECT ' || imagesearch.synced_values_sql(settings, '($1)');
     IF TG_OP <> 'INSERT' THEN
         EXECUTE reading INTO was USING OLD;
         had := was.product_id IS NOT NULL AND was.has_picture;
@@ -362,20 +402,20 @@ BEGIN
             INTO repictured USING NEW, OLD;
     END IF;
     IF had AND (moved OR NOT has) THEN
-        INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, pic_name, source, synced_table)
-        VALUES (instance_id, 'delete', was.product_id, was.pic_name, source, TG_RELID);
+        INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, pic_name, source)
+        VALUES (instance_id, 'delete', was.product_id, was.pic_name, source);
     END IF;
     IF NOT has THEN
         RETURN NULL;
     END IF;
     IF NOT had OR moved OR repictured THEN
         INSERT INTO imagesearch.picture_queue
-            (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source, synced_table)
-        VALUES (instance_id, 'add', now_.product_id, now_.pic_name, now_.picture, location, now_.path,
-                now_.attributes, source, TG_RELID);
+            (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source)
+        VALUES (instance_id, 'add', now_.product_id, now_.pic_name, now_.picture, settings ->> 'picture_location',
+                now_.path, now_.attributes, source);
     ELSIF was.attributes IS DISTINCT FROM now_.attributes THEN
-        INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, pic_name, attributes, source, synced_table)
-        VALUES (instance_id, 'update', now_.product_id, now_.pic_name, now_.attributes, source, TG_RELID);
+        INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, pic_name, attributes, source)
+        VALUES (instance_id, 'update', now_.product_id, now_.pic_name, now_.attributes, source);
     END IF;
     RETURN NULL;
 END $$;
@@ -397,6 +437,7 @@ DECLARE
     settings jsonb;
     kind text;
     column_name text;
+    unsafe text;
     queued integer;
 BEGIN
     IF source IS NULL THEN
@@ -410,6 +451,9 @@ BEGIN
         PERFORM imagesearch.raise_error('MissingParameter', 'picture_column is required');
     END IF;
     label := imagesearch.sync_label(source);
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = source) NOT IN ('r', 'p') THEN
+        PERFORM imagesearch.raise_error('InvalidParameter', format('%s is not a table; a sync follows a table''s rows', label));
+    END IF;
     FOREACH column_name IN ARRAY key_columns || picture_column
                                  || ARRAY(SELECT value FROM jsonb_each_text(attribute_columns)) LOOP
         kind := (SELECT format_type(a.atttypid, NULL) FROM pg_attribute a
@@ -424,6 +468,15 @@ BEGIN
                 imagesearch.py_repr(column_name), kind));
         END IF;
     END LOOP;
+    settings := jsonb_build_object('instance_id', instance_id, 'key_columns', to_jsonb(key_columns),
+                                   'picture_column', picture_column, 'attribute_columns', attribute_columns,
+                                   'picture_location', picture_location);
+    unsafe := imagesearch.foreign_typed_column(source, settings);
+    IF unsafe IS NOT NULL THEN
+        PERFORM imagesearch.raise_error('InvalidParameter', format(
+            'column %s of table %s is not of a built-in type (or a domain over one); a synced column must be: '
+            'sync a generated column of type text instead', unsafe, label));
+    END IF;
     IF NOT has_table_privilege(source, 'SELECT') OR NOT has_any_column_privilege(source, 'INSERT, UPDATE') THEN
         PERFORM imagesearch.raise_error('NoPermission',
             format('table %s must be readable and writable by the role that syncs it', label));
@@ -432,20 +485,14 @@ BEGIN
         PERFORM imagesearch.raise_error('InvalidParameter',
             format('table %s is already synced to instance %s', label, imagesearch.py_repr(instance)));
     END IF;
-    settings := jsonb_build_object('instance_id', instance_id, 'key_columns', to_jsonb(key_columns),
-                                   'picture_column', picture_column, 'attribute_columns', attribute_columns,
-                                   'picture_location', picture_location);
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
                    ' EXECUTE FUNCTION imagesearch.synced_row_changed(%L)', trigger_name, label, settings::text);
-    -- The rows already there: as if each were inserted now.
-    EXECUTE format('INSERT INTO imagesearch.picture_queue'
-                   ' (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source, synced_table)'
-                   ' SELECT $1, ''add'', v.product_id, v.pic_name, v.picture, $2, v.path, v.attributes, $3, $4'
-                   ' FROM (SELECT %s FROM %s t) v'
+    -- The rows already there: read as this role, queued as if each were inserted now.
+    EXECUTE format('SELECT count(*) FILTER (WHERE imagesearch.queue_synced_row($1, $2, v.product_id, v.pic_name,'
+                   ' v.picture, v.path, v.attributes)) FROM (SELECT %s FROM %s t) v'
                    ' WHERE v.product_id IS NOT NULL AND v.has_picture',
                    imagesearch.synced_values_sql(settings, 't'), label)
-        USING instance_id, picture_location, label, source;
-    GET DIAGNOSTICS queued = ROW_COUNT;
+        INTO queued USING instance_id, source;
     RETURN queued;
 END $$;
 
@@ -465,6 +512,19 @@ END $$;
 
 -- ---- pictures, shards and roles --------------------------------------------------------------------------
 
+-- The service's own connections search pg_catalog alone (store/database.py): what they call names every other
+-- object with its schema, pgvector's and dblink's included.
+
+-- Run a statement on a shard, through dblink over its foreign server.
+CREATE FUNCTION imagesearch.shard_exec(p_server name, p_statement text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('SELECT %I.dblink_exec($1, $2)', (SELECT n.nspname FROM pg_extension e
+                                                     JOIN pg_namespace n ON n.oid = e.extnamespace
+                                                     WHERE e.extname = 'dblink'))
+        USING p_server, p_statement;
+END $$;
+
 -- As sql/0020's, and readable by the SQL surface's functions (imagesearch_definer), here or on a shard.
 CREATE FUNCTION imagesearch.create_picture_partition(p_instance_id integer) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -482,7 +542,7 @@ BEGIN
     IF srv IS NULL THEN
         EXECUTE format('CREATE TABLE imagesearch.%I PARTITION OF imagesearch.pictures FOR VALUES IN (%s)',
                        part, p_instance_id);
-        EXECUTE format('ALTER TABLE imagesearch.%I ADD CONSTRAINT %I CHECK (vector_dims(embedding) = %s)',
+        EXECUTE format('ALTER TABLE imagesearch.%I ADD CONSTRAINT %I CHECK (@vector_schema@.vector_dims(embedding) = %s)',
                        part, part || '_dim', p_dim);
         -- Vectors stay in the row (not TOAST): a halfvec of up to 2000 numbers (4 kB) always fits a page.
         EXECUTE format('ALTER TABLE imagesearch.%I ALTER COLUMN embedding SET STORAGE PLAIN', part);
@@ -493,16 +553,16 @@ BEGIN
         INTO columns
         FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE a.attrelid = 'imagesearch.pictures'::regclass AND a.attnum > 0 AND NOT a.attisdropped;
-        PERFORM dblink_exec(srv, format(
+        PERFORM imagesearch.shard_exec(srv, format(
             'CREATE TABLE imagesearch.%I (%s, PRIMARY KEY (instance_id, key_digest),'
-            ' CONSTRAINT %I CHECK (instance_id = %s), CONSTRAINT %I CHECK (vector_dims(embedding) = %s))',
+            ' CONSTRAINT %I CHECK (instance_id = %s), CONSTRAINT %I CHECK (@vector_schema@.vector_dims(embedding) = %s))',
             part, columns, part || '_instance', p_instance_id, part || '_dim', p_dim));
-        PERFORM dblink_exec(srv, format('ALTER TABLE imagesearch.%I ALTER COLUMN embedding SET STORAGE PLAIN', part));
-        PERFORM dblink_exec(srv, format('ALTER TABLE imagesearch.%I ALTER COLUMN thumbnail SET STORAGE EXTERNAL', part));
+        PERFORM imagesearch.shard_exec(srv, format('ALTER TABLE imagesearch.%I ALTER COLUMN embedding SET STORAGE PLAIN', part));
+        PERFORM imagesearch.shard_exec(srv, format('ALTER TABLE imagesearch.%I ALTER COLUMN thumbnail SET STORAGE EXTERNAL', part));
         FOR ix IN SELECT pg_get_indexdef(indexrelid) AS def, c.relname FROM pg_index JOIN pg_class c ON c.oid = indexrelid
                   WHERE indrelid = 'imagesearch.pictures'::regclass AND NOT indisunique LOOP
-            PERFORM dblink_exec(srv, replace(replace(ix.def, 'ON ONLY imagesearch.pictures ', format('ON imagesearch.%I ', part)),
-                                             'INDEX ' || ix.relname || ' ', format('INDEX %I ', replace(ix.relname, 'pictures_', part || '_'))));
+            PERFORM imagesearch.shard_exec(srv, replace(replace(ix.def, 'ON ONLY imagesearch.pictures ', format('ON imagesearch.%I ', part)),
+                                                        'INDEX ' || ix.relname || ' ', format('INDEX %I ', replace(ix.relname, 'pictures_', part || '_'))));
         END LOOP;
         -- With the defaults: a foreign table sends every column, NULL where it has no default of its own.
         EXECUTE format('IMPORT FOREIGN SCHEMA imagesearch LIMIT TO (%I) FROM SERVER %I INTO imagesearch'
@@ -512,6 +572,56 @@ BEGIN
         EXECUTE format('GRANT SELECT ON imagesearch.%I TO imagesearch_definer', part);
     END IF;
     PERFORM imagesearch.create_picture_index(p_instance_id);
+END $$;
+
+CREATE FUNCTION imagesearch.drop_picture_partition(p_instance_id integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    part text := imagesearch.partition_name(p_instance_id);
+    srv name := imagesearch.shard_server(p_instance_id);
+BEGIN
+    IF srv IS NULL THEN
+        EXECUTE format('DROP TABLE IF EXISTS imagesearch.%I', part);
+    ELSE
+        EXECUTE format('DROP FOREIGN TABLE IF EXISTS imagesearch.%I', part);
+        PERFORM imagesearch.shard_exec(srv, format('DROP TABLE IF EXISTS imagesearch.%I', part));
+    END IF;
+END $$;
+
+CREATE FUNCTION imagesearch.create_vector_index(p_instance_id integer, p_column text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    part text := imagesearch.partition_name(p_instance_id);
+    srv name := imagesearch.shard_server(p_instance_id);
+    dim integer;
+    ddl text;
+BEGIN
+    IF p_column NOT IN ('embedding', 'silhouette') THEN
+        RAISE EXCEPTION 'no vector column %', p_column;
+    END IF;
+    SELECT embedding_dim INTO STRICT dim FROM imagesearch.instances WHERE id = p_instance_id;
+    ddl := format('CREATE INDEX IF NOT EXISTS %I ON imagesearch.%I USING hnsw ((%I::@vector_schema@.halfvec(%s))'
+                  ' @vector_schema@.halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)',
+                  part || '_' || p_column || '_hnsw', part, p_column, dim);
+    IF srv IS NULL THEN
+        EXECUTE ddl;
+    ELSE
+        PERFORM imagesearch.shard_exec(srv, ddl);
+    END IF;
+END $$;
+
+CREATE FUNCTION imagesearch.drop_vector_index(p_instance_id integer, p_column text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    ddl text := format('DROP INDEX IF EXISTS imagesearch.%I',
+                       imagesearch.partition_name(p_instance_id) || '_' || p_column || '_hnsw');
+    srv name := imagesearch.shard_server(p_instance_id);
+BEGIN
+    IF srv IS NULL THEN
+        EXECUTE ddl;
+    ELSE
+        PERFORM imagesearch.shard_exec(srv, ddl);
+    END IF;
 END $$;
 
 -- The login the SQL surface's functions use on a shard (they read its foreign tables as imagesearch_definer):
@@ -543,8 +653,9 @@ DECLARE
     srv text := 'imagesearch_shard_' || p_name;
     fn record;
 BEGIN
-    CREATE EXTENSION IF NOT EXISTS postgres_fdw;
-    CREATE EXTENSION IF NOT EXISTS dblink;
+    -- Beside pgvector (a search_path of pg_catalog alone names no schema to make them in).
+    CREATE EXTENSION IF NOT EXISTS postgres_fdw SCHEMA @vector_schema@;
+    CREATE EXTENSION IF NOT EXISTS dblink SCHEMA @vector_schema@;
     -- dblink's functions are PUBLIC's to call by default: any role could open connections from this host.
     FOR fn IN SELECT p.oid::regprocedure AS sig FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
               WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dblink') AND d.classid = 'pg_proc'::regclass LOOP
@@ -563,8 +674,8 @@ BEGIN
     END IF;
     PERFORM imagesearch.map_shard_for_definer(srv);
     BEGIN
-        PERFORM dblink_exec(srv, 'CREATE EXTENSION IF NOT EXISTS vector');
-        PERFORM dblink_exec(srv, 'CREATE SCHEMA IF NOT EXISTS imagesearch');
+        PERFORM imagesearch.shard_exec(srv, 'CREATE EXTENSION IF NOT EXISTS vector');
+        PERFORM imagesearch.shard_exec(srv, 'CREATE SCHEMA IF NOT EXISTS imagesearch');
     EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection OR undefined_file OR insufficient_privilege THEN
         -- Refused here as a bad argument (the transaction, server and mapping included, rolls back).
         RAISE EXCEPTION 'the shard % cannot be used: %', p_name, split_part(SQLERRM, E'\n', 1)
@@ -604,11 +715,15 @@ DECLARE
         'add_image_from_storage(text, text, text, text, text, jsonb)',
         'delete_image(text, text, text)',
         'retry_failed(text)',
-        'sync_instance_id(text, jsonb, text)'];
+        'sync_instance_id(text, jsonb, text)',
+        'queue_synced_row(integer, regclass, text, text, bytea, text, jsonb)',
+        'synced_row_changed()'];
     reading constant text[] := definer[1:4];
     -- sync_table and unsync_table run as their caller: they and their pure helpers (a message, an error).
-    writing constant text[] := definer[5:9] || ARRAY['sync_table(text, regclass, text[], text, jsonb, text)',
-        'unsync_table(text, regclass)', 'synced_row_changed()', 'raise_error(text, text)', 'py_repr(text)'];
+    writing constant text[] := definer[5:11] || ARRAY['sync_table(text, regclass, text[], text, jsonb, text)',
+        'unsync_table(text, regclass)', 'raise_error(text, text)', 'py_repr(text)', 'sync_label(regclass)',
+        'synced_values_sql(jsonb, text)', 'foreign_typed_column(regclass, jsonb)',
+        'sync_settings(bytea)'];  -- and the synced_tables view's (functions in a view run with its reader's rights)
     -- What the definer functions call, with the definer's rights: the surface's own steps.
     steps constant text[] := ARRAY['raise_error(text, text)', 'py_repr(text)', 'filter_shown(text, boolean)',
         'filter_fail(integer, text)', 'compile_filter(text)', 'check_text(text, text, integer, boolean)',
@@ -622,10 +737,9 @@ DECLARE
         'nearest_any(imagesearch.search_plan, @vector_schema@.vector[], integer)',
         'ranked(imagesearch.search_plan, text, @vector_schema@.vector, @vector_schema@.halfvec, double precision, @vector_schema@.vector[])',
         'check_queued_attributes(text, jsonb)',
-        'enqueue(text, text, text, text, bytea, text, text, jsonb, text)'];
-    -- Run by users' own statements on synced tables (as those users): they compute, or check, nothing more.
-    anyone constant text[] := ARRAY['synced_values_sql(jsonb, text)', 'sync_settings(bytea)', 'sync_label(regclass)',
-        'may_queue_synced_change(integer, regclass, text, text, text)'];
+        'enqueue(text, text, text, text, bytea, text, text, jsonb, text)',
+        'sync_settings(bytea)', 'sync_label(regclass)', 'synced_values_sql(jsonb, text)',
+        'foreign_typed_column(regclass, jsonb)'];
     missing text[];
     fn text;
     part record;
@@ -638,17 +752,6 @@ BEGIN
             EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA imagesearch FROM %I', fn);
         END IF;
     END LOOP;
-    -- Synced tables: any role that writes one runs its trigger, which queues the change as that role
-    -- (no definer function is involved: these hold whether or not the roles below can be made).
-    GRANT USAGE ON SCHEMA imagesearch TO PUBLIC;
-    FOREACH fn IN ARRAY anyone LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION imagesearch.%s TO PUBLIC', fn);
-    END LOOP;
-    GRANT SELECT (id) ON imagesearch.instances TO PUBLIC;
-    GRANT INSERT (instance_id, operation, product_id, pic_name, picture, location, path, attributes, source, synced_table)
-        ON imagesearch.picture_queue TO PUBLIC;
-    GRANT USAGE ON SEQUENCE imagesearch.picture_queue_id_seq TO PUBLIC;
-
     missing := ARRAY(SELECT r FROM unnest(ARRAY['imagesearch_definer', 'imagesearch_reader', 'imagesearch_writer']) r
                      WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r));
     BEGIN
@@ -701,8 +804,6 @@ BEGIN
     FOR part IN SELECT server FROM imagesearch.shards LOOP
         PERFORM imagesearch.map_shard_for_definer(part.server);
     END LOOP;
-    DROP POLICY IF EXISTS surface ON imagesearch.picture_queue;
-    CREATE POLICY surface ON imagesearch.picture_queue TO imagesearch_definer USING (true) WITH CHECK (true);
 
     IF NOT pg_has_role('imagesearch_writer', 'imagesearch_reader', 'MEMBER') THEN
         GRANT imagesearch_reader TO imagesearch_writer;

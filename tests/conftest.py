@@ -17,7 +17,7 @@ from imagesearch_pg.config import Settings
 from imagesearch_pg.service import ImageSearch
 from imagesearch_pg.service.access_keys import AccessKeys
 from imagesearch_pg.store import schema
-from imagesearch_pg.store.database import Database
+from imagesearch_pg.store.database import Database, create_engine
 from imagesearch_pg.vision.encoders import EncoderRegistry
 from tests.s3_server import s3_server  # noqa: F401
 from tests.sql_logins import Logins
@@ -47,7 +47,11 @@ def database(settings):
 
 @pytest.fixture(scope="session")
 def engine(database):
-    return database.engine
+    """The tests' own statements, as a user's: the server's default search_path (the service's connections
+    search pg_catalog alone, store/database.py)."""
+    own = create_engine(database.engine.url, search_path=None)
+    yield own
+    own.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ class Logins:
             if create_in_vector_schema:
                 conn.exec_driver_sql(f"GRANT CREATE ON SCHEMA {schema.vector_schema(conn)} TO {name}")
         url = self.admin.url.set(username=name, password=password)
-        login = Login(name, create_engine(url.render_as_string(hide_password=False)))
+        login = Login(name, create_engine(url.render_as_string(hide_password=False), search_path=None))
         self.made.append(login)
         return login
 

@@ -1,11 +1,13 @@
 """Nobody can freeze an instance: a transaction left open after searching (or queueing a write to) an
 instance, as a LOGIN role of the SQL surface would, makes clearing, deleting or creating instances and
 rebuilding indexes answer InstanceBusy after a few brief waits (store/locks.py), while searches of the
-instance go on; once it ends, the change is made."""
+instance go on; once it ends, the change is made. A client that keeps its transaction open on purpose is
+ended when the operator clears or deletes with --end-sessions, if the service's user may end sessions."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -15,7 +17,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from imagesearch_pg.cli import cli
-from imagesearch_pg.errors import InstanceBusy, InvalidInstance
+from imagesearch_pg.errors import InstanceBusy, InvalidInstance, NoPermission
 from imagesearch_pg.store import locks
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.tables import partition_name
@@ -179,6 +181,7 @@ def test_the_cli_says_busy_plainly(engine, engines, settings, stocked):
         holder.end()
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"error: InstanceStatusError: clearing instance {stocked!r} needs a lock" in result.output
+    assert f"(imagesearch instance clear {stocked} --end-sessions)" in result.output
 
 
 def test_the_console_says_nothing_was_cleared(service, settings, engines, stocked):
@@ -200,3 +203,108 @@ def test_the_console_says_nothing_was_cleared(service, settings, engines, stocke
         assert service.describe_instance(stocked).picture_count == 2
     finally:
         service.console_users.delete(f"locks{os.getpid()}")
+
+
+# ---- ending the sessions that hold an instance (--end-sessions) ---------------------------------------------
+
+def _sessions_of(engine, user: str) -> list[tuple]:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT pid, wait_event FROM pg_stat_activity WHERE usename = :u"),
+                            {"u": user}).all()
+
+
+@pytest.mark.parametrize("change", ["clear", "delete"])
+def test_end_sessions_ends_readers_that_keep_their_transactions_open_and_makes_the_change(
+        service, engine, logins, stocked, caplog, change):
+    """One reader set its own idle_in_transaction_session_timeout to 0 and stays idle in its transaction;
+    another keeps its session busy (pg_sleep) in the transaction that searched the instance."""
+    caplog.set_level(logging.WARNING, logger="imagesearch_pg.store.locks")
+    do = {"clear": service.clear_instance, "delete": service.delete_instance}[change]
+    idle, busy = logins.make("reader", "imagesearch_reader"), logins.make("reader", "imagesearch_reader")
+    search = sa.text("SELECT count(*) FROM imagesearch.search_by_product(:name, 'p')")
+    held = idle.engine.connect()
+    held.execute(sa.text("SET idle_in_transaction_session_timeout = 0"))
+    held.execute(search, {"name": stocked})
+
+    def sleeping():
+        with busy.engine.connect() as conn:
+            conn.execute(search, {"name": stocked})
+            conn.execute(sa.text("SELECT pg_sleep(600)"))
+
+    sleeper, slept = _in_background(sleeping)
+    deadline = time.monotonic() + 30
+    while [wait for _, wait in _sessions_of(engine, busy.name)] != ["PgSleep"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(InstanceBusy) as busy_answer:
+        do(stocked)
+    assert f"or end the sessions that hold it (imagesearch instance {change} {stocked} --end-sessions)" in \
+        busy_answer.value.message
+
+    do(stocked, end_sessions=True)
+    if change == "clear":
+        assert service.describe_instance(stocked).picture_count == 0
+    else:
+        with pytest.raises(InvalidInstance):
+            service.describe_instance(stocked)
+    sleeper.join(60)
+    assert isinstance(slept[0], sa.exc.OperationalError)  # its session was ended under it
+    with pytest.raises(sa.exc.OperationalError):
+        held.execute(sa.text("SELECT 1"))
+    held.close()
+    assert _sessions_of(engine, idle.name) == [] and _sessions_of(engine, busy.name) == []
+    ended = [r for r in caplog.records if r.name == "imagesearch_pg.store.locks"]
+    assert {r.user for r in ended} == {idle.name, busy.name}
+    assert all(r.change == f"{'clearing' if change == 'clear' else 'deleting'} instance {stocked!r}"
+               and isinstance(r.pid, int) and r.transaction_open_seconds >= 0 for r in ended)
+    assert "search_by_product" not in caplog.text and "pg_sleep" not in caplog.text  # never what they ran
+
+
+def test_ending_sessions_needs_the_right_to_and_says_so(engine, logins):
+    """As a user that is no superuser: refused without pg_signal_backend, nothing changed and nobody ended;
+    granted it, the session that holds the lock is ended and the change made."""
+    operator, holder = logins.make("operator"), logins.make("holder")
+    tables = f"ops{os.getpid()}_{next(_names)}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {tables} AUTHORIZATION {operator.name}")
+    operator.run(f"CREATE TABLE {tables}.t (x integer); INSERT INTO {tables}.t VALUES (1);"
+                 f" GRANT USAGE ON SCHEMA {tables} TO {holder.name}; GRANT SELECT ON {tables}.t TO {holder.name}")
+    held = holder.engine.connect()
+    held.execute(sa.text(f"SELECT count(*) FROM {tables}.t"))  # its transaction stays open
+
+    def empty_it():
+        with operator.engine.begin() as conn:
+            locks.waiting_briefly(conn, lambda: conn.execute(sa.text(f"TRUNCATE {tables}.t")), "emptying t",
+                                  end_sessions=True)
+
+    with pytest.raises(NoPermission) as refused:
+        empty_it()
+    message = refused.value.message
+    assert message.startswith("emptying t was not made: PostgreSQL refused to end session")
+    assert f"(user {holder.name})" in message and f"GRANT pg_signal_backend TO {operator.name}" in message
+    assert held.execute(sa.text(f"SELECT count(*) FROM {tables}.t")).scalar_one() == 1  # still there, untouched
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"GRANT pg_signal_backend TO {operator.name}")
+    empty_it()
+    with pytest.raises(sa.exc.OperationalError):
+        held.execute(sa.text("SELECT 1"))
+    held.close()
+    assert operator.run(f"SELECT count(*) FROM {tables}.t") == [(0,)]
+
+
+def test_the_cli_ends_the_sessions_when_told_to(engine, logins, settings, stocked):
+    reader = logins.make("reader", "imagesearch_reader")
+    held = reader.engine.connect()
+    held.execute(sa.text("SELECT count(*) FROM imagesearch.search_by_product(:name, 'p')"), {"name": stocked})
+    env = {"IMAGESEARCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "IMAGESEARCH_HOME": str(settings.home)}
+    result = CliRunner().invoke(cli, ["instance", "clear", stocked, "--yes", "--end-sessions"], env=env,
+                                catch_exceptions=False)
+    assert result.exit_code == 0 and result.output.strip().endswith(f"cleared instance {stocked}")
+    assert "msg='ended a session that held a lock a change needed'" in result.output  # the operator sees whom
+    assert f"user={reader.name!r}" in result.output and "search_by_product" not in result.output
+    with pytest.raises(sa.exc.OperationalError):
+        held.execute(sa.text("SELECT 1"))
+    held.close()
+    assert _sessions_of(engine, reader.name) == []

@@ -19,7 +19,7 @@ def scratch_engine(engine):
     admin = engine.execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    scratch = create_engine(engine.url.set(database=name).render_as_string(hide_password=False))
+    scratch = create_engine(engine.url.set(database=name).render_as_string(hide_password=False), search_path=None)
     yield scratch
     scratch.dispose()
     with admin.connect() as conn:
@@ -199,3 +199,45 @@ def test_0018_stores_embeddings_as_halfvec_and_back(scratch_engine):
     column, index, nearest, text = layout("vector")
     assert column == ("vector", "p") and f"(embedding)::vector(3)) vector_cosine_ops" in index
     assert nearest == ["p1", "p0", "p2"] and text == "[1,0.5,0.25]"
+
+
+# ---- the upgrade lock: an advisory key, which any role may take ------------------------------------------
+
+UPGRADE_KEY = 0x1A6E5EA2C4
+
+
+def test_a_role_holding_the_upgrade_key_holds_up_no_start(database, logins, monkeypatch):
+    """A start at head takes no lock: a LOGIN role granted nothing that holds the key changes nothing."""
+    import threading
+
+    monkeypatch.setattr(schema, "UPGRADE_LOCK_WAIT", "1s")  # were it waited for, the start would fail
+    stranger = logins.make("stranger")
+    with stranger.engine.connect() as holding:
+        holding.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_KEY})
+        outcome = []
+        start = threading.Thread(target=lambda: outcome.append(database.ensure_schema()), daemon=True)
+        start.start()  # what every start of the embedded service does
+        start.join(60)
+        assert outcome == [None]
+    assert schema.current_revision(database.engine) == schema.head_revision()
+
+
+def test_an_upgrade_held_up_names_who_holds_the_lock_and_changes_nothing(scratch_engine, logins, monkeypatch):
+    from imagesearch_pg.errors import SchemaOutOfDate
+
+    monkeypatch.setattr(schema, "UPGRADE_LOCK_WAIT", "200ms")
+    stranger = logins.make("stranger")
+    there = create_engine(stranger.engine.url.set(database=scratch_engine.url.database), search_path=None)
+    try:
+        with there.connect() as holding:
+            pid = holding.execute(sa.text("SELECT pg_backend_pid() FROM (SELECT pg_advisory_xact_lock(:k)) AS held"),
+                                  {"k": UPGRADE_KEY}).scalar_one()
+            with pytest.raises(SchemaOutOfDate) as caught:
+                schema.upgrade(scratch_engine)
+            assert f"pid {pid}, user {stranger.name}, in a transaction open" in caught.value.message
+            assert "pg_terminate_backend" in caught.value.message and caught.value.code == "ServiceUnavailable"
+            assert schema.current_revision(scratch_engine) is None and not tables_in(scratch_engine)
+        schema.upgrade(scratch_engine)  # it has let go
+        assert schema.current_revision(scratch_engine) == schema.head_revision()
+    finally:
+        there.dispose()

@@ -311,20 +311,40 @@ def test_a_worker_killed_mid_batch_leaves_its_items_pending(service, engine, mak
     assert service.describe_instance(made.name).picture_count == 1
 
 
-def test_the_lock_keeps_one_instance_to_one_worker(engine, make_instance, photos):
+def test_the_claim_keeps_one_instance_to_one_worker(service, engine, make_instance, photos):
     from imagesearch_pg.store import picture_queue as queue_store
 
     made = make_instance()
-    sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p)", i=made.name, p=photos["coffee"])
-    with engine.connect() as one, engine.connect() as two:
-        held = queue_store.lock_next_instance(one)
+    [(queued,)] = sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p)", i=made.name, p=photos["coffee"])
+    with queue_store.claimed_instance(engine) as held:
         assert held == instance_id(engine, made.name)
-        assert queue_store.lock_next_instance(two) != held
-        queue_store.release(one, held)
-        one.commit()
-        assert queue_store.lock_next_instance(two) == held
-        queue_store.release(two, held)
-        two.commit()
+        with queue_store.claimed_instance(engine) as other:
+            assert other != held
+        run_queue(service)  # another worker: whatever else is pending, never the instance held
+        assert sql(engine, "SELECT state, attempts FROM imagesearch.queue_status WHERE id = :q", q=queued) == \
+            [("pending", 0)]
+    with queue_store.claimed_instance(engine) as again:
+        assert again == held
+    assert run_queue(service) == 1
+
+
+@pytest.mark.parametrize("granted", [(), ("imagesearch_reader",), ("imagesearch_writer",)],
+                         ids=["no-grant", "reader", "writer"])
+def test_no_other_role_can_hold_up_an_instances_queue(service, engine, logins, make_instance, photos, granted):
+    """The keys the worker and the upgrade took as advisory locks, held by a LOGIN role, change nothing;
+    the rows the worker claims cannot be locked by anyone else."""
+    made = make_instance()
+    stranger = logins.make("stranger", *granted)
+    with stranger.engine.connect() as holding:
+        holding.execute(sa.text("SELECT pg_advisory_xact_lock(6766, :i), pg_advisory_xact_lock(:upgrade)"),
+                        {"i": instance_id(engine, made.name), "upgrade": 0x1A6E5EA2C4})
+        for locking in ("SELECT instance_id FROM imagesearch.picture_queue_claims FOR UPDATE",
+                        "SELECT instance_id FROM imagesearch.picture_queue_claims FOR KEY SHARE",
+                        "LOCK TABLE imagesearch.picture_queue_claims IN ACCESS EXCLUSIVE MODE"):
+            assert isinstance(stranger.refused(locking).orig, psycopg.errors.InsufficientPrivilege)
+        [(queued,)] = sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p)", i=made.name, p=photos["coffee"])
+        run_queue(service)
+        assert sql(engine, "SELECT state FROM imagesearch.queue_status WHERE id = :q", q=queued) == [("done",)]
 
 
 def test_psycopg_gets_the_code_in_the_detail(engine, make_instance):

@@ -220,3 +220,26 @@ def test_a_user_that_may_not_make_roles_installs_it_and_the_surface_waits_for_a_
         search.dispose()
     finally:
         own.dispose()
+
+
+def test_no_upgrade_runs_while_a_role_may_plant_names_for_it(scratch_engine, logins):  # noqa: F811
+    """Migrations look names up in public and pgvector's schema: while another role may create there, the
+    upgrade changes nothing and names it."""
+    from imagesearch_pg.errors import UntrustedCreators
+
+    planter = logins.make("planter")
+    with scratch_engine.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION vector")
+        conn.exec_driver_sql(f"GRANT CREATE ON SCHEMA public TO {planter.name}")
+    with pytest.raises(UntrustedCreators, match=f"{planter.name} \\(in schema public\\)"):
+        schema.upgrade(scratch_engine)
+    assert schema.current_revision(scratch_engine) is None
+    with scratch_engine.begin() as conn:
+        conn.exec_driver_sql("GRANT CREATE ON SCHEMA public TO PUBLIC")  # as databases made before PostgreSQL 15
+    with pytest.raises(UntrustedCreators, match="PUBLIC \\(in schema public\\)"):
+        schema.upgrade(scratch_engine)
+    with scratch_engine.begin() as conn:
+        conn.exec_driver_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.exec_driver_sql(f"REVOKE CREATE ON SCHEMA public FROM {planter.name}")
+    schema.upgrade(scratch_engine)
+    assert schema.current_revision(scratch_engine) == schema.head_revision()

@@ -20,10 +20,12 @@ from tests.pictures import encode, noise
 
 DEFINER = "imagesearch_definer"
 READER_CALLS = {"search_by_picture", "search_by_vector", "search_by_product", "duplicate_pairs"}
-WRITER_CALLS = READER_CALLS | {"add_image", "add_image_from_storage", "delete_image", "retry_failed", "sync_table",
-                               "unsync_table", "synced_row_changed", "sync_instance_id", "raise_error", "py_repr"}
-# Run by anyone's statements on a synced table; they run as their caller and change nothing.
-PUBLIC_CALLS = {"synced_values_sql", "sync_settings", "sync_label", "may_queue_synced_change"}
+# The SECURITY DEFINER functions: the reader's, the writer's queueing ones, and the sync trigger's.
+DEFINER_CALLS = READER_CALLS | {"add_image", "add_image_from_storage", "delete_image", "retry_failed",
+                                "sync_instance_id", "queue_synced_row", "synced_row_changed"}
+# The writer's besides: sync_table and unsync_table, which run as their caller, and their pure helpers.
+WRITER_CALLS = DEFINER_CALLS | {"sync_table", "unsync_table", "raise_error", "py_repr", "sync_label",
+                                "synced_values_sql", "foreign_typed_column", "sync_settings"}
 # What the definer may touch: relation -> privileges (pictures_<id>: every instance's pictures, SELECT).
 DEFINER_TABLES = {"instances": {"SELECT"}, "category_list": {"SELECT"},
                   "picture_queue": {"SELECT", "INSERT", "UPDATE"}}
@@ -87,8 +89,7 @@ def test_every_definer_function_runs_as_the_definer_with_pg_catalog_alone(engine
         SELECT p.proname, pg_get_userbyid(p.proowner), p.proconfig,
                (SELECT count(*) FROM unnest(p.proargtypes) t JOIN pg_type ty ON ty.oid = t WHERE ty.typtype = 'p')
         FROM pg_proc p WHERE p.pronamespace = 'imagesearch'::regnamespace AND p.prosecdef""")
-    assert {row[0] for row in rows} == WRITER_CALLS - {"sync_table", "unsync_table", "synced_row_changed", "raise_error",
-                                                       "py_repr"}
+    assert {row[0] for row in rows} == DEFINER_CALLS
     for name, owner, config, pseudo_arguments in rows:
         assert owner == DEFINER, name
         assert "search_path=pg_catalog, pg_temp" in config, (name, config)
@@ -123,16 +124,18 @@ def test_the_definer_reads_and_writes_only_what_the_surface_needs(engine, stocke
 
 
 def test_each_role_may_call_what_docs_sql_md_lists_and_nothing_else(engine, logins):
-    roles = {"reader": (logins.make("reader", "imagesearch_reader"), READER_CALLS | PUBLIC_CALLS),
-             "writer": (logins.make("writer", "imagesearch_writer"), WRITER_CALLS | PUBLIC_CALLS),
-             "stranger": (logins.make("stranger"), PUBLIC_CALLS)}
+    roles = {"reader": (logins.make("reader", "imagesearch_reader"), READER_CALLS),
+             "writer": (logins.make("writer", "imagesearch_writer"), WRITER_CALLS),
+             "stranger": (logins.make("stranger"), set())}
     for kind, (login, expected) in roles.items():
         callable_ = {name for (name,) in sql(engine, "SELECT proname FROM pg_proc WHERE pronamespace = 'imagesearch'::regnamespace"
                                                      " AND has_function_privilege(:r, oid, 'EXECUTE')", r=login.name)}
         assert callable_ == expected, kind
-    # what PUBLIC may call runs as its caller, so it gives nobody anything they did not have
-    assert sql(engine, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'imagesearch'::regnamespace"
-                       " AND prosecdef AND has_function_privilege('public', oid, 'EXECUTE')") == [(0,)]
+    # and PUBLIC may use nothing in the schema: not a function, not a table, not the schema itself
+    assert sql(engine, "SELECT has_schema_privilege('public', 'imagesearch', 'USAGE')") == [(False,)]
+    assert sql(engine, "SELECT count(*) FROM pg_class WHERE relnamespace = 'imagesearch'::regnamespace"
+                       " AND has_any_column_privilege('public', oid, 'SELECT, INSERT, UPDATE')"
+                       " AND relkind IN ('r', 'p', 'v', 'f')") == [(0,)]
 
 
 def test_every_internal_function_refuses_a_direct_call(engine, logins):
@@ -143,8 +146,8 @@ def test_every_internal_function_refuses_a_direct_call(engine, logins):
         FROM pg_proc p WHERE p.pronamespace = 'imagesearch'::regnamespace AND p.prorettype <> 'trigger'::regtype""")
     assert len(calls) > 40
     answered = []
-    for login, allowed in ((logins.make("reader", "imagesearch_reader"), READER_CALLS | PUBLIC_CALLS),
-                           (logins.make("writer", "imagesearch_writer"), WRITER_CALLS | PUBLIC_CALLS)):
+    for login, allowed in ((logins.make("reader", "imagesearch_reader"), READER_CALLS),
+                           (logins.make("writer", "imagesearch_writer"), WRITER_CALLS)):
         for name, call in calls:
             if name in allowed:
                 continue
@@ -166,74 +169,95 @@ def guarded(login: str, name: str, signature: str, result: str) -> str:
     """A function of a caller's that counts its calls and refuses to run as anybody but ``login``."""
     return (f"CREATE FUNCTION {name}({signature}) RETURNS {result} LANGUAGE plpgsql AS $$ BEGIN"
             f" IF current_user <> '{login}' THEN RAISE EXCEPTION 'ran as %', current_user; END IF;"
-            f" PERFORM nextval('pg_temp.calls'); RETURN format('%s', $1); END $$")
+            f" PERFORM nextval('pg_temp.calls'); RETURN {{value}}; END $$")
 
 
-def test_a_cast_of_the_callers_type_runs_as_the_caller_in_sync_table_and_its_trigger(writer, stocked):
-    """Finding 1: a writer's temporary enum with casts to text and json, as a synced key and attribute."""
+def callers_type(conn, login: str) -> None:
+    """Finding 1's makings: a temporary enum with casts to text and json of the caller's, which count their calls
+    and refuse to run as anyone else; and a temporary table to sync."""
+    for statement in [
+        "CREATE TEMP SEQUENCE calls",
+        "CREATE TYPE pg_temp.k AS ENUM ('k1', 'k2')",
+        guarded(login, "pg_temp.kt", "pg_temp.k", "text").format(value="format('%s', $1)"),
+        guarded(login, "pg_temp.kj", "pg_temp.k", "json").format(value="to_json(format('%s', $1))"),
+        "CREATE CAST (pg_temp.k AS text) WITH FUNCTION pg_temp.kt(pg_temp.k)",
+        "CREATE CAST (pg_temp.k AS json) WITH FUNCTION pg_temp.kj(pg_temp.k)",
+        "CREATE TEMP TABLE t (k pg_temp.k, a pg_temp.k, sku text, colour text, photo bytea)",
+        "INSERT INTO t VALUES ('k1', 'k2', 's1', 'red', '\\x00')",
+    ]:
+        run(conn, statement)
+
+
+def test_no_column_of_a_callers_type_is_synced_and_none_becomes_one_later(writer, stocked):
+    """Finding 1: a sync refuses a column whose type the caller made (its casts would run in the trigger), and a
+    column altered to such a type after the sync stops its table's writes with a clear error before any of the
+    caller's casts runs."""
     with writer.engine.connect() as conn:
-        for statement in [
-            "CREATE TEMP SEQUENCE calls",
-            "CREATE TYPE pg_temp.k AS ENUM ('k1', 'k2')",
-            guarded(writer.name, "pg_temp.kt", "pg_temp.k", "text"),
-            guarded(writer.name, "pg_temp.kj", "pg_temp.k", "json").replace("format('%s', $1)", "to_json(format('%s', $1))"),
-            "CREATE CAST (pg_temp.k AS text) WITH FUNCTION pg_temp.kt(pg_temp.k)",
-            "CREATE CAST (pg_temp.k AS json) WITH FUNCTION pg_temp.kj(pg_temp.k)",
-            "CREATE TEMP TABLE t (k pg_temp.k, a pg_temp.k, photo bytea)",
-            "INSERT INTO t VALUES ('k1', 'k2', '\\x00')",
-        ]:
-            run(conn, statement)
-        queued = conn.execute(sa.text("SELECT imagesearch.sync_table(:i, 'pg_temp.t'::regclass, ARRAY['k'], 'photo',"
-                                      " '{\"StrAttr\": \"a\"}')"), {"i": stocked}).scalar()
-        run(conn, "INSERT INTO t VALUES ('k2', 'k1', '\\x01')")
-        run(conn, "UPDATE t SET a = 'k2' WHERE k = 'k2'")
-        run(conn, "DELETE FROM t WHERE k = 'k1'")
+        callers_type(conn, writer.name)
+        for columns in ("ARRAY['k'], 'photo'", "ARRAY['sku'], 'photo', '{\"StrAttr\": \"a\"}'"):
+            run(conn, "SAVEPOINT s")
+            with pytest.raises(sa.exc.DBAPIError, match="not of a built-in type"):
+                conn.execute(sa.text(f"SELECT imagesearch.sync_table(:i, 'pg_temp.t'::regclass, {columns})"),
+                             {"i": stocked})
+            run(conn, "ROLLBACK TO SAVEPOINT s")
+        assert run(conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'pg_temp.t'::regclass").scalar() == 0
+        queued = conn.execute(sa.text("SELECT imagesearch.sync_table(:i, 'pg_temp.t'::regclass, ARRAY['sku'], 'photo',"
+                                      " '{\"StrAttr\": \"colour\"}')"), {"i": stocked}).scalar()
         assert queued == 1
-        assert run(conn, "SELECT last_value FROM pg_temp.calls").scalar() >= 8  # every one as the writer
-        items = conn.execute(sa.text("SELECT operation, product_id FROM imagesearch.queue_status WHERE instance = :i"
-                                     " AND source LIKE 'pg_temp%' ORDER BY id"), {"i": stocked}).all()
-        assert items == [("add", "k1"), ("add", "k2"), ("update", "k2"), ("delete", "k1")]
+        run(conn, "ALTER TABLE t ALTER COLUMN colour TYPE pg_temp.k USING 'k1'")
+        for change in ("INSERT INTO t VALUES ('k1', 'k2', 's2', 'k2', '\\x01')", "UPDATE t SET photo = '\\x02'",
+                       "DELETE FROM t"):
+            run(conn, "SAVEPOINT s")
+            with pytest.raises(sa.exc.DBAPIError, match="is not of a built-in type") as caught:
+                run(conn, change)
+            assert "ran as" not in error_of(caught.value)
+            run(conn, "ROLLBACK TO SAVEPOINT s")
+        assert run(conn, "SELECT is_called FROM pg_temp.calls").scalar() is False  # no cast of the caller's ran
         conn.rollback()
 
 
 def test_the_console_key_leaks_through_no_cast(writer, stocked):
-    """Finding 1 as reported: the cast reads the console's session key; it runs as the writer, who may not."""
+    """Finding 1 as reported: a cast that reads the console's session key never runs; had it run as the
+    writer, the writer may not read the key either."""
     with writer.engine.connect() as conn:
         run(conn, "CREATE TYPE pg_temp.k AS ENUM ('k1')")
-        run(conn, 
-            "CREATE FUNCTION pg_temp.kt(pg_temp.k) RETURNS text LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION '% %',"
-            " current_user, (SELECT encode(secret, 'hex') FROM imagesearch.console_secret); END$$")
+        run(conn, "CREATE FUNCTION pg_temp.kt(pg_temp.k) RETURNS text LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION '% %',"
+                  " current_user, (SELECT encode(secret, 'hex') FROM imagesearch.console_secret); END$$")
         run(conn, "CREATE CAST (pg_temp.k AS text) WITH FUNCTION pg_temp.kt(pg_temp.k)")
         run(conn, "CREATE TEMP TABLE t (k pg_temp.k, photo bytea)")
         run(conn, "INSERT INTO t VALUES ('k1', '\\x00')")
-        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for table console_secret"):
+        with pytest.raises(sa.exc.DBAPIError, match="not of a built-in type"):
             conn.execute(sa.text("SELECT imagesearch.sync_table(:i, 'pg_temp.t'::regclass, ARRAY['k'], 'photo')"),
                          {"i": stocked})
+        conn.rollback()
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for table console_secret"):
+            run(conn, "SELECT encode(secret, 'hex') FROM imagesearch.console_secret")
 
 
-def test_a_synced_table_written_by_another_role_runs_its_casts_as_that_role(engine, logins, stocked):
-    """The trigger path of finding 1: the cast runs as whoever's statement changed the row, never the definer,
-    and a role that may write the table queues its changes without being granted anything of ours."""
+def test_a_synced_table_is_followed_for_every_role_that_changes_it_and_only_as_it_changes(engine, logins, stocked):
+    """A role granted nothing of ours that may write a synced table has its changes queued; a role may change
+    the instance only by changing the table (finding 3: it cannot write the queue itself)."""
     owner = logins.make("owner", "imagesearch_writer", create_in_vector_schema=True)
-    clerk = logins.make("clerk")
-    table, kind = f"public.synced_{owner.name}", f"public.kind_{owner.name}"
-    check = (f"CREATE FUNCTION public.{{name}}({kind}) RETURNS {{result}} LANGUAGE plpgsql AS $$ BEGIN"
-             f" IF current_user NOT IN ('{owner.name}', '{clerk.name}') THEN RAISE EXCEPTION 'ran as %', current_user;"
-             f" END IF; RETURN {{value}}; END $$")
-    owner.run(f"CREATE TYPE {kind} AS ENUM ('red', 'blue')")
-    owner.run(check.format(name=f"text_{owner.name}", result="text", value="format('%s', $1)"))
-    owner.run(check.format(name=f"json_{owner.name}", result="json", value="to_json(format('%s', $1))"))
-    owner.run(f"CREATE CAST ({kind} AS text) WITH FUNCTION public.text_{owner.name}({kind})")
-    owner.run(f"CREATE CAST ({kind} AS json) WITH FUNCTION public.json_{owner.name}({kind})")
-    owner.run(f"CREATE TABLE {table} (sku text PRIMARY KEY, colour {kind}, photo bytea)")
+    clerk, remover = logins.make("clerk"), logins.make("remover")
+    table = f"public.synced_{owner.name}"
+    owner.run(f"CREATE TABLE {table} (sku text PRIMARY KEY, colour text, photo bytea)")
+    owner.run(f"INSERT INTO {table} VALUES ('c0', 'red', '\\x00')")
     owner.run(f"GRANT SELECT, INSERT ON {table} TO {clerk.name}")
+    owner.run(f"GRANT SELECT, DELETE ON {table} TO {remover.name}")
     owner.run(f"SELECT imagesearch.sync_table(:i, '{table}', ARRAY['sku'], 'photo', '{{\"StrAttr\": \"colour\"}}')",
               i=stocked)
     clerk.run(f"INSERT INTO {table} VALUES ('c1', 'blue', '\\x00')")
-    assert sql(engine, "SELECT operation, product_id, attributes, synced_table = CAST(:t AS regclass)"
-                       " FROM imagesearch.picture_queue WHERE source = :s", s=table, t=table) \
-        == [("add", "c1", {"StrAttr": "blue"}, True)]
-    sql(engine, "DELETE FROM imagesearch.picture_queue WHERE source = :s", s=table)
+    remover.run(f"DELETE FROM {table} WHERE sku = 'c0'")
+    for login in (clerk, remover):
+        assert "permission denied" in error_of(login.refused(
+            "INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, source)"
+            " SELECT 1, 'delete', 'p0', 'forged'"))
+    try:
+        assert sql(engine, "SELECT operation, product_id, attributes FROM imagesearch.picture_queue"
+                           " WHERE source = :s ORDER BY id", s=table) == [
+            ("add", "c0", {"StrAttr": "red"}), ("add", "c1", {"StrAttr": "blue"}), ("delete", "c0", {})]
+    finally:
+        sql(engine, "DELETE FROM imagesearch.picture_queue WHERE source = :s", s=table)
 
 
 # ---- planted functions and operators (finding 2) ----------------------------------------------------------
@@ -349,34 +373,22 @@ def app_table(engine, stocked):
     sql(engine, "DELETE FROM imagesearch.picture_queue WHERE source = 'app_security.products'")
 
 
-def forge(login, instance_id: int, table: str | None, operation: str = "add", location: str | None = None,
-          source: str | None = None):
-    return login.refused(
-        "INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, pic_name, picture, location,"
-        " source, synced_table) VALUES (:i, :o, 'forged', 'x.jpg', '\\x00', :l, :s, CAST(:t AS regclass))",
-        i=instance_id, o=operation, l=location, s=source or table or "add_image", t=table)
-
-
 def test_a_queue_item_cannot_be_forged(engine, logins, reader, writer, stocked, app_table):
-    instance_id = sql(engine, "SELECT id FROM imagesearch.instances WHERE name = :n", n=stocked)[0][0]
+    """Nobody writes the queue but the definer functions: not a reader, not a writer, not a role that may
+    write a synced table (it changes the table, and the trigger queues what changed)."""
     stranger = logins.make("stranger")
-    sql(engine, "CREATE TABLE app_security.other (sku text, photo bytea)")
-    sql(engine, f"GRANT INSERT, UPDATE, DELETE ON app_security.other TO {writer.name}")
-    policy = "violates row-level security policy"
+    sql(engine, f"GRANT INSERT, UPDATE, DELETE ON {app_table} TO {stranger.name}")
     for login in (reader, writer, stranger):
-        assert policy in error_of(forge(login, instance_id, None))  # not from a synced table
-        assert policy in error_of(forge(login, instance_id, app_table))  # a synced table it may not write
-        assert policy in error_of(forge(login, instance_id, app_table, operation="delete"))
-        assert "permission denied" in error_of(login.refused(  # the worker's columns are not the caller's
-            "INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, source, state)"
-            " VALUES (:i, 'delete', 'p', 'x', 'done')", i=instance_id))
-    assert policy in error_of(forge(writer, instance_id, "app_security.other"))  # writable, not synced
-    sql(engine, f"GRANT INSERT ON {app_table} TO {stranger.name}")
-    assert policy in error_of(forge(stranger, instance_id, app_table, location="elsewhere"))  # not its location
-    assert policy in error_of(forge(stranger, instance_id, app_table, source="add_image"))  # not its name
-    assert policy in error_of(forge(stranger, instance_id, app_table, operation="delete"))  # INSERT cannot delete
-    assert policy in error_of(forge(stranger, instance_id + 10_000, app_table))  # not this instance's sync
-    assert sql(engine, "SELECT count(*) FROM imagesearch.picture_queue WHERE product_id = 'forged'") == [(0,)]
+        for statement in ("INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, source)"
+                          " VALUES (1, 'delete', 'p0', :t)",
+                          "UPDATE imagesearch.picture_queue SET state = 'pending'"):
+            assert "permission denied" in error_of(login.refused(statement, t=app_table)), (login.name, statement)
+        if login is not writer:  # a writer may: it adds as add_image does, to the instance the table is synced to
+            refusal = login.refused("SELECT imagesearch.queue_synced_row(1, :t, 'p', 'x', '\\x00', NULL, '{}')",
+                                    t=app_table)
+            assert "permission denied for" in error_of(refusal)
+    assert sql(engine, "SELECT count(*) FROM imagesearch.picture_queue WHERE product_id = 'p0' AND source = :t",
+               t=app_table) == [(0,)]
 
 
 def test_a_writer_syncs_only_tables_it_may_and_unsyncs_only_its_own(engine, writer, stocked, app_table):
@@ -400,28 +412,64 @@ def test_a_writer_syncs_only_tables_it_may_and_unsyncs_only_its_own(engine, writ
 
 
 def test_a_trigger_made_by_hand_syncs_nothing(engine, writer, stocked):
-    """A writer's own trigger of the sync function, with an argument that is not a sync's settings, neither
-    breaks the synced_tables view nor lets anything through the policy."""
+    """A writer's own trigger of the sync function, with an argument that is not a sync's settings, or of
+    another kind than a sync's, neither breaks the synced_tables view nor queues anything."""
     with writer.engine.connect() as conn:
         run(conn, "CREATE TEMP TABLE t (sku text, photo bytea)")
         run(conn, "CREATE TRIGGER by_hand AFTER INSERT ON t FOR EACH ROW"
-                             " EXECUTE FUNCTION imagesearch.synced_row_changed('not json')")
-        assert conn.execute(sa.text("SELECT count(*) FROM imagesearch.synced_tables WHERE source = 'pg_temp.t'::regclass")
-                            ).scalar() == 0
+                  " EXECUTE FUNCTION imagesearch.synced_row_changed('not json')")
+        assert run(conn, "SELECT count(*) FROM imagesearch.synced_tables WHERE source = 'pg_temp.t'::regclass"
+                   ).scalar() == 0
+        run(conn, "SAVEPOINT s")
         with pytest.raises(sa.exc.DataError):
             run(conn, "INSERT INTO t VALUES ('k', '\\x00')")  # its own statement fails, nobody else's
+        run(conn, "ROLLBACK TO SAVEPOINT s")
+        run(conn, "DROP TRIGGER by_hand ON t")
+        settings = '{"instance_id": 1, "key_columns": ["sku"], "picture_column": "photo", "attribute_columns": {}}'
+        for kind in ("BEFORE INSERT ON t FOR EACH ROW", "AFTER INSERT ON t FOR EACH STATEMENT"):
+            run(conn, f"CREATE TRIGGER by_hand {kind} EXECUTE FUNCTION imagesearch.synced_row_changed('{settings}')")
+            run(conn, "SAVEPOINT s")
+            with pytest.raises(sa.exc.DBAPIError, match="AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW"):
+                run(conn, "INSERT INTO t VALUES ('k', '\\x00')")
+            run(conn, "ROLLBACK TO SAVEPOINT s")
+            run(conn, "DROP TRIGGER by_hand ON t")
         conn.rollback()
 
 
-def test_the_service_says_at_start_who_may_plant_names_for_it(service, engine, logins, caplog):
-    """The service's own connections find pgvector's objects (and public's) through their search_path: a role
-    that may create there is named at every start (flask_app/server.prepare)."""
-    from flask_app.server import warn_of_untrusted_creators
+# Built-ins the service's own SQL calls with arguments of its drivers' choosing (psycopg sends a small int as
+# smallint): a role that may create in public could give any of them an overload that matches better.
+SERVICE_BUILTINS = {"pg_try_advisory_lock", "pg_advisory_unlock", "pg_advisory_xact_lock", "pg_notify", "now",
+                    "make_interval", "to_regclass", "format", "count", "sha256", "convert_to", "length", "lower",
+                    "jsonb_build_object", "array_agg", "string_agg", "pg_current_xact_id", "greatest", "least",
+                    "set_config", "current_setting", "pg_backend_pid", "to_json", "encode", "decode", "substr"}
 
-    before = set(service.database.untrusted_creators())  # other tests' roles may be there
-    planter = logins.make("planter", create_in_vector_schema=True)
-    with engine.connect() as conn:
-        named = f"{planter.name} (in schema {schema.vector_schema(conn)})"
-    assert set(service.database.untrusted_creators()) == before | {named}
-    warn_of_untrusted_creators(service)
-    assert named in caplog.text and "REVOKE" in caplog.text
+
+def test_nothing_planted_in_public_runs_as_the_service(service, engine, logins, stocked):
+    """Red team's finding: with CREATE in public, a role planted pg_try_advisory_lock(smallint, smallint) and the
+    worker ran it as the service. The service's own connections search pg_catalog alone: nothing planted runs,
+    whatever the service does."""
+    from tests.pictures import sample_photos
+    from imagesearch_pg.tasks.picture_queue import process_pending
+
+    planter = logins.make("planter", "imagesearch_writer", create_in_vector_schema=True)
+    photos = {key: encode(image) for key, image in sample_photos().items()}
+    with planter.engine.connect() as conn:
+        vector_schema = schema.vector_schema(conn)
+        assert plant(conn, vector_schema, SERVICE_BUILTINS | builtin_names(engine)) > len(SERVICE_BUILTINS)
+        for signature in ("smallint, smallint", "integer, smallint", "smallint, integer", "smallint"):
+            run(conn, f"CREATE FUNCTION {vector_schema}.pg_try_advisory_lock({signature}) RETURNS boolean"
+                      " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'planted ran as %', current_user; END $$")
+        conn.commit()
+    try:
+        made = service.create_instance(f"planted-{planter.name}", "product")
+        service.add_image(made.name, "p", "a.png", photos["rocket"])
+        assert service.search_by_name(made.name, "p", "a.png", filter="int_attr != 3").matches[0].product_id == "p"
+        assert service.search_by_picture(made.name, photos["rocket"]).matches[0].product_id == "p"
+        planter.run("SELECT imagesearch.add_image(:i, 'q', 'b.png', :p)", i=made.name, p=photos["coffee"])
+        assert process_pending(service) == 1
+        assert service.describe_instance(made.name).picture_count == 2
+        service.clear_instance(made.name)
+        service.delete_instance(made.name)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {planter.name} CASCADE")

@@ -55,24 +55,26 @@ def instance_show(holder: ServiceHolder, name: str) -> None:
     click.echo(json.dumps(public_record(holder.get().describe_instance(name).as_dict()), indent=2))
 
 
-def _removal(command: str, summary: str, question: str, remove, done: str) -> None:
-    """`instance clear` and `instance delete`: asked first unless --yes."""
+def _removal(command: str, summary: str, question: str, method: str, done: str) -> None:
+    """`instance clear` and `instance delete` (the service's ``method``): asked first unless --yes."""
 
     @instance.command(command, help=summary)
     @click.argument("name")
+    @click.option("--end-sessions", is_flag=True,
+                  help="If open transactions keep the instance busy, end the database sessions that hold its "
+                       "locks (each is logged; needs a superuser or pg_signal_backend).")
     @yes_option
     @pass_service
-    def run(holder: ServiceHolder, name: str, yes: bool) -> None:
+    def run(holder: ServiceHolder, name: str, end_sessions: bool, yes: bool) -> None:
         confirmed(yes, question.format(name=name))
-        remove(holder.get(), name)
+        getattr(holder.get(), method)(name, end_sessions=end_sessions)
         click.echo(done.format(name=name))
 
 
 _removal("clear", "Delete every picture of instance NAME (the instance stays).",
-         "Delete every picture of instance {name!r}?", lambda service, name: service.clear_instance(name),
-         "cleared instance {name}")
+         "Delete every picture of instance {name!r}?", "clear_instance", "cleared instance {name}")
 _removal("delete", "Delete an instance and all its pictures.", "Delete instance {name} and all its pictures?",
-         lambda service, name: service.delete_instance(name), "deleted instance {name}")
+         "delete_instance", "deleted instance {name}")
 
 
 @cli.group()

@@ -118,10 +118,11 @@ class ImageSearch:
     def describe_instance(self, name: str) -> Instance:
         return self.instances.describe(name)
 
-    def delete_instance(self, name: str) -> None:
-        """The instance with its pictures and tasks, and its exports' files."""
+    def delete_instance(self, name: str, *, end_sessions: bool = False) -> None:
+        """The instance with its pictures and tasks, and its exports' files. ``end_sessions``: see
+        clear_instance."""
         files = self.tasks.export_files(name)
-        self.instances.delete(name)
+        self.instances.delete(name, end_sessions=end_sessions)
         self.tasks.remove_files(files)
 
     def change_plan(self, name: str, *, capacity: int | None = None, qps: int | None = None) -> Instance:
@@ -130,8 +131,10 @@ class ImageSearch:
     def renew_instance(self, name: str, days: int | None) -> Instance:
         return self.instances.renew(name, days)
 
-    def clear_instance(self, name: str) -> None:
-        self.instances.clear(name)
+    def clear_instance(self, name: str, *, end_sessions: bool = False) -> None:
+        """``end_sessions``: where open transactions keep the instance busy, end the sessions that hold the
+        locks it needs (each logged) rather than answer InstanceBusy."""
+        self.instances.clear(name, end_sessions=end_sessions)
 
     def admit(self, instance_name: str, kind: str) -> None:
         """Count a request (add, delete or search) against the instance's rate; Throttling over it."""

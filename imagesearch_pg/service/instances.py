@@ -91,8 +91,10 @@ class Instances:
             raise _missing(name)
         return Instance(**rows[0])
 
-    def delete(self, name: str) -> None:
-        self._change(name, "deleting", lambda conn: instance_store.delete(conn, self.locked(conn, name, "share").id))
+    def delete(self, name: str, *, end_sessions: bool = False) -> None:
+        """``end_sessions``: if open transactions keep it busy, end their sessions (see clear)."""
+        self._change(name, "deleting", lambda conn: instance_store.delete(conn, self.locked(conn, name, "share").id),
+                     end_sessions=end_sessions, remedy=f"imagesearch instance delete {name} --end-sessions")
         self._cache.pop(name, None)
         log.info("instance deleted", extra={"instance": name})
 
@@ -124,19 +126,25 @@ class Instances:
                      lambda conn: instance_store.renew(conn, self.locked(conn, name, "share").id, days))
         return self.describe(name)
 
-    def clear(self, name: str) -> None:
-        """Delete every picture of the instance at once (the instance stays)."""
+    def clear(self, name: str, *, end_sessions: bool = False) -> None:
+        """Delete every picture of the instance at once (the instance stays). ``end_sessions``: if open
+        transactions keep it busy (a client that searched it and stays in its transaction), end the sessions
+        that hold the locks it needs, each logged (store/locks.py), and clear it."""
         # No add or delete of this instance runs meanwhile (they take a key-share lock).
         self._change(name, "clearing",
-                     lambda conn: picture_store.delete_all(conn, self.locked(conn, name, "exclusive").id))
+                     lambda conn: picture_store.delete_all(conn, self.locked(conn, name, "exclusive").id),
+                     end_sessions=end_sessions, remedy=f"imagesearch instance clear {name} --end-sessions")
         log.info("instance cleared", extra={"instance": name})
 
-    def _change(self, name: str, doing: str, change: Callable[[sa.Connection], None]) -> None:
+    def _change(self, name: str, doing: str, change: Callable[[sa.Connection], None], *,
+                end_sessions: bool = False, remedy: str | None = None) -> None:
         """``change(conn)`` in a transaction of its own, waiting only briefly for each lock it takes (the
         instance's row, its partition, and for a delete imagesearch.pictures itself): a transaction left open
-        elsewhere makes it InstanceBusy rather than a queue that every later search joins (store/locks.py)."""
+        elsewhere makes it InstanceBusy rather than a queue that every later search joins, or with
+        ``end_sessions`` is ended (store/locks.py)."""
         with self.database.transaction() as conn:
-            waiting_briefly(conn, lambda: change(conn), f"{doing} instance {name!r}")
+            waiting_briefly(conn, lambda: change(conn), f"{doing} instance {name!r}", remedy=remedy,
+                            end_sessions=end_sessions)
 
     def admit(self, name: str, kind: str) -> None:
         """Count a request of ``kind`` (add, delete or search) against the instance's rate; raises Throttling

@@ -23,6 +23,7 @@ from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError
 from imagesearch_pg.store import embedded, schema
 from imagesearch_pg.store.picture_search import HNSW_SETTINGS
+from imagesearch_pg.store.query_vectors import use_vector_schema
 from imagesearch_pg.store.replicas import Replica, ReplicaRouter
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,6 @@ class Database:
         return self.replicas.read(instance_id, work, _translated)
 
 
-    def untrusted_creators(self) -> list[str]:
-        """Roles that may create objects in a schema the service's own connections find names in (pgvector's,
-        public): a function or operator made there could be picked instead of a built-in the service calls,
-        and run with the service's rights. Superusers, the database's owner and roles that can act as the
-        service anyway are trusted; PUBLIC stands for every role. Empty is safe (docs/sql.md)."""
-        with self.reading() as conn:
-            return list(conn.execute(_UNTRUSTED_CREATORS).scalars())
-
     def libpq_url(self) -> str:
         """The database as a libpq URI (psql, pg_dump, another driver), password included."""
         return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -203,26 +196,20 @@ class Database:
                 replica.engine.dispose()
 
 
-_UNTRUSTED_CREATORS = sa.text("""
-    SELECT format('%s (in schema %s)', r.who, n.nspname)
-    FROM pg_namespace n
-    CROSS JOIN LATERAL (
-        SELECT 'PUBLIC' AS who WHERE has_schema_privilege('public', n.oid, 'CREATE')
-        UNION ALL
-        SELECT r.rolname FROM pg_roles r
-        WHERE NOT has_schema_privilege('public', n.oid, 'CREATE') AND has_schema_privilege(r.oid, n.oid, 'CREATE')
-          AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'
-          AND NOT pg_has_role(r.oid, current_user, 'MEMBER')
-          AND r.oid <> (SELECT datdba FROM pg_database WHERE datname = current_database())
-    ) r
-    WHERE n.nspname = ANY (current_schemas(false))
-    ORDER BY 1""")
+# Where the service's own connections look up names: pg_catalog, and their own temporary schema last. Every
+# other object is named with its schema (imagesearch; pgvector's, store/query_vectors.py), so that nothing
+# another role makes (in public, in pgvector's schema) stands in for a function or operator the service
+# calls and runs with its rights (docs/sql.md, "Security model"). Migrations set their own (migrations/env.py).
+SERVICE_SEARCH_PATH = "pg_catalog,pg_temp"
 
 
-def create_engine(url: str | sa.URL, reads: bool = False, connect_timeout: int | None = None) -> sa.Engine:
-    """The engine of transactions, or with ``reads`` of autocommit reads."""
+def create_engine(url: str | sa.URL, reads: bool = False, connect_timeout: int | None = None,
+                  search_path: str | None = SERVICE_SEARCH_PATH) -> sa.Engine:
+    """The engine of transactions, or with ``reads`` of autocommit reads; ``search_path`` None: the server's
+    default (for a user's own statements, not the service's)."""
     url = url if isinstance(url, sa.URL) else sqlalchemy_url(url)
-    options = {"options": " ".join(f"-c {name}={value}" for name, value in HNSW_SETTINGS.items())}
+    settings = {**HNSW_SETTINGS, **({"search_path": search_path} if search_path else {})}
+    options = {"options": " ".join(f"-c {name}={value}" for name, value in settings.items())}
     engine = sa.create_engine(
         url,
         pool_size=5,
@@ -231,7 +218,20 @@ def create_engine(url: str | sa.URL, reads: bool = False, connect_timeout: int |
         **({"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if reads else {}),
     )
     sa.event.listen(engine, "checkout", _closed_by_the_server)
+    sa.event.listen(engine, "connect", _learn_vector_schema)
     return engine
+
+
+def _learn_vector_schema(dbapi_connection, connection_record) -> None:
+    """pgvector's schema, which the service's SQL names (store/query_vectors.py): read as each connection opens
+    (a database without the extension yet keeps the default)."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+                       " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'")
+        found = cursor.fetchone()
+    dbapi_connection.rollback()  # a pooled connection starts outside any transaction
+    if found:
+        use_vector_schema(found[0])
 
 
 def _closed_by_the_server(dbapi_connection, connection_record, connection_proxy) -> None:

@@ -15,12 +15,11 @@ from typing import Iterator
 import numpy as np
 import sqlalchemy as sa
 from psycopg.rows import namedtuple_row
-from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from imagesearch_pg.store.filters import Node, to_sql
 from imagesearch_pg.store.pictures import on_shard, result_columns
-from imagesearch_pg.store.query_vectors import halfvec_parameter
+from imagesearch_pg.store.query_vectors import Halfvec, cosine_distance, halfvec_parameter
 from imagesearch_pg.store import instances as instance_store
 from imagesearch_pg.store.tables import key_digest, partition
 
@@ -43,7 +42,7 @@ class StoredPicture:
 
 
 def _stored_vector(part: sa.TableClause, dim: int, column: str, key) -> sa.ScalarSelect:
-    return sa.select(sa.cast(part.c[column], HALFVEC(dim))).where(part.c.key_digest == key).scalar_subquery()
+    return sa.select(sa.cast(part.c[column], Halfvec(dim))).where(part.c.key_digest == key).scalar_subquery()
 
 
 TOTAL = "instance_pictures"
@@ -327,7 +326,7 @@ def vector(part: sa.TableClause, query: np.ndarray | StoredPicture, dim: int, na
 def walk_statement(part: sa.TableClause, dim: int, query, limit: int, conditions: list) -> sa.Select:
     """The HNSW walk: ``query`` is a vector expression (see vector()), ``conditions`` SQL expressions."""
     # The cast matches the partition's expression index; without it the index is not used.
-    distance = sa.cast(part.c.embedding, HALFVEC(dim)).cosine_distance(query)
+    distance = cosine_distance(sa.cast(part.c.embedding, Halfvec(dim)), query)
     score = sa.func.imagesearch.cosine_score(distance).label("score")
     return sa.select(*result_columns(part), score).where(*conditions).order_by(distance).limit(limit)
 
@@ -338,12 +337,12 @@ def _exact_statement(
 ) -> sa.Select:
     # No cast: the planner cannot use the HNSW index, so it finds the matching rows by their attributes
     # and scores each of them.
-    distance = part.c.embedding.cosine_distance(query)
+    distance = cosine_distance(part.c.embedding, query)
     if silhouette_queries:
         # least() skips NULLs: a picture stored without a silhouette ranks by its embedding.
         margin = sa.literal(float(silhouette_margin))
         distance = sa.func.least(
-            distance, *(part.c.silhouette.cosine_distance(s) + margin for s in silhouette_queries)
+            distance, *(cosine_distance(part.c.silhouette, s) + margin for s in silhouette_queries)
         )
     if not keypoints_for:
         score = sa.func.imagesearch.cosine_score(distance).label("score")
@@ -364,12 +363,12 @@ def _fused_statement(
 ) -> sa.Select:
     # Each query vector walks its own index for its ``limit`` nearest; a picture in the fused top ``limit``
     # is in the top ``limit`` of the vector that gives its least distance, so the union holds them all.
-    distance = sa.cast(part.c.embedding, HALFVEC(dim)).cosine_distance(query)
+    distance = cosine_distance(sa.cast(part.c.embedding, Halfvec(dim)), query)
     no_margin = sa.literal(0.0).label("margin")
     branches = [sa.select(part.c.key_digest, distance.label("distance"), no_margin).order_by(distance).limit(limit)]
     margin = sa.literal(float(silhouette_margin)).label("margin")
     for s in silhouette_queries:
-        d = sa.cast(part.c.silhouette, HALFVEC(dim)).cosine_distance(s)
+        d = cosine_distance(sa.cast(part.c.silhouette, Halfvec(dim)), s)
         # Ordered by the bare distance (the index's expression) and returning it, so that each row's distance
         # is computed once (returning d + margin computed it twice); the margin is added in the ranking.
         branches.append(sa.select(part.c.key_digest, d.label("distance"), margin).order_by(d).limit(limit))
@@ -410,7 +409,7 @@ def labelled_neighbours(
     looking past unlabelled pictures until it has ``k`` labelled ones or hits hnsw.max_scan_tuples.
     """
     part = partition(instance_id)
-    distance = sa.cast(part.c.embedding, HALFVEC(dim)).cosine_distance(halfvec_parameter("q", query, dim))
+    distance = cosine_distance(sa.cast(part.c.embedding, Halfvec(dim)), halfvec_parameter("q", query, dim))
     rows = conn.execute(
         sa.select(part.c.category_id, sa.func.imagesearch.cosine_score(distance))
         .where(part.c.category_given)

@@ -14,7 +14,7 @@ from imagesearch_pg.attributes import ATTRIBUTE_NAMES
 from imagesearch_pg.store.filters import Node, to_sql
 from imagesearch_pg.store.instances import record_write, reset_count
 from imagesearch_pg.store.locks import waiting_briefly
-from imagesearch_pg.store.query_vectors import send_halfvec
+from imagesearch_pg.store.query_vectors import send_halfvec, vector_type
 from imagesearch_pg.store.tables import key_digest, partition, partition_name, pictures
 
 # What a search or a listing returns of a picture: no vectors, keypoints or bookkeeping.
@@ -58,6 +58,12 @@ _SQL_TYPES = {sa.Integer: "int4", sa.Text: "text", sa.Boolean: "bool", sa.LargeB
 COLUMN_TYPES = {c.name: next(sql for kind, sql in _SQL_TYPES.items() if isinstance(c.type, kind)) for c in pictures.c}
 
 
+def _sql_type(column: str) -> str:
+    """A column's type as SQL text names it (pgvector's with its schema)."""
+    kind = COLUMN_TYPES[column]
+    return vector_type(kind) if kind == "halfvec" else kind
+
+
 def _insert(conn: sa.Connection, instance_id: int, rows: list[dict], digests: list[bytes], *, upsert: bool = False,
             created: list | None = None) -> list[tuple]:
     """Rows into the instance's partition as one INSERT ... SELECT FROM unnest(), a binary array per column:
@@ -78,7 +84,7 @@ def _insert(conn: sa.Connection, instance_id: int, rows: list[dict], digests: li
         names.append("created_at")
         arrays.append(created)
     sql = (f"INSERT INTO {partition_name(instance_id, qualified=True)} ({', '.join(names)})"
-           f" SELECT * FROM unnest({', '.join(f'%b::{COLUMN_TYPES[name]}[]' for name in names)})")
+           f" SELECT * FROM unnest({', '.join(f'%b::{_sql_type(name)}[]' for name in names)})")
     if upsert:
         replaced = ", ".join(f"{name} = EXCLUDED.{name}" for name in given if name not in ("product_id", "pic_name"))
         # Into the partition itself: only there does RETURNING see the system column xmax, which a row made

@@ -39,6 +39,27 @@ class _BinaryParameterDumper(Dumper):
 psycopg.adapters.register_dumper(_BinaryParameter, _BinaryParameterDumper)
 
 
+# pgvector's schema in the service's database, as an identifier, learnt when a connection opens
+# (store/database.py). The service's connections find names in pg_catalog alone, so its SQL names pgvector's
+# types and operators with their schema: nothing another role makes in public can stand in for them.
+_vector_schema = "public"
+
+
+def use_vector_schema(quoted: str) -> None:
+    global _vector_schema
+    _vector_schema = quoted
+
+
+def vector_type(name: str) -> str:
+    """pgvector's type ``name`` (halfvec, vector) named with its schema, for SQL text."""
+    return f"{_vector_schema}.{name}"
+
+
+def cosine_distance(left, right) -> sa.ColumnElement:
+    """``left <=> right``: pgvector's cosine distance, its operator named with its schema."""
+    return left.op(f"OPERATOR({_vector_schema}.<=>)", return_type=sa.Float())(right)
+
+
 class _BinaryVectorType(UserDefinedType):
     sql_name = ""
     element = ""  # numpy dtype of one element on the wire (big-endian)
@@ -48,7 +69,7 @@ class _BinaryVectorType(UserDefinedType):
         self.dim = dim
 
     def get_col_spec(self, **kw) -> str:
-        return f"{self.sql_name}({self.dim})"
+        return f"{vector_type(self.sql_name)}({self.dim})"
 
     def bind_processor(self, dialect):
         element = self.element
@@ -70,14 +91,16 @@ class _BinaryVectorType(UserDefinedType):
         return process
 
 
-class _Halfvec(_BinaryVectorType):
+class Halfvec(_BinaryVectorType):
+    """pgvector's halfvec(dim): a cast's type, and a parameter's, sent in binary (float16 on the wire)."""
+
     cache_ok = True
-    sql_name, element = "HALFVEC", ">f2"
+    sql_name, element = "halfvec", ">f2"
 
 
 def halfvec_parameter(name: str, value: np.ndarray, dim: int) -> sa.Cast:
-    """``CAST(:name AS HALFVEC(dim))`` bound to ``value`` in binary (float16 on the wire)."""
-    return sa.cast(sa.bindparam(name, value, _Halfvec(dim)), _Halfvec(dim))
+    """``CAST(:name AS halfvec(dim))`` bound to ``value`` in binary."""
+    return sa.cast(sa.bindparam(name, value, Halfvec(dim)), Halfvec(dim))
 
 
 def send_halfvec(raw: psycopg.Connection) -> None:
@@ -86,6 +109,6 @@ def send_halfvec(raw: psycopg.Connection) -> None:
     Only the dumper is added; what the connection reads stays as it was."""
     if raw.adapters.types.get("halfvec") is not None:
         return
-    info = TypeInfo.fetch(raw, "halfvec")
+    info = TypeInfo.fetch(raw, vector_type("halfvec"))
     info.register(raw)
     raw.adapters.register_dumper(HalfVector, type("HalfvecDumper", (HalfVectorBinaryDumper,), {"oid": info.oid}))

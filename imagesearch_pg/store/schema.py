@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from imagesearch_pg.errors import SchemaOutOfDate
+from imagesearch_pg.errors import SchemaOutOfDate, UntrustedCreators
 
 SCHEMA = "imagesearch"  # every object of ours is in it, the version table too (migrations/env.py)
 VERSION_TABLE = "alembic_version"
@@ -71,18 +72,86 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
-# Serialises concurrent upgrades (several service processes starting at once).
+# Serialises concurrent upgrades (several service processes starting at once). Any role may take an advisory
+# key, so it is taken only when an upgrade is needed, and waited for at most UPGRADE_LOCK_WAIT.
 _UPGRADE_LOCK_KEY = 0x1A6E5EA2C4
+UPGRADE_LOCK_WAIT = "2min"  # as long as another process's upgrade may take; then the error names who holds it
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    if current_revision(engine) == (head_revision() if revision == "head" else revision):
+        return  # nothing to do: no lock taken, so no other session can hold up a start
     with engine.begin() as connection:
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+        _lock_for_upgrade(connection)
+        refuse_untrusted_creators(connection)
         command.upgrade(alembic_config(connection), revision)
+
+
+def refuse_untrusted_creators(connection: sa.Connection) -> None:
+    """Migrations look names up as the user's default search_path does (migrations/env.py), in public and
+    pgvector's schema: a function or operator another role made there could stand in for a built-in a
+    migration calls, and run with the migrating user's rights. So none runs while a role may make one there,
+    other than superusers, the database's owner and roles that may act as this user anyway."""
+    creators = connection.execute(_UNTRUSTED_CREATORS).scalars().all()
+    if creators:
+        raise UntrustedCreators(
+            f"the schema is not changed while these roles may create objects where migrations look names up: "
+            f"{', '.join(creators)}; one could plant a function the upgrade would run with this user's rights. "
+            "Revoke it for the upgrade (REVOKE CREATE ON SCHEMA public FROM ...; for every role: FROM PUBLIC), "
+            "then upgrade (docs/sql.md, Security model)")
+
+
+_UNTRUSTED_CREATORS = sa.text("""
+    SELECT format('%s (in schema %s)', r.who, n.nspname)
+    FROM pg_namespace n
+    CROSS JOIN LATERAL (
+        SELECT 'PUBLIC' AS who WHERE has_schema_privilege('public', n.oid, 'CREATE')
+        UNION ALL
+        SELECT r.rolname FROM pg_roles r
+        WHERE NOT has_schema_privilege('public', n.oid, 'CREATE') AND has_schema_privilege(r.oid, n.oid, 'CREATE')
+          AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'
+          AND NOT pg_has_role(r.oid, current_user, 'MEMBER')
+          AND r.oid <> (SELECT datdba FROM pg_database WHERE datname = current_database())
+    ) r
+    WHERE n.nspname = 'public' OR n.nspname = current_user
+       OR n.oid = (SELECT extnamespace FROM pg_extension WHERE extname = 'vector')
+    ORDER BY 1""")
+
+
+def _lock_for_upgrade(connection: sa.Connection) -> None:
+    """The upgrade lock, for the rest of the transaction; SchemaOutOfDate naming its holders if another
+    session keeps it past UPGRADE_LOCK_WAIT (an upgrade under way elsewhere, or a session holding the key)."""
+    previous = connection.execute(sa.text("SELECT current_setting('lock_timeout')")).scalar_one()
+    try:
+        with connection.begin_nested():
+            connection.execute(sa.text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": UPGRADE_LOCK_WAIT})
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+    except sa.exc.OperationalError as exc:
+        if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+            raise
+        holders = connection.execute(_UPGRADE_LOCK_HOLDERS, {"high": _UPGRADE_LOCK_KEY >> 32,
+                                                             "low": _UPGRADE_LOCK_KEY & 0xFFFFFFFF}).all()
+        named = "; ".join(f"pid {pid}, user {user}" + ("" if seconds is None else f", in a transaction open {seconds} s")
+                          for pid, user, seconds in holders)
+        raise SchemaOutOfDate(
+            f"the database schema needs an upgrade, and another session has held the upgrade lock for over "
+            f"{UPGRADE_LOCK_WAIT} ({named or 'it has just let it go'}): if that is no upgrade under way, end it "
+            "(SELECT pg_terminate_backend(pid)) and start again") from None
+    connection.execute(sa.text("SELECT set_config('lock_timeout', :previous, true)"), {"previous": previous})
+
+
+_UPGRADE_LOCK_HOLDERS = sa.text("""
+    SELECT l.pid, a.usename, extract(epoch FROM now() - a.xact_start)::integer
+    FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid::bigint = :high AND l.objid::bigint = :low
+    ORDER BY l.pid""")
 
 
 def downgrade(engine: sa.Engine, revision: str) -> None:
     with engine.begin() as connection:
+        refuse_untrusted_creators(connection)
         command.downgrade(alembic_config(connection), revision)
 
 

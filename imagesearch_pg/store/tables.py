@@ -192,13 +192,18 @@ picture_queue = sa.Table(  # sql/0016_queue.sql: pictures written from SQL, for 
     sa.Column("path", sa.Text),
     sa.Column("attributes", pg.JSONB, nullable=False),
     sa.Column("source", sa.Text, nullable=False),
-    sa.Column("synced_table", sa.Text),  # regclass in the database: the synced table the item came from
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("error_code", sa.Text),
     sa.Column("error_message", sa.Text),
     sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+picture_queue_claims = sa.Table(  # migration 0022: the row a worker locks while it works on an instance's items
+    "picture_queue_claims",
+    metadata,
+    sa.Column("instance_id", sa.Integer, sa.ForeignKey("instances.id"), primary_key=True),
 )
 
 console_users = sa.Table(  # migration 0017

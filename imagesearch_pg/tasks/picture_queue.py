@@ -7,6 +7,7 @@ one transaction with their outcomes, so a picture is stored exactly when its ite
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from imagesearch_pg.attributes import MAX_CUSTOM_CONTENT, MAX_STR_ATTR, Attributes
-from imagesearch_pg.errors import DatabaseUnavailable, ImageSearchError, InvalidParameter, NoSpecifiedSearchPic
+from imagesearch_pg.errors import (DatabaseUnavailable, ImageSearchError, InvalidImageSize, InvalidParameter,
+                                   MissingParameter, NoSpecifiedSearchPic)
 from imagesearch_pg.logs import Every
 from imagesearch_pg.service import validation
 from imagesearch_pg.service.models import public_name
@@ -28,9 +30,9 @@ from imagesearch_pg.vision.intake import MAX_PICTURE_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 5  # an item taken up this many times without finishing (it crashes its worker) fails
 CLAIMED = 16  # items taken at once: one transaction for a few encoder batches
-_PRUNE = Every(600.0)  # an item whose worker died this many times (a picture that crashes it) fails
+_PRUNE = Every(600.0)
 _ATTRIBUTE_KEYS = {public_name(name): name for name in Attributes.__dataclass_fields__}
 ALLOWED_KEYS = (*_ATTRIBUTE_KEYS, "CategoryId", "Crop", "Region")  # as sql/0016_queue.sql lists them
 
@@ -79,39 +81,34 @@ class _Outcomes(dict):
 
 
 def process_pending(service, limit: int = CLAIMED) -> int:
-    """Take the next instance's first ``limit`` pending items through to done or failed; returns how many
-    items were finished (0: nothing to do that another worker is not doing)."""
-    with service.database.engine.connect() as conn:
-        conn.commit()  # the session lock below outlives the transactions
-        instance_id = queue_store.lock_next_instance(conn)
-        conn.commit()
+    """Take the next instance's next pending items through to done or failed; returns how many items were
+    finished (0: nothing to do that another worker is not doing)."""
+    engine = service.database.engine
+    with queue_store.claimed_instance(engine) as instance_id:
         if instance_id is None:
             return 0
-        try:
+        with engine.connect() as conn:
+            gave_up = queue_store.give_up(conn, instance_id, MAX_ATTEMPTS)
             items = queue_store.attempt(conn, instance_id, limit)
             conn.commit()
-            if not items:
-                return 0
-            with conn.begin():
-                _apply(service, conn, instance_id, items)
-            return len(items)
-        finally:
-            try:
-                queue_store.release(conn, instance_id)
-                conn.commit()
-            except sa.exc.DBAPIError:
-                pass  # the connection is gone, and its lock with it
+            if items:
+                with conn.begin():
+                    _apply(service, conn, instance_id, items)
+            return gave_up + len(items)
 
 
 def _apply(service, conn: sa.Connection, instance_id: int, items: list[queue_store.QueuedItem]) -> None:
     name = conn.execute(sa.select(instances.c.name).where(instances.c.id == instance_id)).scalar_one()
     locked = service.instances.locked(conn, name, "share")
     outcomes = _Outcomes()
+    given = {}  # item id -> its attributes
     for item in items:
-        if item.attempts > MAX_ATTEMPTS:
-            outcomes[item.id] = ("TooManyAttempts", f"the item was taken up {MAX_ATTEMPTS} times without finishing")
-    ready = _prepare(service, locked, [item for item in items if item.operation == "add" and item.id not in outcomes],
-                     outcomes)
+        try:
+            given[item.id] = _attributes(item)
+        except ImageSearchError as exc:
+            outcomes.fail(item, exc)
+    adds = [item for item in items if item.operation == "add" and item.id not in outcomes]
+    ready = _prepare(service, conn, locked, adds, given, outcomes)
     run: list[queue_store.QueuedItem] = []
 
     def flush():
@@ -134,7 +131,7 @@ def _apply(service, conn: sa.Connection, instance_id: int, items: list[queue_sto
                 check_delete(item.product_id, item.pic_name)
                 service.pictures.remove(conn, locked, item.product_id, item.pic_name)
             else:
-                _update(conn, locked, item)
+                _update(conn, locked, item, given[item.id])
             outcomes[item.id] = None
         except ImageSearchError as exc:
             outcomes.fail(item, exc)
@@ -144,27 +141,44 @@ def _apply(service, conn: sa.Connection, instance_id: int, items: list[queue_sto
         queue_store.prune(conn)
 
 
-def _update(conn: sa.Connection, locked: InstanceRef, item: queue_store.QueuedItem) -> None:
+def _attributes(item: queue_store.QueuedItem):
+    """An item's attributes as JSON values, once its texts are known to be whole (the store reads each
+    only up to its bound)."""
+    for label, value in (("ProductId", item.product_id), ("PicName", item.pic_name),
+                         ("the storage location", item.location), ("the path", item.path)):
+        if value is not None and len(value) > queue_store.TEXT_CHARS:
+            raise InvalidParameter(f"{label} is longer than {queue_store.TEXT_CHARS} characters")
+    if len(item.attributes) > queue_store.ATTRIBUTES_CHARS:
+        raise InvalidParameter(f"the attributes are longer than {queue_store.ATTRIBUTES_CHARS} characters as JSON")
+    try:
+        return json.loads(item.attributes)
+    except (RecursionError, ValueError):  # nested past Python's recursion limit; a number of thousands of digits
+        raise InvalidParameter(f"the attributes cannot be read (nested too deeply, or a number too long): they must "
+                               f"be a JSON object of {', '.join(ALLOWED_KEYS)} with plain values") from None
+
+
+def _update(conn: sa.Connection, locked: InstanceRef, item: queue_store.QueuedItem, given) -> None:
     """A synced row's attributes changed: set them all as the row has them now (a NULL clears one)."""
     validation.picture_key(item.product_id, item.pic_name)
-    checked = queued_add(locked.service_type, item.attributes)
+    checked = queued_add(locked.service_type, given)
     values = validation.attributes(checked.attributes)
-    named = {_ATTRIBUTE_KEYS[key] for key in item.attributes if key in _ATTRIBUTE_KEYS}
+    named = {_ATTRIBUTE_KEYS[key] for key in given if key in _ATTRIBUTE_KEYS}
     if not picture_store.update_attributes(conn, locked.id, item.product_id, item.pic_name,
                                            {column: values[column] for column in named}):
         raise NoSpecifiedSearchPic(f"no picture with ProductId {item.product_id!r} and PicName {item.pic_name!r}")
 
 
-def _prepare(service, instance: InstanceRef, adds: list[queue_store.QueuedItem], outcomes: _Outcomes) -> dict:
+def _prepare(service, conn: sa.Connection, instance: InstanceRef, adds: list[queue_store.QueuedItem], given: dict,
+             outcomes: _Outcomes) -> dict:
     """The adds' pictures read, checked, framed and described in batches of the encoder: item id -> the
     NewPicture to write; a failing item's outcome is recorded instead."""
     framed: list[tuple] = []
     for item in adds:
         try:
-            add = queued_add(instance.service_type, item.attributes)
+            add = queued_add(instance.service_type, given[item.id])
             checked = service.pictures.check_add(instance, item.product_id, item.pic_name, add.category_id,
                                                  add.attributes)
-            data = item.picture if item.location is None else _read(service, instance, item)
+            data = _picture(service, conn, instance, item)
             frame = service.pipeline.framed(instance, data, crop=add.crop, region=add.region)
             framed.append((item, checked, frame, data))
         except (DatabaseUnavailable, StorageUnavailable):
@@ -183,8 +197,15 @@ def _prepare(service, instance: InstanceRef, adds: list[queue_store.QueuedItem],
     return ready
 
 
-def _read(service, instance: InstanceRef, item: queue_store.QueuedItem) -> bytes:
-    """An item's picture from its storage location (a path relative to its root, checked as a batch's
-    PicName is)."""
-    location = service.storage.get(item.location, for_instance=instance.name)
-    return location.folder("/").read(item.path, MAX_PICTURE_BYTES)
+def _picture(service, conn: sa.Connection, instance: InstanceRef, item: queue_store.QueuedItem) -> bytes:
+    """An add's picture: the item's own, read only when its size is within the API's limit; or from its
+    storage location (a path relative to its root, checked as a batch's PicName is)."""
+    if item.location is not None:
+        location = service.storage.get(item.location, for_instance=instance.name)
+        return location.folder("/").read(item.path, MAX_PICTURE_BYTES)
+    if not item.picture_bytes:
+        raise MissingParameter("PicContent is required")
+    if item.picture_bytes > MAX_PICTURE_BYTES:
+        raise InvalidImageSize(f"the picture is {item.picture_bytes} bytes; at most {MAX_PICTURE_BYTES} (4 MB) "
+                               "are allowed")
+    return queue_store.picture(conn, item.id)

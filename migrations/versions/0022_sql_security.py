@@ -1,11 +1,13 @@
 """The SQL surface's security model (sql/0022_security.sql, docs/sql.md "Security model"): the public
 functions run as imagesearch_definer, a role without power of its own, with search_path pg_catalog,
-pg_temp and every other object named with its schema; synced tables are read by their triggers as the user
-who changed them and queued through a row-level-security policy; a sync is its trigger (the table
-imagesearch.synced_tables becomes a view of those triggers), so the steps that registered one are gone.
+pg_temp and every other object named with its schema. A sync is its trigger (the table
+imagesearch.synced_tables becomes a view of those triggers), so the steps that registered one are gone;
+the trigger reads only columns of built-in types. A worker claims an instance by a row lock no other role
+can take (imagesearch.picture_queue_claims) instead of an advisory lock anyone could.
 
 Syncs made before are moved onto triggers of the new form, which needs this user to own their tables
-(or be a superuser): else the upgrade stops, changing nothing, and says which tables.
+(or be a superuser); a sync with a column of a type of its own cannot be moved. Either way the upgrade
+stops, changing nothing, and says which tables.
 
 Revision ID: 0022
 Revises: 0021
@@ -22,25 +24,29 @@ branch_labels = None
 depends_on = None
 
 FILE = "0022_security.sql"
-NEW = ("sync_label", "sync_settings", "synced_values_sql", "may_queue_synced_change", "sync_instance_id", "map_shard_for_definer")
+NEW = ("sync_label", "sync_settings", "foreign_typed_column", "synced_values_sql", "sync_instance_id",
+       "queue_synced_row", "map_shard_for_definer", "shard_exec")
 REDEFINED = ("plan_search", "scan", "nearest_fused", "duplicate_pairs", "search_by_picture", "search_by_vector",
              "search_by_product", "synced_row_changed", "sync_table", "unsync_table", "create_picture_partition",
-             "add_shard", "drop_shard", "grant_roles")
+             "drop_picture_partition", "create_vector_index", "drop_vector_index", "add_shard", "drop_shard",
+             "grant_roles")
 REGISTRATION = ("register_sync(text, regclass, text[], text, jsonb, text)", "unregister_sync(text, regclass)",
                 "enqueue_synced_add(imagesearch.synced_tables, text, anyelement)",
                 "synced_values(imagesearch.synced_tables, anyelement)")
 BEFORE = {"0016_search.sql": ("plan_search", "search_by_picture", "search_by_vector", "search_by_product"),
           "0018_halfvec_embeddings.sql": ("scan", "nearest_fused", "duplicate_pairs"),
-          "0020_shards.sql": ("create_picture_partition", "add_shard", "drop_shard"),
+          "0020_shards.sql": ("create_picture_partition", "drop_picture_partition", "create_vector_index",
+                              "drop_vector_index", "add_shard", "drop_shard"),
           "0016_queue.sql": ("synced_values", "enqueue_synced_add", "synced_row_changed", "sync_table",
                              "register_sync", "unsync_table", "unregister_sync"),
           "0016_roles.sql": ("grant_roles",)}
 OWNED_BY_DEFINER = ("search_by_picture(text, text, text, integer, integer, text, integer, boolean, double precision)",
-                   "search_by_vector(text, vector, integer, integer, text, integer, boolean, double precision)",
-                   "search_by_product(text, text, integer, integer, text, integer, boolean, double precision)",
-                   "duplicate_pairs(text, double precision, integer)", "add_image(text, text, text, bytea, jsonb)",
-                   "add_image_from_storage(text, text, text, text, text, jsonb)", "delete_image(text, text, text)",
-                   "retry_failed(text)", "sync_instance_id(text, jsonb, text)")
+                    "search_by_vector(text, vector, integer, integer, text, integer, boolean, double precision)",
+                    "search_by_product(text, text, integer, integer, text, integer, boolean, double precision)",
+                    "duplicate_pairs(text, double precision, integer)", "add_image(text, text, text, bytea, jsonb)",
+                    "add_image_from_storage(text, text, text, text, text, jsonb)", "delete_image(text, text, text)",
+                    "retry_failed(text)", "sync_instance_id(text, jsonb, text)",
+                    "queue_synced_row(integer, regclass, text, text, bytea, text, jsonb)", "synced_row_changed()")
 
 SYNCED_TABLES_VIEW = """
     CREATE VIEW imagesearch.synced_tables AS
@@ -54,21 +60,36 @@ SYNCED_TABLES_VIEW = """
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE imagesearch.picture_queue ADD COLUMN synced_table regclass")
+    # What a worker locks (FOR UPDATE) while it works on an instance's queued items: a row no other role may
+    # lock, where an advisory lock's key was anyone's to take (store/picture_queue.py).
+    op.execute("""
+        CREATE TABLE imagesearch.picture_queue_claims (
+            instance_id integer PRIMARY KEY REFERENCES imagesearch.instances (id) ON DELETE CASCADE
+        )""")
     for signature in REGISTRATION:
         op.execute(f"DROP FUNCTION imagesearch.{signature}")
     run_sql_functions(op.get_bind(), FILE, NEW + REDEFINED)
     op.execute("""
         DO $$
-        DECLARE s record;
+        DECLARE
+            s record;
+            settings jsonb;
+            unsafe text;
         BEGIN
             FOR s IN SELECT * FROM imagesearch.synced_tables LOOP
+                settings := jsonb_build_object('instance_id', s.instance_id, 'key_columns', to_jsonb(s.key_columns),
+                    'picture_column', s.picture_column, 'attribute_columns', s.attribute_columns,
+                    'picture_location', s.picture_location);
+                unsafe := imagesearch.foreign_typed_column(s.source, settings);
+                IF unsafe IS NOT NULL THEN
+                    RAISE EXCEPTION 'imagesearch: the synced table %''s column % is not of a built-in type, which a '
+                                    'sync now needs; unsync it (SELECT imagesearch.unsync_table(...)) or change the '
+                                    'column, then upgrade', imagesearch.sync_label(s.source), unsafe;
+                END IF;
                 EXECUTE format('DROP TRIGGER %I ON %s', 'imagesearch_sync_' || s.id, imagesearch.sync_label(s.source));
                 EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
                                ' EXECUTE FUNCTION imagesearch.synced_row_changed(%L)', 'imagesearch_sync_' || s.instance_id,
-                               imagesearch.sync_label(s.source), jsonb_build_object('instance_id', s.instance_id,
-                                   'key_columns', to_jsonb(s.key_columns), 'picture_column', s.picture_column,
-                                   'attribute_columns', s.attribute_columns, 'picture_location', s.picture_location)::text);
+                               imagesearch.sync_label(s.source), settings::text);
             END LOOP;
         EXCEPTION WHEN insufficient_privilege THEN
             RAISE EXCEPTION 'imagesearch: the synced tables % get triggers of a new form, which this user may not '
@@ -77,18 +98,10 @@ def upgrade() -> None:
         END $$""")
     op.execute("DROP TABLE imagesearch.synced_tables")
     op.execute(SYNCED_TABLES_VIEW)
-    op.execute("ALTER TABLE imagesearch.picture_queue ENABLE ROW LEVEL SECURITY")
-    op.execute("""
-        CREATE POLICY synced_change ON imagesearch.picture_queue FOR INSERT TO PUBLIC
-        WITH CHECK (synced_table IS NOT NULL
-                    AND imagesearch.may_queue_synced_change(instance_id, synced_table, operation, location, source))""")
     op.execute("SELECT imagesearch.grant_roles()")
 
 
 def downgrade() -> None:
-    op.execute("DROP POLICY synced_change ON imagesearch.picture_queue")
-    op.execute("DROP POLICY IF EXISTS surface ON imagesearch.picture_queue")
-    op.execute("ALTER TABLE imagesearch.picture_queue DISABLE ROW LEVEL SECURITY")
     op.execute("DROP VIEW imagesearch.synced_tables")
     op.execute("""
         CREATE TABLE imagesearch.synced_tables (
@@ -143,14 +156,10 @@ def downgrade() -> None:
         run_sql_functions(op.get_bind(), filename, names)
     for name in NEW:
         op.execute(f"DROP FUNCTION imagesearch.{name}")
-    op.execute("ALTER TABLE imagesearch.picture_queue DROP COLUMN synced_table")
+    op.execute("DROP TABLE imagesearch.picture_queue_claims")
     op.execute("""
         DO $$
         BEGIN
-            REVOKE USAGE ON SCHEMA imagesearch FROM PUBLIC;
-            REVOKE SELECT (id) ON imagesearch.instances FROM PUBLIC;
-            REVOKE INSERT ON imagesearch.picture_queue FROM PUBLIC;
-            REVOKE USAGE ON SEQUENCE imagesearch.picture_queue_id_seq FROM PUBLIC;
             IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'imagesearch_definer') THEN
                 REVOKE ALL ON ALL TABLES IN SCHEMA imagesearch FROM imagesearch_definer;
                 REVOKE ALL ON ALL SEQUENCES IN SCHEMA imagesearch FROM imagesearch_definer;
