@@ -95,9 +95,9 @@ class SchemaOutOfDate(ImageSearchError):
     code = "ServiceUnavailable"
 
 
-class UntrustedCreators(ImageSearchError):
-    """Roles other than trusted ones may create objects where a migration looks names up: the upgrade could
-    run one of theirs with the migrating user's rights (an operator's task: revoke it for the upgrade)."""
+class UntrustedNames(ImageSearchError):
+    """Untrusted roles may create, or have made, functions where a migration looks names up: the upgrade could
+    run one of theirs with the migrating user's rights (an operator's task: revoke and drop them first)."""
 
     code = "ServiceUnavailable"
 

@@ -10,7 +10,7 @@ from alembic import context
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.store.database import Database
-from imagesearch_pg.store.schema import SCHEMA, VERSION_TABLE, refuse_untrusted_creators, vector_schema
+from imagesearch_pg.store.schema import SCHEMA, VERSION_TABLE, refuse_untrusted_names, vector_schema
 
 
 def run() -> None:
@@ -22,7 +22,7 @@ def run() -> None:
     database = Database.connect(Settings.from_env())
     try:
         with database.engine.begin() as connection:
-            refuse_untrusted_creators(connection)
+            refuse_untrusted_names(connection)
             _migrate(connection)
     finally:
         database.close()

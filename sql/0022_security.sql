@@ -247,24 +247,48 @@ LANGUAGE sql STABLE AS $$
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table
 $$;
 
--- A sync's settings, from its trigger's argument (pg_trigger.tgargs: the JSON text, then a zero byte):
--- {"instance_id", "key_columns", "picture_column", "attribute_columns", "picture_location"}. NULL for a
--- trigger of synced_row_changed whose argument is not such an object (made by hand): it syncs nothing.
-CREATE FUNCTION imagesearch.sync_settings(p_trigger_arguments bytea) RETURNS jsonb
+-- A trigger's first argument, from pg_trigger.tgargs (each argument's text, then a zero byte); NULL for a
+-- trigger without one.
+CREATE FUNCTION imagesearch.trigger_argument(p_tgargs bytea) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT CASE WHEN pg_catalog.position(p_tgargs, '\x00'::bytea) > 0
+                THEN pg_catalog.convert_from(pg_catalog.substring(p_tgargs, 1, pg_catalog.position(p_tgargs, '\x00'::bytea) - 1),
+                                             pg_catalog.getdatabaseencoding()) END
+$$;
+
+-- A sync's settings, read from its trigger's argument: {"instance_id": integer, "key_columns": [one or two
+-- names], "picture_column": name, "attribute_columns": {API name: column name}, "picture_location": name or
+-- null}. NULL for anything else (a trigger made by hand): it syncs nothing.
+CREATE FUNCTION imagesearch.sync_settings(p_argument text) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 DECLARE
     settings jsonb;
 BEGIN
-    settings := pg_catalog.convert_from(pg_catalog.substring(p_trigger_arguments, 1,
-                    pg_catalog.position(p_trigger_arguments, '\x00'::bytea) - 1), pg_catalog.getdatabaseencoding())::jsonb;
-    RETURN CASE WHEN pg_catalog.jsonb_typeof(settings) = 'object' THEN settings END;
-EXCEPTION WHEN data_exception THEN  -- not JSON, or no argument
+    settings := p_argument::jsonb;
+    IF pg_catalog.jsonb_typeof(settings) = 'object'
+       AND pg_catalog.jsonb_typeof(settings -> 'instance_id') = 'number'
+       AND (settings ->> 'instance_id') ~ '^[0-9]{1,10}$'
+       AND pg_catalog.jsonb_typeof(settings -> 'key_columns') = 'array'
+       AND pg_catalog.jsonb_array_length(settings -> 'key_columns') BETWEEN 1 AND 2
+       AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(settings -> 'key_columns') k
+                       WHERE pg_catalog.jsonb_typeof(k) <> 'string')
+       AND pg_catalog.jsonb_typeof(settings -> 'picture_column') = 'string'
+       AND pg_catalog.jsonb_typeof(settings -> 'attribute_columns') = 'object'
+       AND NOT EXISTS (SELECT FROM pg_catalog.jsonb_each(settings -> 'attribute_columns') a
+                       WHERE pg_catalog.jsonb_typeof(a.value) <> 'string')
+       AND coalesce(pg_catalog.jsonb_typeof(settings -> 'picture_location'), 'null') IN ('null', 'string') THEN
+        RETURN settings;
+    END IF;
+    RETURN NULL;
+EXCEPTION WHEN data_exception THEN  -- not JSON
     RETURN NULL;
 END $$;
 
--- The first of the sync's columns (key, picture, attributes) that is not of a built-in type, with its type,
--- or NULL. A domain counts as its base type: its checks run when a value is made, never when it is read.
-CREATE FUNCTION imagesearch.foreign_typed_column(p_table regclass, p_settings jsonb) RETURNS text
+-- Why a sync's columns (key, picture, attributes) cannot be read safely as its definer, or NULL: a column
+-- that is not there (a name that is no column would be read as a function of the whole row), or one not of a
+-- built-in type, whose casts and output functions a role could have made its own. A domain counts as its
+-- base type: its checks run when a value is made, never when it is read.
+CREATE FUNCTION imagesearch.unsyncable_column(p_table regclass, p_settings jsonb) RETURNS text
 LANGUAGE sql STABLE AS $$
     WITH RECURSIVE used(name) AS (
         SELECT pg_catalog.jsonb_array_elements_text(p_settings -> 'key_columns')
@@ -277,29 +301,35 @@ LANGUAGE sql STABLE AS $$
         SELECT typed.name, typed.type, t.typbasetype FROM typed JOIN pg_catalog.pg_type t ON t.oid = typed.base
         WHERE t.typtype = 'd'
     )
-    SELECT pg_catalog.format('%s (%s)', pg_catalog.quote_ident(typed.name), pg_catalog.format_type(typed.type, NULL))
-    FROM typed JOIN pg_catalog.pg_type t ON t.oid = typed.base
-    WHERE t.typtype <> 'd' AND t.typnamespace <> 'pg_catalog'::pg_catalog.regnamespace
-    ORDER BY 1 LIMIT 1
+    SELECT coalesce(
+        (SELECT pg_catalog.format('%s: no such column', coalesce(pg_catalog.quote_ident(u.name), 'NULL'))
+         FROM used u WHERE u.name IS NULL OR NOT EXISTS (SELECT FROM typed WHERE typed.name = u.name)
+         ORDER BY 1 LIMIT 1),
+        (SELECT pg_catalog.format('%s: of type %s, not a built-in one', pg_catalog.quote_ident(typed.name),
+                                  pg_catalog.format_type(typed.type, NULL))
+         FROM typed JOIN pg_catalog.pg_type t ON t.oid = typed.base
+         WHERE t.typtype <> 'd' AND t.typnamespace <> 'pg_catalog'::pg_catalog.regnamespace
+         ORDER BY 1 LIMIT 1))
 $$;
 
--- A synced row's values, as SQL over the row p_row (an alias, or ($1) for a row passed to EXECUTE):
+-- A synced row's values, as a select list over its columns named bare (FROM the table, or FROM (SELECT
+-- ($1).*) for a row passed to EXECUTE: a bare name that is no column is an error, never a function call):
 -- product_id and pic_name as text (a NULL product_id: the row is not synced), the picture's bytes or its
 -- path in the sync's location, the attributes under the API's names as JSON, and whether it has a picture.
-CREATE FUNCTION imagesearch.synced_values_sql(p_settings jsonb, p_row text) RETURNS text
+CREATE FUNCTION imagesearch.synced_values_sql(p_settings jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT pg_catalog.format('%1$s.%2$I::pg_catalog.text AS product_id, %3$s AS pic_name, %4$s AS picture,'
-                             ' %5$s AS path, %6$s AS attributes, %1$s.%7$I IS NOT NULL AS has_picture',
-        p_row, p_settings -> 'key_columns' ->> 0,
+    SELECT pg_catalog.format('%1$I::pg_catalog.text AS product_id, %2$s AS pic_name, %3$s AS picture,'
+                             ' %4$s AS path, %5$s AS attributes, %6$I IS NOT NULL AS has_picture',
+        p_settings -> 'key_columns' ->> 0,
         CASE WHEN pg_catalog.jsonb_array_length(p_settings -> 'key_columns') > 1
-             THEN pg_catalog.format('%s.%I::pg_catalog.text', p_row, p_settings -> 'key_columns' ->> 1)
+             THEN pg_catalog.format('%I::pg_catalog.text', p_settings -> 'key_columns' ->> 1)
              ELSE pg_catalog.format('%L::pg_catalog.text', p_settings ->> 'picture_column') END,
         CASE WHEN p_settings ->> 'picture_location' IS NULL
-             THEN pg_catalog.format('%s.%I', p_row, p_settings ->> 'picture_column') ELSE 'NULL::pg_catalog.bytea' END,
+             THEN pg_catalog.format('%I', p_settings ->> 'picture_column') ELSE 'NULL::pg_catalog.bytea' END,
         CASE WHEN p_settings ->> 'picture_location' IS NULL THEN 'NULL::pg_catalog.text'
-             ELSE pg_catalog.format('%s.%I::pg_catalog.text', p_row, p_settings ->> 'picture_column') END,
+             ELSE pg_catalog.format('%I::pg_catalog.text', p_settings ->> 'picture_column') END,
         coalesce((SELECT 'pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(pg_catalog.format(
-                      '%L, pg_catalog.to_jsonb(%s.%I)', a.key, p_row, a.value), ', ' ORDER BY a.key) || ')'
+                      '%L, pg_catalog.to_jsonb(%I)', a.key, a.value), ', ' ORDER BY a.key) || ')'
                   FROM pg_catalog.jsonb_each_text(p_settings -> 'attribute_columns') a), '''{}''::pg_catalog.jsonb'),
         p_settings ->> 'picture_column')
 $$;
@@ -336,7 +366,7 @@ CREATE FUNCTION imagesearch.queue_synced_row(p_instance_id integer, p_source reg
 RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
-    settings jsonb := (SELECT imagesearch.sync_settings(t.tgargs) FROM pg_trigger t
+    settings jsonb := (SELECT imagesearch.sync_settings(imagesearch.trigger_argument(t.tgargs)) FROM pg_trigger t
                        WHERE t.tgrelid = p_source AND t.tgname = 'imagesearch_sync_' || p_instance_id
                          AND t.tgfoid = 'imagesearch.synced_row_changed()'::regprocedure);
 BEGIN
@@ -371,7 +401,11 @@ BEGIN
         RAISE EXCEPTION 'imagesearch.synced_row_changed syncs a table as an AFTER INSERT OR UPDATE OR DELETE '
                         'FOR EACH ROW trigger, made by imagesearch.sync_table';
     END IF;
-    settings := TG_ARGV[0]::jsonb;
+    settings := imagesearch.sync_settings(TG_ARGV[0]);
+    IF settings IS NULL THEN
+        RAISE EXCEPTION 'imagesearch: trigger % on % is no sync: its argument is not the settings sync_table writes',
+            quote_ident(TG_NAME), source USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     instance_id := (settings ->> 'instance_id')::integer;
     IF NOT EXISTS (SELECT FROM imagesearch.instances i WHERE i.id = instance_id) THEN
         -- Its instance was deleted: the user's writes go on; the trigger is theirs to drop.
@@ -380,14 +414,14 @@ BEGIN
         RETURN NULL;
     END IF;
     -- Checked at every change: the table's owner may have altered a column since the sync began.
-    unsafe := imagesearch.foreign_typed_column(TG_RELID, settings);
+    unsafe := imagesearch.unsyncable_column(TG_RELID, settings);
     IF unsafe IS NOT NULL THEN
-        RAISE EXCEPTION 'imagesearch: table % is synced, and its column % is not of a built-in type; a synced '
-                        'table''s key, picture and attribute columns must be (a generated text column can stand '
-                        'in), or unsync it with imagesearch.unsync_table', source, unsafe
+        RAISE EXCEPTION 'imagesearch: table % is synced, and its column % (a synced table''s key, picture and '
+                        'attribute columns must be there, of built-in types: a generated text column can stand in), '
+                        'or unsync it with imagesearch.unsync_table', source, unsafe
             USING ERRCODE = 'wrong_object_type';
     END IF;
-    reading := 'SELECT ' || imagesearch.synced_values_sql(settings, '($1)');
+    reading := 'SELECT ' || imagesearch.synced_values_sql(settings) || ' FROM (SELECT ($1).*) changed';
     IF TG_OP <> 'INSERT' THEN
         EXECUTE reading INTO was USING OLD;
         had := was.product_id IS NOT NULL AND was.has_picture;
@@ -398,7 +432,8 @@ BEGIN
     END IF;
     IF had AND has THEN
         moved := (was.product_id, was.pic_name) IS DISTINCT FROM (now_.product_id, now_.pic_name);
-        EXECUTE format('SELECT ($1).%1$I IS DISTINCT FROM ($2).%1$I', settings ->> 'picture_column')
+        EXECUTE format('SELECT (SELECT %1$I FROM (SELECT ($1).*) now_) IS DISTINCT FROM (SELECT %1$I FROM (SELECT ($2).*) was)',
+                       settings ->> 'picture_column')
             INTO repictured USING NEW, OLD;
     END IF;
     IF had AND (moved OR NOT has) THEN
@@ -471,11 +506,11 @@ BEGIN
     settings := jsonb_build_object('instance_id', instance_id, 'key_columns', to_jsonb(key_columns),
                                    'picture_column', picture_column, 'attribute_columns', attribute_columns,
                                    'picture_location', picture_location);
-    unsafe := imagesearch.foreign_typed_column(source, settings);
+    unsafe := imagesearch.unsyncable_column(source, settings);
     IF unsafe IS NOT NULL THEN
         PERFORM imagesearch.raise_error('InvalidParameter', format(
-            'column %s of table %s is not of a built-in type (or a domain over one); a synced column must be: '
-            'sync a generated column of type text instead', unsafe, label));
+            'table %s cannot be synced by column %s: a synced column is of a built-in type (or a domain over '
+            'one); sync a generated column of type text instead', label, unsafe));
     END IF;
     IF NOT has_table_privilege(source, 'SELECT') OR NOT has_any_column_privilege(source, 'INSERT, UPDATE') THEN
         PERFORM imagesearch.raise_error('NoPermission',
@@ -489,9 +524,9 @@ BEGIN
                    ' EXECUTE FUNCTION imagesearch.synced_row_changed(%L)', trigger_name, label, settings::text);
     -- The rows already there: read as this role, queued as if each were inserted now.
     EXECUTE format('SELECT count(*) FILTER (WHERE imagesearch.queue_synced_row($1, $2, v.product_id, v.pic_name,'
-                   ' v.picture, v.path, v.attributes)) FROM (SELECT %s FROM %s t) v'
+                   ' v.picture, v.path, v.attributes)) FROM (SELECT %s FROM %s) v'
                    ' WHERE v.product_id IS NOT NULL AND v.has_picture',
-                   imagesearch.synced_values_sql(settings, 't'), label)
+                   imagesearch.synced_values_sql(settings), label)
         INTO queued USING instance_id, source;
     RETURN queued;
 END $$;
@@ -698,6 +733,17 @@ BEGIN
     END IF;
 END $$;
 
+-- The guard's function (grant_roles makes the event trigger): no DDL command runs as imagesearch_definer, which
+-- has no reason to run any.
+CREATE FUNCTION imagesearch.refuse_definer_ddl() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_user = 'imagesearch_definer' THEN
+        RAISE EXCEPTION 'imagesearch: % refused: the role imagesearch_definer changes no object', tg_tag
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+
 -- Who may use the SQL surface (docs/sql.md, "Roles" and "Security model"), applied again after every
 -- migration that defines functions anew. imagesearch_reader searches and reads the views; imagesearch_writer
 -- also adds, deletes and syncs; the public functions run as imagesearch_definer. The three roles are made
@@ -722,8 +768,9 @@ DECLARE
     -- sync_table and unsync_table run as their caller: they and their pure helpers (a message, an error).
     writing constant text[] := definer[5:11] || ARRAY['sync_table(text, regclass, text[], text, jsonb, text)',
         'unsync_table(text, regclass)', 'raise_error(text, text)', 'py_repr(text)', 'sync_label(regclass)',
-        'synced_values_sql(jsonb, text)', 'foreign_typed_column(regclass, jsonb)',
-        'sync_settings(bytea)'];  -- and the synced_tables view's (functions in a view run with its reader's rights)
+        'synced_values_sql(jsonb)', 'unsyncable_column(regclass, jsonb)',
+        -- and the synced_tables view's (functions in a view run with the rights of whoever reads it)
+        'sync_settings(text)', 'trigger_argument(bytea)'];
     -- What the definer functions call, with the definer's rights: the surface's own steps.
     steps constant text[] := ARRAY['raise_error(text, text)', 'py_repr(text)', 'filter_shown(text, boolean)',
         'filter_fail(integer, text)', 'compile_filter(text)', 'check_text(text, text, integer, boolean)',
@@ -738,8 +785,8 @@ DECLARE
         'ranked(imagesearch.search_plan, text, @vector_schema@.vector, @vector_schema@.halfvec, double precision, @vector_schema@.vector[])',
         'check_queued_attributes(text, jsonb)',
         'enqueue(text, text, text, text, bytea, text, text, jsonb, text)',
-        'sync_settings(bytea)', 'sync_label(regclass)', 'synced_values_sql(jsonb, text)',
-        'foreign_typed_column(regclass, jsonb)'];
+        'sync_settings(text)', 'trigger_argument(bytea)', 'sync_label(regclass)', 'synced_values_sql(jsonb)',
+        'unsyncable_column(regclass, jsonb)'];
     missing text[];
     fn text;
     part record;
@@ -786,9 +833,27 @@ BEGIN
     GRANT CREATE ON SCHEMA imagesearch TO imagesearch_definer;
     FOREACH fn IN ARRAY definer LOOP
         EXECUTE format('ALTER FUNCTION imagesearch.%s OWNER TO imagesearch_definer', fn);
+        -- Every setting as written here, whatever was set since (its owner may alter it: see the guard below).
+        EXECUTE format('ALTER FUNCTION imagesearch.%s RESET ALL', fn);
         EXECUTE format('ALTER FUNCTION imagesearch.%s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', fn);
+        IF fn = ANY (reading) THEN
+            EXECUTE format('ALTER FUNCTION imagesearch.%s SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order', fn);
+        END IF;
     END LOOP;
     REVOKE CREATE ON SCHEMA imagesearch FROM imagesearch_definer;
+    -- The owner of a function may alter it (make it SECURITY INVOKER, give it another search_path), and these
+    -- run as their owner: code that ever ran as imagesearch_definer could turn its functions against their
+    -- callers. An event trigger refuses every DDL command run as that role; only a superuser may make one.
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        IF NOT EXISTS (SELECT FROM pg_event_trigger WHERE evtname = 'imagesearch_definer_guard') THEN
+            CREATE EVENT TRIGGER imagesearch_definer_guard ON ddl_command_start
+                EXECUTE FUNCTION imagesearch.refuse_definer_ddl();
+        END IF;
+    ELSIF NOT EXISTS (SELECT FROM pg_event_trigger WHERE evtname = 'imagesearch_definer_guard') THEN
+        RAISE NOTICE 'imagesearch: without a superuser, the guard that keeps imagesearch_definer from altering its '
+                     'own functions is not made; a superuser runs: CREATE EVENT TRIGGER imagesearch_definer_guard '
+                     'ON ddl_command_start EXECUTE FUNCTION imagesearch.refuse_definer_ddl(); (docs/sql.md)';
+    END IF;
 
     GRANT USAGE ON SCHEMA imagesearch TO imagesearch_definer;
     FOREACH fn IN ARRAY steps LOOP

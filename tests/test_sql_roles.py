@@ -222,24 +222,35 @@ def test_a_user_that_may_not_make_roles_installs_it_and_the_surface_waits_for_a_
         own.dispose()
 
 
-def test_no_upgrade_runs_while_a_role_may_plant_names_for_it(scratch_engine, logins):  # noqa: F811
-    """Migrations look names up in public and pgvector's schema: while another role may create there, the
-    upgrade changes nothing and names it."""
-    from imagesearch_pg.errors import UntrustedCreators
+def test_no_upgrade_runs_while_a_role_may_plant_names_for_it_or_has(scratch_engine, logins):  # noqa: F811
+    """Migrations look names up in public and pgvector's schema: while another role may create there, or has
+    made a function named like a built-in there (red team: planted, then its CREATE revoked), the upgrade
+    changes nothing and names it."""
+    from imagesearch_pg.errors import UntrustedNames
 
     planter = logins.make("planter")
     with scratch_engine.begin() as conn:
         conn.exec_driver_sql("CREATE EXTENSION vector")
         conn.exec_driver_sql(f"GRANT CREATE ON SCHEMA public TO {planter.name}")
-    with pytest.raises(UntrustedCreators, match=f"{planter.name} \\(in schema public\\)"):
+    with sa.create_engine(planter.engine.url.set(database=scratch_engine.url.database)).begin() as conn:
+        conn.exec_driver_sql("CREATE FUNCTION public.format(text, text) RETURNS text LANGUAGE sql AS 'SELECT $1'")
+        conn.exec_driver_sql("CREATE FUNCTION public.my_own(text) RETURNS text LANGUAGE sql AS 'SELECT $1'")
+    with pytest.raises(UntrustedNames, match=f"{planter.name} may create in schema public"):
         schema.upgrade(scratch_engine)
     assert schema.current_revision(scratch_engine) is None
     with scratch_engine.begin() as conn:
+        conn.exec_driver_sql(f"REVOKE CREATE ON SCHEMA public FROM {planter.name}")
         conn.exec_driver_sql("GRANT CREATE ON SCHEMA public TO PUBLIC")  # as databases made before PostgreSQL 15
-    with pytest.raises(UntrustedCreators, match="PUBLIC \\(in schema public\\)"):
+    with pytest.raises(UntrustedNames, match="PUBLIC may create in schema public") as caught:
         schema.upgrade(scratch_engine)
+    assert f"{planter.name} made public.format" in caught.value.message and "my_own" not in caught.value.message
     with scratch_engine.begin() as conn:
         conn.exec_driver_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        conn.exec_driver_sql(f"REVOKE CREATE ON SCHEMA public FROM {planter.name}")
+    with pytest.raises(UntrustedNames, match=f"{planter.name} made public.format"):
+        schema.upgrade(scratch_engine)
+    with scratch_engine.begin() as conn:
+        conn.exec_driver_sql("DROP FUNCTION public.format(text, text)")
     schema.upgrade(scratch_engine)
     assert schema.current_revision(scratch_engine) == schema.head_revision()
+    with scratch_engine.begin() as conn:
+        conn.exec_driver_sql("DROP FUNCTION public.my_own(text)")

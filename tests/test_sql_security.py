@@ -10,6 +10,7 @@ the attacks, each of which must find that mechanism in its way.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -25,7 +26,7 @@ DEFINER_CALLS = READER_CALLS | {"add_image", "add_image_from_storage", "delete_i
                                 "sync_instance_id", "queue_synced_row", "synced_row_changed"}
 # The writer's besides: sync_table and unsync_table, which run as their caller, and their pure helpers.
 WRITER_CALLS = DEFINER_CALLS | {"sync_table", "unsync_table", "raise_error", "py_repr", "sync_label",
-                                "synced_values_sql", "foreign_typed_column", "sync_settings"}
+                                "synced_values_sql", "unsyncable_column", "sync_settings", "trigger_argument"}
 # What the definer may touch: relation -> privileges (pictures_<id>: every instance's pictures, SELECT).
 DEFINER_TABLES = {"instances": {"SELECT"}, "category_list": {"SELECT"},
                   "picture_queue": {"SELECT", "INSERT", "UPDATE"}}
@@ -97,6 +98,29 @@ def test_every_definer_function_runs_as_the_definer_with_pg_catalog_alone(engine
     # and the definer owns nothing else anywhere in this database
     assert sql(engine, "SELECT count(*) FROM pg_proc WHERE proowner = CAST(:r AS regrole) AND NOT prosecdef", r=DEFINER) == [(0,)]
     assert sql(engine, "SELECT count(*) FROM pg_class WHERE relowner = CAST(:r AS regrole)", r=DEFINER) == [(0,)]
+
+
+def test_the_definer_alters_nothing_and_grant_roles_puts_back_what_was_altered(engine):
+    """Code that ever ran as the definer could alter the functions it owns and turn them against their callers:
+    an event trigger refuses every DDL command run as that role, and grant_roles() resets their settings."""
+    signature = "imagesearch.duplicate_pairs(text, double precision, integer)"
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SET ROLE {DEFINER}")
+        for statement in (f"ALTER FUNCTION {signature} SECURITY INVOKER",
+                          f"ALTER FUNCTION {signature} SET search_path = public, pg_catalog",
+                          f"GRANT EXECUTE ON FUNCTION {signature} TO PUBLIC",
+                          "CREATE TEMP TABLE planted (x int)"):
+            conn.exec_driver_sql("SAVEPOINT s")
+            with pytest.raises(sa.exc.ProgrammingError, match="the role imagesearch_definer changes no object"):
+                conn.exec_driver_sql(statement)
+            conn.exec_driver_sql("ROLLBACK TO SAVEPOINT s")
+        conn.rollback()
+    config = f"SELECT prosecdef, proconfig FROM pg_proc WHERE oid = '{signature}'::regprocedure"
+    before = sql(engine, config)
+    with engine.begin() as conn:  # as the superuser: altered as code escaped from the definer would have
+        conn.exec_driver_sql(f"ALTER FUNCTION {signature} SECURITY INVOKER SET search_path = public SET work_mem = '64kB'")
+        conn.exec_driver_sql("SELECT imagesearch.grant_roles()")
+    assert sql(engine, config) == before and before[0][0] is True
 
 
 def test_the_definer_reads_and_writes_only_what_the_surface_needs(engine, stocked):
@@ -196,7 +220,7 @@ def test_no_column_of_a_callers_type_is_synced_and_none_becomes_one_later(writer
         callers_type(conn, writer.name)
         for columns in ("ARRAY['k'], 'photo'", "ARRAY['sku'], 'photo', '{\"StrAttr\": \"a\"}'"):
             run(conn, "SAVEPOINT s")
-            with pytest.raises(sa.exc.DBAPIError, match="not of a built-in type"):
+            with pytest.raises(sa.exc.DBAPIError, match="not a built-in one"):
                 conn.execute(sa.text(f"SELECT imagesearch.sync_table(:i, 'pg_temp.t'::regclass, {columns})"),
                              {"i": stocked})
             run(conn, "ROLLBACK TO SAVEPOINT s")
@@ -208,10 +232,37 @@ def test_no_column_of_a_callers_type_is_synced_and_none_becomes_one_later(writer
         for change in ("INSERT INTO t VALUES ('k1', 'k2', 's2', 'k2', '\\x01')", "UPDATE t SET photo = '\\x02'",
                        "DELETE FROM t"):
             run(conn, "SAVEPOINT s")
-            with pytest.raises(sa.exc.DBAPIError, match="is not of a built-in type") as caught:
+            with pytest.raises(sa.exc.DBAPIError, match="not a built-in one") as caught:
                 run(conn, change)
             assert "ran as" not in error_of(caught.value)
             run(conn, "ROLLBACK TO SAVEPOINT s")
+        assert run(conn, "SELECT is_called FROM pg_temp.calls").scalar() is False  # no cast of the caller's ran
+        conn.rollback()
+
+
+def test_a_name_that_is_no_column_is_never_read_as_a_function_of_the_row(writer, stocked):
+    """Second red team: a synced "column" named to_jsonb that is not there would read as to_jsonb(the whole row),
+    casting the caller's own types as the definer. Neither a trigger made by hand nor a sync whose column was
+    dropped afterwards gets that far."""
+    hand_made = {"instance_id": 1, "key_columns": ["sku"], "picture_column": "photo",
+                 "attribute_columns": {"CustomContent": "to_jsonb"}}
+    with writer.engine.connect() as conn:
+        callers_type(conn, writer.name)
+        run(conn, "CREATE TRIGGER by_hand AFTER INSERT ON t FOR EACH ROW"
+                  f" EXECUTE FUNCTION imagesearch.synced_row_changed('{json.dumps(hand_made)}')")
+        run(conn, "SAVEPOINT s")
+        with pytest.raises(sa.exc.DBAPIError, match="to_jsonb: no such column"):
+            run(conn, "INSERT INTO t VALUES ('k1', 'k2', 's2', 'blue', '\\x01')")
+        run(conn, "ROLLBACK TO SAVEPOINT s")
+        run(conn, "DROP TRIGGER by_hand ON t")
+        run(conn, "CREATE TEMP TABLE t2 (sku text, photo bytea, to_jsonb integer)")
+        conn.execute(sa.text("SELECT imagesearch.sync_table(:i, 'pg_temp.t2'::regclass, ARRAY['sku'], 'photo',"
+                             " '{\"IntAttr\": \"to_jsonb\"}')"), {"i": stocked})
+        run(conn, "ALTER TABLE t2 DROP COLUMN to_jsonb, ADD COLUMN m pg_temp.k")
+        run(conn, "SAVEPOINT s")
+        with pytest.raises(sa.exc.DBAPIError, match="to_jsonb: no such column"):
+            run(conn, "INSERT INTO t2 VALUES ('s1', '\\x01', 'k1')")
+        run(conn, "ROLLBACK TO SAVEPOINT s")
         assert run(conn, "SELECT is_called FROM pg_temp.calls").scalar() is False  # no cast of the caller's ran
         conn.rollback()
 
@@ -226,7 +277,7 @@ def test_the_console_key_leaks_through_no_cast(writer, stocked):
         run(conn, "CREATE CAST (pg_temp.k AS text) WITH FUNCTION pg_temp.kt(pg_temp.k)")
         run(conn, "CREATE TEMP TABLE t (k pg_temp.k, photo bytea)")
         run(conn, "INSERT INTO t VALUES ('k1', '\\x00')")
-        with pytest.raises(sa.exc.DBAPIError, match="not of a built-in type"):
+        with pytest.raises(sa.exc.DBAPIError, match="not a built-in one"):
             conn.execute(sa.text("SELECT imagesearch.sync_table(:i, 'pg_temp.t'::regclass, ARRAY['k'], 'photo')"),
                          {"i": stocked})
         conn.rollback()

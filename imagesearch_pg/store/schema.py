@@ -12,7 +12,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from imagesearch_pg.errors import SchemaOutOfDate, UntrustedCreators
+from imagesearch_pg.errors import SchemaOutOfDate, UntrustedNames
 
 SCHEMA = "imagesearch"  # every object of ours is in it, the version table too (migrations/env.py)
 VERSION_TABLE = "alembic_version"
@@ -83,38 +83,54 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         return  # nothing to do: no lock taken, so no other session can hold up a start
     with engine.begin() as connection:
         _lock_for_upgrade(connection)
-        refuse_untrusted_creators(connection)
+        refuse_untrusted_names(connection)
         command.upgrade(alembic_config(connection), revision)
 
 
-def refuse_untrusted_creators(connection: sa.Connection) -> None:
-    """Migrations look names up as the user's default search_path does (migrations/env.py), in public and
-    pgvector's schema: a function or operator another role made there could stand in for a built-in a
-    migration calls, and run with the migrating user's rights. So none runs while a role may make one there,
-    other than superusers, the database's owner and roles that may act as this user anyway."""
-    creators = connection.execute(_UNTRUSTED_CREATORS).scalars().all()
-    if creators:
-        raise UntrustedCreators(
-            f"the schema is not changed while these roles may create objects where migrations look names up: "
-            f"{', '.join(creators)}; one could plant a function the upgrade would run with this user's rights. "
-            "Revoke it for the upgrade (REVOKE CREATE ON SCHEMA public FROM ...; for every role: FROM PUBLIC), "
-            "then upgrade (docs/sql.md, Security model)")
+def refuse_untrusted_names(connection: sa.Connection) -> None:
+    """Migrations look names up as the user's default search_path does (migrations/env.py), in public,
+    pgvector's schema and the user's own: a function or operator another role made there could stand in for
+    a built-in a migration calls (by matching its arguments better), and run with the migrating user's
+    rights. So none runs while a role may make one there, or has made one named like a built-in or an
+    extension's; trusted are superusers and the roles that may act as this user anyway."""
+    found = connection.execute(_UNTRUSTED_NAMES).scalars().all()
+    if found:
+        raise UntrustedNames(
+            f"the schema is not changed while other roles may plant functions where migrations look names up: "
+            f"{'; '.join(found)}. One could stand in for a built-in the upgrade calls, with this user's rights. "
+            "Revoke CREATE for the upgrade (REVOKE CREATE ON SCHEMA public FROM ...; for every role: FROM "
+            "PUBLIC), drop what was planted, then upgrade (docs/sql.md, Security model)")
 
 
-_UNTRUSTED_CREATORS = sa.text("""
-    SELECT format('%s (in schema %s)', r.who, n.nspname)
-    FROM pg_namespace n
-    CROSS JOIN LATERAL (
-        SELECT 'PUBLIC' AS who WHERE has_schema_privilege('public', n.oid, 'CREATE')
-        UNION ALL
-        SELECT r.rolname FROM pg_roles r
-        WHERE NOT has_schema_privilege('public', n.oid, 'CREATE') AND has_schema_privilege(r.oid, n.oid, 'CREATE')
-          AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'
-          AND NOT pg_has_role(r.oid, current_user, 'MEMBER')
-          AND r.oid <> (SELECT datdba FROM pg_database WHERE datname = current_database())
-    ) r
-    WHERE n.nspname = 'public' OR n.nspname = current_user
-       OR n.oid = (SELECT extnamespace FROM pg_extension WHERE extname = 'vector')
+_UNTRUSTED_NAMES = sa.text("""
+    WITH searched AS (
+        SELECT n.oid, n.nspname FROM pg_namespace n
+        WHERE n.nspname IN ('public', current_user)
+           OR n.oid = (SELECT extnamespace FROM pg_extension WHERE extname = 'vector')
+    ), untrusted AS (
+        SELECT r.oid, r.rolname FROM pg_roles r
+        WHERE NOT r.rolsuper AND NOT pg_has_role(r.oid, current_user, 'MEMBER')
+    ), shadowed AS (  -- names that migrations may call unqualified: built-ins' and extensions'
+        SELECT p.proname AS name FROM pg_proc p
+        WHERE p.pronamespace = 'pg_catalog'::regnamespace
+           OR EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+        UNION
+        SELECT o.oprname FROM pg_operator o
+        WHERE o.oprnamespace = 'pg_catalog'::regnamespace
+           OR EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_operator'::regclass AND d.objid = o.oid AND d.deptype = 'e')
+    )
+    SELECT format('%s may create in schema %s', CASE WHEN has_schema_privilege('public', s.oid, 'CREATE') THEN 'PUBLIC'
+                                                   ELSE u.rolname END, s.nspname)
+    FROM searched s JOIN untrusted u ON has_schema_privilege(u.oid, s.oid, 'CREATE') AND u.rolname NOT LIKE 'pg\\_%'
+    GROUP BY 1
+    UNION ALL
+    SELECT format('%s made %s.%s', u.rolname, s.nspname, x.name)
+    FROM (SELECT p.oid, p.pronamespace AS ns, p.proname AS name, p.proowner AS owner, 'pg_proc'::regclass AS cls FROM pg_proc p
+          UNION ALL
+          SELECT o.oid, o.oprnamespace, o.oprname, o.oprowner, 'pg_operator'::regclass FROM pg_operator o) x
+    JOIN searched s ON s.oid = x.ns JOIN untrusted u ON u.oid = x.owner
+    WHERE x.name IN (SELECT name FROM shadowed)
+      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = x.cls AND d.objid = x.oid AND d.deptype = 'e')
     ORDER BY 1""")
 
 
@@ -151,7 +167,7 @@ _UPGRADE_LOCK_HOLDERS = sa.text("""
 
 def downgrade(engine: sa.Engine, revision: str) -> None:
     with engine.begin() as connection:
-        refuse_untrusted_creators(connection)
+        refuse_untrusted_names(connection)
         command.downgrade(alembic_config(connection), revision)
 
 

@@ -24,8 +24,8 @@ branch_labels = None
 depends_on = None
 
 FILE = "0022_security.sql"
-NEW = ("sync_label", "sync_settings", "foreign_typed_column", "synced_values_sql", "sync_instance_id",
-       "queue_synced_row", "map_shard_for_definer", "shard_exec")
+NEW = ("sync_label", "trigger_argument", "sync_settings", "unsyncable_column", "synced_values_sql", "sync_instance_id",
+       "queue_synced_row", "map_shard_for_definer", "shard_exec", "refuse_definer_ddl")
 REDEFINED = ("plan_search", "scan", "nearest_fused", "duplicate_pairs", "search_by_picture", "search_by_vector",
              "search_by_product", "synced_row_changed", "sync_table", "unsync_table", "create_picture_partition",
              "drop_picture_partition", "create_vector_index", "drop_vector_index", "add_shard", "drop_shard",
@@ -54,7 +54,7 @@ SYNCED_TABLES_VIEW = """
            ARRAY(SELECT jsonb_array_elements_text(s.settings -> 'key_columns')) AS key_columns,
            s.settings ->> 'picture_column' AS picture_column, s.settings -> 'attribute_columns' AS attribute_columns,
            s.settings ->> 'picture_location' AS picture_location
-    FROM pg_trigger t CROSS JOIN LATERAL (SELECT imagesearch.sync_settings(t.tgargs) AS settings) s
+    FROM pg_trigger t CROSS JOIN LATERAL (SELECT imagesearch.sync_settings(imagesearch.trigger_argument(t.tgargs)) AS settings) s
     JOIN imagesearch.instances i ON i.id::text = s.settings ->> 'instance_id'
     WHERE t.tgfoid = 'imagesearch.synced_row_changed()'::regprocedure"""
 
@@ -80,11 +80,11 @@ def upgrade() -> None:
                 settings := jsonb_build_object('instance_id', s.instance_id, 'key_columns', to_jsonb(s.key_columns),
                     'picture_column', s.picture_column, 'attribute_columns', s.attribute_columns,
                     'picture_location', s.picture_location);
-                unsafe := imagesearch.foreign_typed_column(s.source, settings);
+                unsafe := imagesearch.unsyncable_column(s.source, settings);
                 IF unsafe IS NOT NULL THEN
-                    RAISE EXCEPTION 'imagesearch: the synced table %''s column % is not of a built-in type, which a '
-                                    'sync now needs; unsync it (SELECT imagesearch.unsync_table(...)) or change the '
-                                    'column, then upgrade', imagesearch.sync_label(s.source), unsafe;
+                    RAISE EXCEPTION 'imagesearch: the synced table %''s column % (a sync now needs built-in '
+                                    'types); unsync it (SELECT imagesearch.unsync_table(...)) or change the column, '
+                                    'then upgrade', imagesearch.sync_label(s.source), unsafe;
                 END IF;
                 EXECUTE format('DROP TRIGGER %I ON %s', 'imagesearch_sync_' || s.id, imagesearch.sync_label(s.source));
                 EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'
@@ -102,6 +102,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP EVENT TRIGGER IF EXISTS imagesearch_definer_guard")
     op.execute("DROP VIEW imagesearch.synced_tables")
     op.execute("""
         CREATE TABLE imagesearch.synced_tables (
@@ -121,7 +122,7 @@ def downgrade() -> None:
             s record;
             sync_id integer;
         BEGIN
-            FOR s IN SELECT t.tgrelid::regclass AS source, t.tgname, imagesearch.sync_settings(t.tgargs) AS settings
+            FOR s IN SELECT t.tgrelid::regclass AS source, t.tgname, imagesearch.sync_settings(imagesearch.trigger_argument(t.tgargs)) AS settings
                      FROM pg_trigger t WHERE t.tgfoid = 'imagesearch.synced_row_changed()'::regprocedure LOOP
                 sync_id := 0;  -- a trigger whose instance is gone: the old trigger function warns about it
                 IF EXISTS (SELECT FROM imagesearch.instances i WHERE i.id::text = s.settings ->> 'instance_id') THEN
