@@ -284,54 +284,57 @@ EXCEPTION WHEN data_exception THEN  -- not JSON
     RETURN NULL;
 END $$;
 
--- Why a sync's columns (key, picture, attributes) cannot be read safely as its definer, or NULL: a column
--- that is not there (a name that is no column would be read as a function of the whole row), or one not of a
--- built-in type, whose casts and output functions a role could have made its own. A domain counts as its
--- base type: its checks run when a value is made, never when it is read.
+-- The types a synced column may have: built-in ones, whose casts and output functions no role can replace
+-- (a role may give its own types, an enum or a domain, casts to text or json of its own making).
+CREATE FUNCTION imagesearch.syncable_types() RETURNS oid[]
+LANGUAGE sql IMMUTABLE AS $$
+    -- By their fixed OIDs (a cheap constant where every changed row tests its columns against it): boolean,
+    -- bytea, name, bigint, smallint, integer, text, oid, json, cidr, real, double precision, money, macaddr,
+    -- inet, character, character varying, date, time, timestamp, timestamp with time zone, interval,
+    -- time with time zone, numeric, uuid, jsonb.
+    SELECT '{16,17,19,20,21,23,25,26,114,650,700,701,790,829,869,1042,1043,1082,1083,1114,1184,1186,1266,1700,2950,3802}'
+           ::pg_catalog.oid[]
+$$;
+
+-- Why a table cannot be synced by these columns (key, picture, attributes), or NULL: a column that is not
+-- there, or one of a type not in syncable_types() (a domain included: sync a generated column instead).
 CREATE FUNCTION imagesearch.unsyncable_column(p_table regclass, p_settings jsonb) RETURNS text
 LANGUAGE sql STABLE AS $$
-    WITH RECURSIVE used(name) AS (
+    WITH used(name) AS (
         SELECT pg_catalog.jsonb_array_elements_text(p_settings -> 'key_columns')
         UNION SELECT p_settings ->> 'picture_column'
         UNION SELECT a.value FROM pg_catalog.jsonb_each_text(p_settings -> 'attribute_columns') a
-    ), typed(name, type, base) AS (
-        SELECT a.attname, a.atttypid, a.atttypid FROM pg_catalog.pg_attribute a JOIN used u ON u.name = a.attname
-        WHERE a.attrelid = p_table AND a.attnum > 0 AND NOT a.attisdropped
-        UNION ALL
-        SELECT typed.name, typed.type, t.typbasetype FROM typed JOIN pg_catalog.pg_type t ON t.oid = typed.base
-        WHERE t.typtype = 'd'
     )
-    SELECT coalesce(
-        (SELECT pg_catalog.format('%s: no such column', coalesce(pg_catalog.quote_ident(u.name), 'NULL'))
-         FROM used u WHERE u.name IS NULL OR NOT EXISTS (SELECT FROM typed WHERE typed.name = u.name)
-         ORDER BY 1 LIMIT 1),
-        (SELECT pg_catalog.format('%s: of type %s, not a built-in one', pg_catalog.quote_ident(typed.name),
-                                  pg_catalog.format_type(typed.type, NULL))
-         FROM typed JOIN pg_catalog.pg_type t ON t.oid = typed.base
-         WHERE t.typtype <> 'd' AND t.typnamespace <> 'pg_catalog'::pg_catalog.regnamespace
-         ORDER BY 1 LIMIT 1))
+    SELECT pg_catalog.format('%s: %s', coalesce(pg_catalog.quote_ident(u.name), 'NULL'),
+                             CASE WHEN a.atttypid IS NULL THEN 'no such column'
+                                  ELSE pg_catalog.format('of type %s, which a sync does not read',
+                                                         pg_catalog.format_type(a.atttypid, NULL)) END)
+    FROM used u LEFT JOIN pg_catalog.pg_attribute a
+        ON a.attrelid = p_table AND a.attname = u.name AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE a.atttypid IS NULL OR a.atttypid::pg_catalog.oid <> ALL (imagesearch.syncable_types())
+    ORDER BY 1 LIMIT 1
 $$;
 
--- A synced row's values, as a select list over its columns named bare (FROM the table, or FROM (SELECT
--- ($1).*) for a row passed to EXECUTE: a bare name that is no column is an error, never a function call):
+-- The query of a synced row's values, over p_from (the table, or (SELECT ($1).*) for a row passed to EXECUTE),
+-- its columns named bare (a bare name that is no column is an error, never a function of the whole row):
 -- product_id and pic_name as text (a NULL product_id: the row is not synced), the picture's bytes or its
 -- path in the sync's location, the attributes under the API's names as JSON, and whether it has a picture.
-CREATE FUNCTION imagesearch.synced_values_sql(p_settings jsonb) RETURNS text
+CREATE FUNCTION imagesearch.synced_values_sql(p_settings jsonb, p_from text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT pg_catalog.format('%1$I::pg_catalog.text AS product_id, %2$s AS pic_name, %3$s AS picture,'
-                             ' %4$s AS path, %5$s AS attributes, %6$I IS NOT NULL AS has_picture',
+    SELECT pg_catalog.format('SELECT %1$I::pg_catalog.text AS product_id, %2$s AS pic_name, %3$s AS picture,'
+                             ' %4$s AS path, %5$s AS attributes, %6$I IS NOT NULL AS has_picture FROM %7$s AS synced',
         p_settings -> 'key_columns' ->> 0,
         CASE WHEN pg_catalog.jsonb_array_length(p_settings -> 'key_columns') > 1
              THEN pg_catalog.format('%I::pg_catalog.text', p_settings -> 'key_columns' ->> 1)
              ELSE pg_catalog.format('%L::pg_catalog.text', p_settings ->> 'picture_column') END,
         CASE WHEN p_settings ->> 'picture_location' IS NULL
-             THEN pg_catalog.format('%I', p_settings ->> 'picture_column') ELSE 'NULL::pg_catalog.bytea' END,
+             THEN pg_catalog.format('%I::pg_catalog.bytea', p_settings ->> 'picture_column') ELSE 'NULL::pg_catalog.bytea' END,
         CASE WHEN p_settings ->> 'picture_location' IS NULL THEN 'NULL::pg_catalog.text'
              ELSE pg_catalog.format('%I::pg_catalog.text', p_settings ->> 'picture_column') END,
         coalesce((SELECT 'pg_catalog.jsonb_build_object(' || pg_catalog.string_agg(pg_catalog.format(
                       '%L, pg_catalog.to_jsonb(%I)', a.key, a.value), ', ' ORDER BY a.key) || ')'
                   FROM pg_catalog.jsonb_each_text(p_settings -> 'attribute_columns') a), '''{}''::pg_catalog.jsonb'),
-        p_settings ->> 'picture_column')
+        p_settings ->> 'picture_column', p_from)
 $$;
 
 -- What sync_table needs checked with this schema's data: the instance (its id is returned), the attribute
@@ -388,7 +391,6 @@ DECLARE
     settings jsonb;
     instance_id integer;
     source constant text := format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
-    unsafe text;
     reading text;
     was record;
     now_ record;
@@ -396,16 +398,15 @@ DECLARE
     has boolean := false;     -- and is now
     moved boolean := false;   -- to another key
     repictured boolean := false;
+    columns text[];
 BEGIN
     IF TG_WHEN <> 'AFTER' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE', 'DELETE') THEN
         RAISE EXCEPTION 'imagesearch.synced_row_changed syncs a table as an AFTER INSERT OR UPDATE OR DELETE '
                         'FOR EACH ROW trigger, made by imagesearch.sync_table';
     END IF;
-    settings := imagesearch.sync_settings(TG_ARGV[0]);
-    IF settings IS NULL THEN
-        RAISE EXCEPTION 'imagesearch: trigger % on % is no sync: its argument is not the settings sync_table writes',
-            quote_ident(TG_NAME), source USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    -- Settings of any other shape (a trigger made by hand) make this fail before anything is read: every name
+    -- in them goes into SQL as a quoted identifier or literal, and each of its columns is checked below.
+    settings := TG_ARGV[0]::jsonb;
     instance_id := (settings ->> 'instance_id')::integer;
     IF NOT EXISTS (SELECT FROM imagesearch.instances i WHERE i.id = instance_id) THEN
         -- Its instance was deleted: the user's writes go on; the trigger is theirs to drop.
@@ -413,15 +414,22 @@ BEGIN
             source, quote_ident(TG_NAME), source;
         RETURN NULL;
     END IF;
-    -- Checked at every change: the table's owner may have altered a column since the sync began.
-    unsafe := imagesearch.unsyncable_column(TG_RELID, settings);
-    IF unsafe IS NOT NULL THEN
-        RAISE EXCEPTION 'imagesearch: table % is synced, and its column % (a synced table''s key, picture and '
-                        'attribute columns must be there, of built-in types: a generated text column can stand in), '
-                        'or unsync it with imagesearch.unsync_table', source, unsafe
-            USING ERRCODE = 'wrong_object_type';
+    -- Checked at every change, before any value is read (a table's owner may alter a column after the sync
+    -- began; nothing alters it during this statement): each column is there, of a syncable type.
+    columns := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(settings -> 'key_columns'))
+               || (settings ->> 'picture_column')
+               || ARRAY(SELECT a.value FROM pg_catalog.jsonb_each_text(settings -> 'attribute_columns') a);
+    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = TG_RELID AND a.attname = ANY (columns) AND a.attnum > 0 AND NOT a.attisdropped
+          AND a.atttypid::pg_catalog.oid = ANY (imagesearch.syncable_types()))
+       <> (SELECT pg_catalog.count(DISTINCT c) FROM pg_catalog.unnest(columns) c) THEN
+        RAISE EXCEPTION 'imagesearch: table % is synced, and its column %', source,
+            coalesce(imagesearch.unsyncable_column(TG_RELID, settings), 'settings are not a sync''s')
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'A synced table''s key, picture and attribute columns are of built-in types (a generated '
+                         'text column can stand in for another); or unsync it with imagesearch.unsync_table.';
     END IF;
-    reading := 'SELECT ' || imagesearch.synced_values_sql(settings) || ' FROM (SELECT ($1).*) changed';
+    reading := imagesearch.synced_values_sql(settings, '(SELECT ($1).*)');
     IF TG_OP <> 'INSERT' THEN
         EXECUTE reading INTO was USING OLD;
         had := was.product_id IS NOT NULL AND was.has_picture;
@@ -509,8 +517,9 @@ BEGIN
     unsafe := imagesearch.unsyncable_column(source, settings);
     IF unsafe IS NOT NULL THEN
         PERFORM imagesearch.raise_error('InvalidParameter', format(
-            'table %s cannot be synced by column %s: a synced column is of a built-in type (or a domain over '
-            'one); sync a generated column of type text instead', label, unsafe));
+            'table %s cannot be synced by column %s: a synced column is of a built-in type (a boolean, number, '
+            'text, uuid, bytea, date, time, json or network type); sync a generated column of type text instead',
+            label, unsafe));
     END IF;
     IF NOT has_table_privilege(source, 'SELECT') OR NOT has_any_column_privilege(source, 'INSERT, UPDATE') THEN
         PERFORM imagesearch.raise_error('NoPermission',
@@ -524,9 +533,8 @@ BEGIN
                    ' EXECUTE FUNCTION imagesearch.synced_row_changed(%L)', trigger_name, label, settings::text);
     -- The rows already there: read as this role, queued as if each were inserted now.
     EXECUTE format('SELECT count(*) FILTER (WHERE imagesearch.queue_synced_row($1, $2, v.product_id, v.pic_name,'
-                   ' v.picture, v.path, v.attributes)) FROM (SELECT %s FROM %s) v'
-                   ' WHERE v.product_id IS NOT NULL AND v.has_picture',
-                   imagesearch.synced_values_sql(settings), label)
+                   ' v.picture, v.path, v.attributes)) FROM (%s) v WHERE v.product_id IS NOT NULL AND v.has_picture',
+                   imagesearch.synced_values_sql(settings, label))
         INTO queued USING instance_id, source;
     RETURN queued;
 END $$;
@@ -768,7 +776,7 @@ DECLARE
     -- sync_table and unsync_table run as their caller: they and their pure helpers (a message, an error).
     writing constant text[] := definer[5:11] || ARRAY['sync_table(text, regclass, text[], text, jsonb, text)',
         'unsync_table(text, regclass)', 'raise_error(text, text)', 'py_repr(text)', 'sync_label(regclass)',
-        'synced_values_sql(jsonb)', 'unsyncable_column(regclass, jsonb)',
+        'synced_values_sql(jsonb, text)', 'unsyncable_column(regclass, jsonb)', 'syncable_types()',
         -- and the synced_tables view's (functions in a view run with the rights of whoever reads it)
         'sync_settings(text)', 'trigger_argument(bytea)'];
     -- What the definer functions call, with the definer's rights: the surface's own steps.
@@ -785,8 +793,8 @@ DECLARE
         'ranked(imagesearch.search_plan, text, @vector_schema@.vector, @vector_schema@.halfvec, double precision, @vector_schema@.vector[])',
         'check_queued_attributes(text, jsonb)',
         'enqueue(text, text, text, text, bytea, text, text, jsonb, text)',
-        'sync_settings(text)', 'trigger_argument(bytea)', 'sync_label(regclass)', 'synced_values_sql(jsonb)',
-        'unsyncable_column(regclass, jsonb)'];
+        'sync_settings(text)', 'trigger_argument(bytea)', 'sync_label(regclass)', 'synced_values_sql(jsonb, text)',
+        'unsyncable_column(regclass, jsonb)', 'syncable_types()'];
     missing text[];
     fn text;
     part record;
