@@ -249,11 +249,12 @@ def test_no_column_of_a_callers_type_is_synced_and_none_becomes_one_later(writer
         conn.rollback()
 
 
-def test_a_name_that_is_no_column_is_never_read_as_a_function_of_the_row(writer, stocked):
+def test_a_name_that_is_no_column_is_never_read_as_a_function_of_the_row(engine, writer, stocked):
     """Second red team: a synced "column" named to_jsonb that is not there would read as to_jsonb(the whole row),
     casting the caller's own types as the definer. Neither a trigger made by hand nor a sync whose column was
     dropped afterwards gets that far."""
-    hand_made = {"instance_id": 1, "key_columns": ["sku"], "picture_column": "photo",
+    instance_id = sql(engine, "SELECT id FROM imagesearch.instances WHERE name = :n", n=stocked)[0][0]
+    hand_made = {"instance_id": instance_id, "key_columns": ["sku"], "picture_column": "photo",
                  "attribute_columns": {"CustomContent": "to_jsonb"}}
     with writer.engine.connect() as conn:
         callers_type(conn, writer.name)
