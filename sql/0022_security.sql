@@ -440,9 +440,7 @@ BEGIN
     END IF;
     IF had AND has THEN
         moved := (was.product_id, was.pic_name) IS DISTINCT FROM (now_.product_id, now_.pic_name);
-        EXECUTE format('SELECT (SELECT %1$I FROM (SELECT ($1).*) now_) IS DISTINCT FROM (SELECT %1$I FROM (SELECT ($2).*) was)',
-                       settings ->> 'picture_column')
-            INTO repictured USING NEW, OLD;
+        repictured := was.picture IS DISTINCT FROM now_.picture OR was.path IS DISTINCT FROM now_.path;
     END IF;
     IF had AND (moved OR NOT has) THEN
         INSERT INTO imagesearch.picture_queue (instance_id, operation, product_id, pic_name, source)
