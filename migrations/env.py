@@ -10,7 +10,7 @@ from alembic import context
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.store.database import Database
-from imagesearch_pg.store.schema import SCHEMA, VERSION_TABLE, refuse_untrusted_names, vector_schema
+from imagesearch_pg.store.schema import SCHEMA, VERSION_TABLE, migration_schema, refuse_untrusted_names, vector_schema
 
 
 def run() -> None:
@@ -29,9 +29,10 @@ def run() -> None:
 
 
 def _migrate(connection) -> None:
-    # The migrations' SQL names pgvector's types as the user's default search_path finds them; the service's
-    # own connections search pg_catalog alone (store/database.py). For this transaction only.
-    connection.execute(sa.text('SET LOCAL search_path TO "$user", public'))
+    # The migrations' SQL names pgvector's types without a schema: they look names up in pg_catalog, then
+    # pgvector's schema (public before the first migration makes the extension there), and nowhere else; the
+    # service's own connections search pg_catalog alone (store/database.py). For this transaction only.
+    connection.execute(sa.text(f"SET LOCAL search_path TO pg_catalog, {migration_schema(connection)}, pg_temp"))
     connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
     _adopt_public_version_table(connection)
     _load_pgvector(connection)

@@ -296,6 +296,13 @@ LANGUAGE sql IMMUTABLE AS $$
            ::pg_catalog.oid[]
 $$;
 
+-- The types a key column may have: those whose text no session setting changes (boolean, name, bigint,
+-- smallint, integer, text, oid, character, character varying, numeric, uuid).
+CREATE FUNCTION imagesearch.key_types() RETURNS oid[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT '{16,19,20,21,23,25,26,1042,1043,1700,2950}'::pg_catalog.oid[]
+$$;
+
 -- Why a table cannot be synced by these columns (key, picture, attributes), or NULL: a column that is not
 -- there, or one of a type not in syncable_types() (a domain included: sync a generated column instead).
 CREATE FUNCTION imagesearch.unsyncable_column(p_table regclass, p_settings jsonb) RETURNS text
@@ -307,11 +314,18 @@ LANGUAGE sql STABLE AS $$
     )
     SELECT pg_catalog.format('%s: %s', coalesce(pg_catalog.quote_ident(u.name), 'NULL'),
                              CASE WHEN a.atttypid IS NULL THEN 'no such column'
-                                  ELSE pg_catalog.format('of type %s, which a sync does not read',
-                                                         pg_catalog.format_type(a.atttypid, NULL)) END)
+                                  WHEN a.attgenerated = 'v' THEN 'a virtual generated column, which a trigger sees as NULL'
+                                  WHEN a.atttypid::pg_catalog.oid <> ALL (imagesearch.syncable_types())
+                                  THEN pg_catalog.format('of type %s, which a sync does not read',
+                                                         pg_catalog.format_type(a.atttypid, NULL))
+                                  ELSE pg_catalog.format('of type %s, which a key may not be (its text depends on '
+                                                         'session settings)', pg_catalog.format_type(a.atttypid, NULL)) END)
     FROM used u LEFT JOIN pg_catalog.pg_attribute a
         ON a.attrelid = p_table AND a.attname = u.name AND a.attnum > 0 AND NOT a.attisdropped
-    WHERE a.atttypid IS NULL OR a.atttypid::pg_catalog.oid <> ALL (imagesearch.syncable_types())
+    WHERE a.atttypid IS NULL OR a.attgenerated = 'v'
+       OR a.atttypid::pg_catalog.oid <> ALL (imagesearch.syncable_types())
+       OR (u.name IN (SELECT pg_catalog.jsonb_array_elements_text(p_settings -> 'key_columns'))
+           AND a.atttypid::pg_catalog.oid <> ALL (imagesearch.key_types()))
     ORDER BY 1 LIMIT 1
 $$;
 
@@ -408,6 +422,11 @@ BEGIN
     -- in them goes into SQL as a quoted identifier or literal, and each of its columns is checked below.
     settings := TG_ARGV[0]::jsonb;
     instance_id := (settings ->> 'instance_id')::integer;
+    IF TG_NAME <> 'imagesearch_sync_' || instance_id THEN  -- one sync per table and instance, found by its name
+        RAISE EXCEPTION 'imagesearch: trigger % on % is no sync of instance %: a sync''s trigger is named '
+                        'imagesearch_sync_<instance id>', quote_ident(TG_NAME), source, instance_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NOT EXISTS (SELECT FROM imagesearch.instances i WHERE i.id = instance_id) THEN
         -- Its instance was deleted: the user's writes go on; the trigger is theirs to drop.
         RAISE WARNING 'imagesearch: table % is no longer synced (its instance was deleted); DROP TRIGGER % ON % removes this trigger',
@@ -421,7 +440,9 @@ BEGIN
                || ARRAY(SELECT a.value FROM pg_catalog.jsonb_each_text(settings -> 'attribute_columns') a);
     IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
         WHERE a.attrelid = TG_RELID AND a.attname = ANY (columns) AND a.attnum > 0 AND NOT a.attisdropped
-          AND a.atttypid::pg_catalog.oid = ANY (imagesearch.syncable_types()))
+          AND a.attgenerated <> 'v' AND a.atttypid::pg_catalog.oid = ANY (imagesearch.syncable_types())
+          AND (a.atttypid::pg_catalog.oid = ANY (imagesearch.key_types())
+               OR NOT a.attname::pg_catalog.text = ANY (columns[1:pg_catalog.jsonb_array_length(settings -> 'key_columns')])))
        <> (SELECT pg_catalog.count(DISTINCT c) FROM pg_catalog.unnest(columns) c) THEN
         RAISE EXCEPTION 'imagesearch: table % is synced, and its column %', source,
             coalesce(imagesearch.unsyncable_column(TG_RELID, settings), 'settings are not a sync''s')
@@ -621,10 +642,12 @@ DECLARE
     part text := imagesearch.partition_name(p_instance_id);
     srv name := imagesearch.shard_server(p_instance_id);
 BEGIN
+    -- CASCADE: whatever another role made depend on the instance's table (a view, a column's regclass default)
+    -- goes with it, rather than keep the instance from ever being deleted.
     IF srv IS NULL THEN
-        EXECUTE format('DROP TABLE IF EXISTS imagesearch.%I', part);
+        EXECUTE format('DROP TABLE IF EXISTS imagesearch.%I CASCADE', part);
     ELSE
-        EXECUTE format('DROP FOREIGN TABLE IF EXISTS imagesearch.%I', part);
+        EXECUTE format('DROP FOREIGN TABLE IF EXISTS imagesearch.%I CASCADE', part);
         PERFORM imagesearch.shard_exec(srv, format('DROP TABLE IF EXISTS imagesearch.%I', part));
     END IF;
 END $$;
@@ -654,7 +677,7 @@ END $$;
 CREATE FUNCTION imagesearch.drop_vector_index(p_instance_id integer, p_column text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    ddl text := format('DROP INDEX IF EXISTS imagesearch.%I',
+    ddl text := format('DROP INDEX IF EXISTS imagesearch.%I CASCADE',  -- nothing another role made keeps it
                        imagesearch.partition_name(p_instance_id) || '_' || p_column || '_hnsw');
     srv name := imagesearch.shard_server(p_instance_id);
 BEGIN
@@ -742,7 +765,7 @@ END $$;
 -- The guard's function (grant_roles makes the event trigger): no DDL command runs as imagesearch_definer, which
 -- has no reason to run any.
 CREATE FUNCTION imagesearch.refuse_definer_ddl() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF current_user = 'imagesearch_definer' THEN
         RAISE EXCEPTION 'imagesearch: % refused: the role imagesearch_definer changes no object', tg_tag
@@ -774,7 +797,7 @@ DECLARE
     -- sync_table and unsync_table run as their caller: they and their pure helpers (a message, an error).
     writing constant text[] := definer[5:11] || ARRAY['sync_table(text, regclass, text[], text, jsonb, text)',
         'unsync_table(text, regclass)', 'raise_error(text, text)', 'py_repr(text)', 'sync_label(regclass)',
-        'synced_values_sql(jsonb, text)', 'unsyncable_column(regclass, jsonb)', 'syncable_types()',
+        'synced_values_sql(jsonb, text)', 'unsyncable_column(regclass, jsonb)', 'syncable_types()', 'key_types()',
         -- and the synced_tables view's (functions in a view run with the rights of whoever reads it)
         'sync_settings(text)', 'trigger_argument(bytea)'];
     -- What the definer functions call, with the definer's rights: the surface's own steps.
@@ -792,7 +815,7 @@ DECLARE
         'check_queued_attributes(text, jsonb)',
         'enqueue(text, text, text, text, bytea, text, text, jsonb, text)',
         'sync_settings(text)', 'trigger_argument(bytea)', 'sync_label(regclass)', 'synced_values_sql(jsonb, text)',
-        'unsyncable_column(regclass, jsonb)', 'syncable_types()'];
+        'unsyncable_column(regclass, jsonb)', 'syncable_types()', 'key_types()'];
     missing text[];
     fn text;
     part record;
@@ -841,7 +864,9 @@ BEGIN
         EXECUTE format('ALTER FUNCTION imagesearch.%s OWNER TO imagesearch_definer', fn);
         -- Every setting as written here, whatever was set since (its owner may alter it: see the guard below).
         EXECUTE format('ALTER FUNCTION imagesearch.%s RESET ALL', fn);
-        EXECUTE format('ALTER FUNCTION imagesearch.%s SECURITY DEFINER SET search_path = pg_catalog, pg_temp', fn);
+        -- Their bodies are compiled in the caller's session: string literals read as written, whatever it set.
+        EXECUTE format('ALTER FUNCTION imagesearch.%s SECURITY DEFINER SET search_path = pg_catalog, pg_temp'
+                       ' SET standard_conforming_strings = on', fn);
         IF fn = ANY (reading) THEN
             EXECUTE format('ALTER FUNCTION imagesearch.%s SET hnsw.ef_search = 80 SET hnsw.iterative_scan = strict_order', fn);
         END IF;

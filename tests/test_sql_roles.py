@@ -254,3 +254,22 @@ def test_no_upgrade_runs_while_a_role_may_plant_names_for_it_or_has(scratch_engi
     assert schema.current_revision(scratch_engine) == schema.head_revision()
     with scratch_engine.begin() as conn:
         conn.exec_driver_sql("DROP FUNCTION public.my_own(text)")
+
+
+def test_migrations_look_names_up_in_pg_catalog_and_pgvectors_schema_alone(scratch_engine, logins):  # noqa: F811
+    """Third red team: a role that may create in the database made the schema named as the migrating user,
+    which "$user" put on the migrations' path, in the middle of an upgrade. The path holds pg_catalog and
+    pgvector's schema alone: a function planted in that schema is never called."""
+    planter = logins.make("planter")
+    with scratch_engine.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION vector")
+        me = conn.exec_driver_sql("SELECT current_user").scalar()
+        conn.exec_driver_sql(f'GRANT CREATE ON DATABASE "{scratch_engine.url.database}" TO {planter.name}')
+    with sa.create_engine(planter.engine.url.set(database=scratch_engine.url.database)).begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{me}"')
+        conn.execute(sa.text(f'CREATE FUNCTION "{me}".format(text, text) RETURNS text LANGUAGE plpgsql AS'
+                             " $$ BEGIN RAISE EXCEPTION 'planted ran as %', current_user; END $$"))
+    schema.upgrade(scratch_engine)
+    assert schema.current_revision(scratch_engine) == schema.head_revision()
+    with scratch_engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{me}" CASCADE')

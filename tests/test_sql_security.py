@@ -11,6 +11,7 @@ the attacks, each of which must find that mechanism in its way.
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -26,7 +27,7 @@ DEFINER_CALLS = READER_CALLS | {"add_image", "add_image_from_storage", "delete_i
                                 "sync_instance_id", "queue_synced_row", "synced_row_changed"}
 # The writer's besides: sync_table and unsync_table, which run as their caller, and their pure helpers.
 WRITER_CALLS = DEFINER_CALLS | {"sync_table", "unsync_table", "raise_error", "py_repr", "sync_label",
-                                "synced_values_sql", "unsyncable_column", "syncable_types", "sync_settings",
+                                "synced_values_sql", "unsyncable_column", "syncable_types", "key_types", "sync_settings",
                                 "trigger_argument"}
 # What the definer may touch: relation -> privileges (pictures_<id>: every instance's pictures, SELECT).
 DEFINER_TABLES = {"instances": {"SELECT"}, "category_list": {"SELECT"},
@@ -106,6 +107,11 @@ def test_the_definer_alters_nothing_and_grant_roles_puts_back_what_was_altered(e
     an event trigger refuses every DDL command run as that role, and grant_roles() resets their settings."""
     signature = "imagesearch.duplicate_pairs(text, double precision, integer)"
     with engine.connect() as conn:
+        # (a name = name of a caller's, first on the session's path, does not let it through)
+        conn.exec_driver_sql("CREATE FUNCTION pg_temp.never(name, name) RETURNS boolean LANGUAGE sql AS 'SELECT false'")
+        conn.exec_driver_sql("CREATE SCHEMA guard_test")
+        conn.exec_driver_sql("CREATE OPERATOR guard_test.= (LEFTARG = name, RIGHTARG = name, FUNCTION = pg_temp.never)")
+        conn.exec_driver_sql("SET search_path = guard_test, pg_catalog")
         conn.exec_driver_sql(f"SET ROLE {DEFINER}")
         for statement in (f"ALTER FUNCTION {signature} SECURITY INVOKER",
                           f"ALTER FUNCTION {signature} SET search_path = public, pg_catalog",
@@ -258,13 +264,13 @@ def test_a_name_that_is_no_column_is_never_read_as_a_function_of_the_row(engine,
                  "attribute_columns": {"CustomContent": "to_jsonb"}}
     with writer.engine.connect() as conn:
         callers_type(conn, writer.name)
-        run(conn, "CREATE TRIGGER by_hand AFTER INSERT ON t FOR EACH ROW"
+        run(conn, f"CREATE TRIGGER imagesearch_sync_{instance_id} AFTER INSERT ON t FOR EACH ROW"
                   f" EXECUTE FUNCTION imagesearch.synced_row_changed('{json.dumps(hand_made)}')")
         run(conn, "SAVEPOINT s")
         with pytest.raises(sa.exc.DBAPIError, match="to_jsonb: no such column"):
             run(conn, "INSERT INTO t VALUES ('k1', 'k2', 's2', 'blue', '\\x01')")
         run(conn, "ROLLBACK TO SAVEPOINT s")
-        run(conn, "DROP TRIGGER by_hand ON t")
+        run(conn, f"DROP TRIGGER imagesearch_sync_{instance_id} ON t")
         run(conn, "CREATE TEMP TABLE t2 (sku text, photo bytea, to_jsonb integer)")
         conn.execute(sa.text("SELECT imagesearch.sync_table(:i, 'pg_temp.t2'::regclass, ARRAY['sku'], 'photo',"
                              " '{\"IntAttr\": \"to_jsonb\"}')"), {"i": stocked})
@@ -275,6 +281,44 @@ def test_a_name_that_is_no_column_is_never_read_as_a_function_of_the_row(engine,
         run(conn, "ROLLBACK TO SAVEPOINT s")
         assert run(conn, "SELECT is_called FROM pg_temp.calls").scalar() is False  # no cast of the caller's ran
         conn.rollback()
+
+
+def test_a_sync_reads_no_column_it_cannot_trust_and_no_trigger_but_its_own(engine, writer, stocked):
+    """Third red team: key columns whose text depends on session settings, virtual generated columns (a trigger
+    sees them as NULL), and a trigger named for another instance than its settings name are refused."""
+    instance_id = sql(engine, "SELECT id FROM imagesearch.instances WHERE name = :n", n=stocked)[0][0]
+    with writer.engine.connect() as conn:
+        run(conn, "CREATE TEMP TABLE t (at timestamptz, sku text, v integer GENERATED ALWAYS AS (1) VIRTUAL,"
+                  " photo bytea)")
+        for columns, reason in (("ARRAY['at'], 'photo'", "which a key may not be"),
+                                ("ARRAY['sku'], 'photo', '{\"IntAttr\": \"v\"}'", "virtual generated column")):
+            run(conn, "SAVEPOINT s")
+            with pytest.raises(sa.exc.DBAPIError, match=reason):
+                conn.execute(sa.text(f"SELECT imagesearch.sync_table(:i, 'pg_temp.t'::regclass, {columns})"),
+                             {"i": stocked})
+            run(conn, "ROLLBACK TO SAVEPOINT s")
+        settings = {"instance_id": instance_id, "key_columns": ["sku"], "picture_column": "photo",
+                    "attribute_columns": {}}
+        run(conn, "CREATE TRIGGER imagesearch_sync_999999 AFTER INSERT ON t FOR EACH ROW"
+                  f" EXECUTE FUNCTION imagesearch.synced_row_changed('{json.dumps(settings)}')")
+        with pytest.raises(sa.exc.DBAPIError, match="is no sync of instance"):
+            run(conn, "INSERT INTO t (sku, photo) VALUES ('k', '\\x00')")
+        conn.rollback()
+
+
+def test_nothing_another_role_makes_keeps_an_instance_from_being_deleted(service, engine, logins):
+    """Third red team: a column default naming the instance's table (a regclass constant) held it: DROP
+    refused for the dependency. The table goes, and the dependent default with it."""
+    made = service.create_instance(f"pinned-{os.getpid()}", "generic")
+    stranger = logins.make("stranger")
+    oid = sql(engine, "SELECT to_regclass(:p)::oid", p=f"imagesearch.pictures_{made.id}")[0][0]
+    with stranger.engine.connect() as conn:  # an OID needs no right on the schema
+        run(conn, f"CREATE TEMP TABLE pin (c regclass DEFAULT '{oid}'::regclass)")
+        conn.commit()
+        service.delete_instance(made.name)
+        assert made.name not in {i.name for i in service.list_instances()}
+        assert run(conn, "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'pg_temp.pin'::regclass"
+                   ).first() is None
 
 
 def test_the_console_key_leaks_through_no_cast(writer, stocked):

@@ -37,6 +37,13 @@ def _sql_text(connection: sa.Connection, filename: str) -> str:
     return sql
 
 
+def migration_schema(connection: sa.Connection) -> str:
+    """The one schema besides pg_catalog that migrations look names up in, quoted: pgvector's, or public
+    before the first migration makes the extension there."""
+    installed = connection.execute(sa.text("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")).scalar()
+    return vector_schema(connection) if installed else "public"
+
+
 def vector_schema(connection: sa.Connection) -> str:
     """The schema of the vector extension, quoted as an identifier."""
     quoted = connection.execute(sa.text(
@@ -88,25 +95,26 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
 
 
 def refuse_untrusted_names(connection: sa.Connection) -> None:
-    """Migrations look names up as the user's default search_path does (migrations/env.py), in public,
-    pgvector's schema and the user's own: a function or operator another role made there could stand in for
-    a built-in a migration calls (by matching its arguments better), and run with the migrating user's
-    rights. So none runs while a role may make one there, or has made one named like a built-in or an
-    extension's; trusted are superusers and the roles that may act as this user anyway."""
-    found = connection.execute(_UNTRUSTED_NAMES).scalars().all()
+    """Migrations look names up in pg_catalog and pgvector's schema (migration_schema): a function or operator
+    another role made there could stand in for a built-in a migration calls (by matching its arguments
+    better), and run with the migrating user's rights. So none runs while a role that is not trusted may make
+    one there (it has CREATE on it, or owns it and may grant itself CREATE), or has made one named like a
+    built-in or an extension's; trusted are superusers and the roles that may act as this user anyway."""
+    found = connection.execute(_UNTRUSTED_NAMES, {"schema": migration_schema(connection)}).scalars().all()
     if found:
         raise UntrustedNames(
             f"the schema is not changed while other roles may plant functions where migrations look names up: "
             f"{'; '.join(found)}. One could stand in for a built-in the upgrade calls, with this user's rights. "
-            "Revoke CREATE for the upgrade (REVOKE CREATE ON SCHEMA public FROM ...; for every role: FROM "
-            "PUBLIC), drop what was planted, then upgrade (docs/sql.md, Security model)")
+            "Revoke CREATE for the upgrade (REVOKE CREATE ON SCHEMA ... FROM ...; for every role: FROM PUBLIC), "
+            "drop what was planted, and run it as the schema's owner or a superuser (docs/sql.md, Security model)")
 
 
 _UNTRUSTED_NAMES = sa.text("""
     WITH searched AS (
-        SELECT n.oid, n.nspname FROM pg_namespace n
-        WHERE n.nspname IN ('public', current_user)
-           OR n.oid = (SELECT extnamespace FROM pg_extension WHERE extname = 'vector')
+        SELECT n.oid, n.nspname, CASE WHEN n.nspowner = 'pg_database_owner'::regrole
+                                      THEN (SELECT datdba FROM pg_database WHERE datname = current_database())
+                                      ELSE n.nspowner END AS owner
+        FROM pg_namespace n WHERE n.oid = to_regnamespace(:schema)
     ), untrusted AS (
         SELECT r.oid, r.rolname FROM pg_roles r
         WHERE NOT r.rolsuper AND NOT pg_has_role(r.oid, current_user, 'MEMBER')
@@ -123,6 +131,9 @@ _UNTRUSTED_NAMES = sa.text("""
                                                    ELSE u.rolname END, s.nspname)
     FROM searched s JOIN untrusted u ON has_schema_privilege(u.oid, s.oid, 'CREATE') AND u.rolname NOT LIKE 'pg\\_%'
     GROUP BY 1
+    UNION ALL
+    SELECT format('%s owns schema %s (and may grant itself CREATE on it)', u.rolname, s.nspname)
+    FROM searched s JOIN untrusted u ON u.oid = s.owner
     UNION ALL
     SELECT format('%s made %s.%s', u.rolname, s.nspname, x.name)
     FROM (SELECT p.oid, p.pronamespace AS ns, p.proname AS name, p.proowner AS owner, 'pg_proc'::regclass AS cls FROM pg_proc p

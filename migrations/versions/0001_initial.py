@@ -20,7 +20,7 @@ SERVICE_TYPES = ("product", "generic", "fabric", "trademark")
 
 
 def upgrade() -> None:
-    op.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    op.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")  # where a DBA has not made it already
     op.execute("CREATE SCHEMA IF NOT EXISTS imagesearch")
 
     op.create_table(

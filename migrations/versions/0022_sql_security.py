@@ -24,7 +24,7 @@ branch_labels = None
 depends_on = None
 
 FILE = "0022_security.sql"
-NEW = ("sync_label", "trigger_argument", "sync_settings", "syncable_types", "unsyncable_column", "synced_values_sql", "sync_instance_id",
+NEW = ("sync_label", "trigger_argument", "sync_settings", "syncable_types", "key_types", "unsyncable_column", "synced_values_sql", "sync_instance_id",
        "queue_synced_row", "map_shard_for_definer", "shard_exec", "refuse_definer_ddl")
 REDEFINED = ("plan_search", "scan", "nearest_fused", "duplicate_pairs", "search_by_picture", "search_by_vector",
              "search_by_product", "synced_row_changed", "sync_table", "unsync_table", "create_picture_partition",
