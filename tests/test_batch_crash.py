@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from imagesearch_pg.store.tables import partition
+from imagesearch_pg.tasks.batch_import import CHUNK_LINES
 from tests.batch_folders import errors, picture, run_to_end, write_folder
 
 pytestmark = pytest.mark.slow
@@ -82,10 +83,13 @@ def test_killed_workers_leave_the_same_database_as_a_clean_run(service, make_ins
         clean_task = run_to_end(service, service.tasks.submit_import(clean, location, path))
         crashed = make_instance("product").name
         task = service.tasks.submit_import(crashed, location, path)
-        rng = random.Random(int(time.time()))
-        # Kill points: once early (loading, counting, inside the first chunk), then past random lines,
-        # each a random moment after the checkpoint passed it (inside the next chunk's reads or write).
-        targets = [0, *sorted(rng.sample(range(1, len(lines) - 64), 3))]
+        seed = int(time.time())
+        rng = random.Random(seed)
+        # Kill points: once early (loading, counting, inside the first chunk), then past a random line of three
+        # different chunks (a checkpoint every CHUNK_LINES), each a random moment after the checkpoint passed
+        # it (inside the next chunk's reads or write): three in one chunk would all be passed by its checkpoint.
+        chunks = sorted(rng.sample(range(len(lines) // CHUNK_LINES - 1), 3))
+        targets = [0, *(chunk * CHUNK_LINES + rng.randrange(1, CHUNK_LINES) for chunk in chunks)]
         kills = []
         for target in targets:
             worker = worker_process(settings, engine)
@@ -101,7 +105,7 @@ def test_killed_workers_leave_the_same_database_as_a_clean_run(service, make_ins
                 break  # it finished before this kill
             time.sleep(LEASE)  # the dead worker's lease runs out
         final = run_to_end(service, service.tasks.get(task.id))
-        assert len({line for line in kills if 0 < line < len(lines)}) >= 2, kills
+        assert len({line for line in kills if 0 < line < len(lines)}) >= 2, (kills, targets, f"seed {seed}")
     finally:
         service.storage.remove(location)
 
