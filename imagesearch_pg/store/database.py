@@ -226,8 +226,7 @@ def _learn_vector_schema(dbapi_connection, connection_record) -> None:
     """pgvector's schema, which the service's SQL names (store/query_vectors.py): read as each connection opens
     (a database without the extension yet keeps the default)."""
     with dbapi_connection.cursor() as cursor:
-        cursor.execute("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
-                       " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'")
+        cursor.execute(schema.VECTOR_SCHEMA_QUERY)
         found = cursor.fetchone()
     dbapi_connection.rollback()  # a pooled connection starts outside any transaction
     if found:

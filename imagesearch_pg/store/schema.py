@@ -44,11 +44,14 @@ def migration_schema(connection: sa.Connection) -> str:
     return vector_schema(connection) if installed else "public"
 
 
+# The schema of the vector extension, quoted as an identifier (no row: the extension is not there yet).
+VECTOR_SCHEMA_QUERY = ("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+                       " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'")
+
+
 def vector_schema(connection: sa.Connection) -> str:
     """The schema of the vector extension, quoted as an identifier."""
-    quoted = connection.execute(sa.text(
-        "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
-        " WHERE e.extname = 'vector'")).scalar_one()
+    quoted = connection.execute(sa.text(VECTOR_SCHEMA_QUERY)).scalar_one()
     if "'" in quoted or "$" in quoted:  # it is written inside SQL string literals and dollar quotes too
         raise ValueError(f"the vector extension's schema {quoted} has a quote or $ in its name; move it elsewhere")
     return quoted
