@@ -88,16 +88,6 @@ def to_edge_image(rgb: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return D.grey_to_rgb((255 - np.clip(mag * (255.0 / scale), 0, 255)).astype(np.uint8))
 
 
-def ink_mask(rgb: np.ndarray, threshold: float = 40.0) -> np.ndarray:
-    """Binary shape view of a mark filed on a plain background: pixels whose colour differs from the
-    border's median colour by more than ``threshold`` (Lab distance) become black, the rest white.
-
-    This is the gallery side of the colour-layer recipe: whatever the mark's colour, and whether it
-    is dark on light or light on dark, it becomes the same black silhouette on white.
-    """
-    return D.mask_to_shape(D.ink(rgb, threshold))
-
-
 def verify(query_features, candidate_features, ratio: float = 0.8, threshold: float = 6.0) -> int:
     """Geometric verification of one candidate: see :func:`verify_many`."""
     return D.verify_many(query_features, [candidate_features], ratio, threshold)[0]
