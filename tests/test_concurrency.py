@@ -81,45 +81,60 @@ def test_clear_during_searches_gives_whole_answers(service, instance, engine):
 def test_deleting_an_instance_during_searches_answers_invalid_instance(service, make_instance):
     name = make_instance("generic").name
     service.add_image(name, "p", "1", encode(noise(120, 120, seed=2)))
-    seen: list[str] = []
+    seen: list[list[str]] = [[], []]  # each thread's answers, in order
 
-    def searches():
+    def searches(answers: list[str]):
         for _ in range(20):
             try:
-                service.search_by_filter(name, "int_attr != 1")
-                seen.append("ok")
+                found = service.search_by_filter(name, "int_attr != 1").matches
+                answers.append("found" if [m.product_id for m in found] == ["p"] else "empty" if not found else "?")
             except InvalidInstance:
-                seen.append("gone")
+                answers.append("gone")
 
     def delete_and_recreate():
         service.delete_instance(name)
         service.create_instance(name, "generic")  # the fixture deletes it at the end
 
-    assert _race(searches, searches, delete_and_recreate) == []
-    assert set(seen) <= {"ok", "gone"}
+    assert _race(lambda: searches(seen[0]), lambda: searches(seen[1]), delete_and_recreate) == []
+    # Each search saw the instance whole before its deletion, none at all, or whole (empty) after its
+    # re-creation, in that order: never the old picture under the new instance, never a part.
+    order = ["found", "gone", "empty"]
+    for answers in seen:
+        assert len(answers) == 20 and set(answers) <= set(order), answers
+        assert answers == sorted(answers, key=order.index), answers
 
 
-def test_a_key_revoked_during_traffic_stops_working_at_once_when_not_remembered(server, keys, shop, monkeypatch):
-    from imagesearch_pg.service import access_keys
+PROMISED_SECONDS = 10.0  # the README: "a revocation takes effect everywhere within 10 s"
 
-    monkeypatch.setattr(access_keys, "CREDENTIAL_TTL_SECONDS", 0.0)  # the server would remember a key 10 s
+
+def test_a_key_revoked_during_traffic_is_refused_everywhere_within_10_seconds(server, keys, shop):
+    """Through the production server, whose worker processes each remember a key they looked up: every
+    request sent 10 s after the revocation was committed is refused, whichever process answers it."""
     key_id, secret = keys.create([shop])
     body = f"InstanceName={shop}".encode()
-    answers: list[tuple[float, str]] = []
+    answers: list[tuple[float, str]] = []  # (sent at, "OK" or the Code)
     revoked_at: list[float] = []
+    key_worked = threading.Event()
+    began = time.monotonic()
 
     def traffic():
-        for _ in range(30):
+        # Until a request sent past the promise is answered (or a minute passed: the revocation never came).
+        while time.monotonic() < began + 60:
+            sent = time.monotonic()
             status, answer = post(server, signed_request(server, key_id, secret, body), body)
-            answers.append((time.monotonic(), "OK" if status == 200 else answer["Code"]))
+            answers.append((sent, "OK" if status == 200 else answer["Code"]))
+            if status == 200:
+                key_worked.set()
+            if revoked_at and sent > revoked_at[0] + PROMISED_SECONDS:
+                return
+            time.sleep(0.05)  # a client's pace, not a synchronisation: the assertions use the times sent
 
     def revoke():
-        time.sleep(0.2)
+        assert key_worked.wait(timeout=30), "the key never worked"
         keys.revoke(key_id)
         revoked_at.append(time.monotonic())
 
     assert _race(traffic, traffic, revoke) == []
     assert {code for _, code in answers} <= {"OK", "InvalidAccessKeyId"}
-    # Every request that started after the revocation was committed is refused.
-    assert all(code == "InvalidAccessKeyId" for at, code in answers if at > revoked_at[0] + 0.5)
-    assert any(code == "OK" for _, code in answers) and answers[-1][1] == "InvalidAccessKeyId"
+    late = [code for sent, code in answers if sent > revoked_at[0] + PROMISED_SECONDS]
+    assert late and set(late) == {"InvalidAccessKeyId"}, f"{late.count('OK')} passed 10 s after the revocation"

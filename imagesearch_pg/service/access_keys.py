@@ -14,6 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Callable
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -74,9 +75,10 @@ def secret_box(settings: Settings) -> Fernet:
 
 
 class AccessKeys:
-    def __init__(self, database: Database, box: Fernet):
+    def __init__(self, database: Database, box: Fernet, clock: Callable[[], float] = time.monotonic):
         self.database = database
         self.box = box
+        self.clock = clock  # seconds, for how long a key is remembered (tests pass their own)
         self._remembered: dict[str, tuple[float, Credential | None]] = {}
 
     def create(self, instances: list[str] | None = None) -> tuple[str, str]:
@@ -103,7 +105,7 @@ class AccessKeys:
     def credential(self, key_id: str) -> Credential | None:
         """The active key's secret and instances, or None (unknown or revoked); remembered for
         CREDENTIAL_TTL_SECONDS."""
-        now = time.monotonic()
+        now = self.clock()
         remembered = self._remembered.get(key_id)
         if remembered is not None and remembered[0] > now:
             return remembered[1]
