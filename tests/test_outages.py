@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -110,24 +111,27 @@ def test_postgres_killed_under_load(own_home):
                     raise AssertionError(f"unexpected answer while PostgreSQL is down: {status} {answer}")
                 time.sleep(0.05)
 
-        threads = [threading.Thread(target=adder, args=(i,)) for i in range(3)] + [threading.Thread(target=searcher)]
-        for t in threads:
-            t.start()
-        time.sleep(3)
-        killed_at = time.monotonic()
-        os.kill(_postmaster(pgdata), signal.SIGKILL)
-        recovered = None
-        while time.monotonic() - killed_at < 30:
-            status, _, _ = call("Detail", detail)
-            if status == 200:
-                recovered = time.monotonic() - killed_at
-                break
-            assert status == 503
-            time.sleep(0.2)
-        time.sleep(2)
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
+        # The load runs on a pool: an unexpected answer ends its thread with an AssertionError, which
+        # result() raises here, failing the test.
+        with ThreadPoolExecutor(4) as pool:
+            load = [pool.submit(adder, i) for i in range(3)] + [pool.submit(searcher)]
+            try:
+                time.sleep(3)
+                killed_at = time.monotonic()
+                os.kill(_postmaster(pgdata), signal.SIGKILL)
+                recovered = None
+                while time.monotonic() - killed_at < 30:
+                    status, _, _ = call("Detail", detail)
+                    if status == 200:
+                        recovered = time.monotonic() - killed_at
+                        break
+                    assert status == 503
+                    time.sleep(0.2)
+                time.sleep(2)
+            finally:
+                stop.set()
+            for done in load:
+                done.result(timeout=60)
         assert recovered is not None and recovered < 10, outcomes[-20:]
         assert "ServiceUnavailable" in outcomes or recovered < 1  # the outage was seen
 

@@ -8,6 +8,7 @@ return False and it must stop.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,14 +70,16 @@ _CLAIMABLE = """
     FOR UPDATE OF t SKIP LOCKED
 """
 _CLAIM_ANY = sa.text(_CLAIMABLE.format(only=""))
-_CLAIM_ONE = sa.text(_CLAIMABLE.format(only="AND t.id = :only"))
+_CLAIM_AMONG = sa.text(_CLAIMABLE.format(only="AND t.id = ANY(:only)"))
 
 
-def claim(conn: sa.Connection, owner: str, lease_seconds: float, only: int | None = None) -> Task | None:
-    """The next task for ``owner`` to run (or task ``only``, if it is claimable), leased to it for
-    ``lease_seconds``; None if there is none. Run in a transaction of its own: the row lock that keeps
+def claim(conn: sa.Connection, owner: str, lease_seconds: float,
+          only: Collection[int] | None = None) -> Task | None:
+    """The next task for ``owner`` to run (or the next claimable one of the tasks ``only``), leased to it
+    for ``lease_seconds``; None if there is none. Run in a transaction of its own: the row lock that keeps
     other workers off it lasts until the commit, the lease after it."""
-    found = conn.execute(_CLAIM_ANY if only is None else _CLAIM_ONE, {} if only is None else {"only": only}).scalar()
+    found = conn.execute(_CLAIM_ANY if only is None else _CLAIM_AMONG,
+                         {} if only is None else {"only": list(only)}).scalar()
     if found is None:
         return None
     row = conn.execute(

@@ -80,6 +80,9 @@ class Worker:
         self._pictures_wake = threading.Event()
         self._stopping = threading.Event()
         self._unavailable_log = Every(30.0)
+        # Set while the LISTEN is active: from then on a submitted task or queued picture wakes the worker
+        # at once rather than at its next poll (for those that start a worker and then submit).
+        self.listening = threading.Event()
 
     # ---- the loop ---------------------------------------------------------------------------------------
 
@@ -113,7 +116,8 @@ class Worker:
                 with self.database.transaction() as conn:
                     # Each claim its own owner: a task whose lease expired and that this worker claims
                     # again on another thread fences off the earlier run (its calls no longer match).
-                    task = tasks.claim(conn, f"{self.owner}/{next(self._claims)}", self.lease_seconds, self.only)
+                    task = tasks.claim(conn, f"{self.owner}/{next(self._claims)}", self.lease_seconds,
+                                       None if self.only is None else (self.only,))
             except DatabaseUnavailable as exc:
                 task = None
                 if self._unavailable_log:
@@ -139,14 +143,17 @@ class Worker:
                     with psycopg.connect(url, autocommit=True) as conn:
                         conn.execute(f"LISTEN {tasks.CHANNEL}")
                         conn.execute(f"LISTEN {picture_queue.CHANNEL}")
+                        self.listening.set()
                         self._wake.set()  # tasks submitted while we were not listening
                         self._pictures_wake.set()
                         while not stop.is_set():
                             for notice in conn.notifies(timeout=1.0, stop_after=1):
                                 (self._pictures_wake if notice.channel == picture_queue.CHANNEL else self._wake).set()
                 except psycopg.Error:
+                    self.listening.clear()
                     stop.wait(self.poll_seconds)
         finally:
+            self.listening.clear()
             self._wake.set()  # the loop sees ``stop`` now, not at its next poll
 
     def _send_callbacks(self, stop: threading.Event) -> None:
