@@ -35,7 +35,7 @@ def write_folder(root: Path, lines: list, pictures: dict[str, bytes]) -> str:
     return f"/{name}"
 
 
-def run_to_end(service, task, timeout: float = 120.0):
+def run_to_end(service, task, timeout: float = 300.0):
     """Run ``task`` with a worker of its own until it ends; returns it as it ended."""
     stop = threading.Event()
     worker = Worker(service, only=task.id, poll_seconds=0.2)
@@ -59,7 +59,7 @@ def errors(service, task) -> list[dict]:
 # ---- added for tests/test_task_sources.py and tests/test_task_doors.py --------------------------------
 
 
-def wait_for(condition, timeout: float = 60.0, what: str = "the condition", every: float = 0.05):
+def wait_for(condition, timeout: float = 300.0, what: str = "the condition", every: float = 0.05):
     """Poll ``condition()`` until it returns something true; that value."""
     deadline = time.monotonic() + timeout
     while not (value := condition()):

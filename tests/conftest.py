@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 
 import pytest
-from werkzeug.serving import make_server
-
-from flask_app import create_app
-from flask_app.server import RequestHandler
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.service import ImageSearch
@@ -19,7 +14,9 @@ from imagesearch_pg.service.access_keys import AccessKeys
 from imagesearch_pg.store import schema
 from imagesearch_pg.store.database import Database, create_engine
 from imagesearch_pg.vision.encoders import EncoderRegistry
+from tests.databases import database_url  # noqa: F401
 from tests.s3_server import s3_server  # noqa: F401
+from tests.serving import serving
 from tests.sql_logins import Logins
 
 
@@ -30,10 +27,10 @@ def home(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def settings(home) -> Settings:
+def settings(home, database_url) -> Settings:
     return Settings.from_env({
         "IMAGESEARCH_HOME": str(home),
-        "IMAGESEARCH_DATABASE_URL": os.environ.get("IMAGESEARCH_DATABASE_URL", ""),
+        "IMAGESEARCH_DATABASE_URL": database_url,
     })
 
 
@@ -100,18 +97,31 @@ def shop(make_instance):
     return make_instance("generic").name
 
 
-# ---- the HTTP API on a free port (Werkzeug's threaded server with the request handler `serve --dev` uses,
-# which reports repeated headers; tests/test_front.py runs the real one) ------------------------------------
+# ---- the HTTP API as users run it: `imagesearch serve` (gunicorn and the front) on a free port, once per run ----
 
 
 @pytest.fixture(scope="session")
-def server(service, settings):
-    app = create_app({"SETTINGS": settings, "SERVICE": service})
-    httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=RequestHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
+def production_server(engine, settings):
+    """The server process, sharing the tests' database and home (so it reads the keys the tests make).
+    Its task worker is off: the tests that need one run their own."""
+    env = {"IMAGESEARCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "IMAGESEARCH_HOME": str(settings.home)}
+    with serving(env, workers=2, extra=("--task-workers", "0")) as (process, port):
+        yield process, port
+
+
+@pytest.fixture(scope="session")
+def server(production_server) -> str:
+    """host:port of the production server."""
+    return f"127.0.0.1:{production_server[1]}"
+
+
+@pytest.fixture
+def server_logs(production_server):
+    """Reads what the server logged since the test began: ``server_logs()`` -> (access log, error log)."""
+    logs = production_server[0].logs
+    since = logs.sizes()
+    return lambda: logs.read(since)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""`imagesearch serve` as a real process on a free port, for the tests that need the real server."""
+"""`imagesearch serve` as a real process on a free port: gunicorn and the front (flask_app/front.py), as users
+run it. The suite's protocol tests share one such server (the `server` fixture in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -26,29 +29,60 @@ def health(port: int, timeout: float = 5) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
+class ServerLogs:
+    """What the server wrote to stdout (the access log) and stderr (everything else). Files, not pipes: a
+    pipe nobody reads would stop a long-running server once its buffer fills."""
+
+    def __init__(self, folder: Path):
+        self.out_path, self.err_path = folder / "stdout", folder / "stderr"
+
+    def sizes(self) -> tuple[int, int]:
+        return self.out_path.stat().st_size, self.err_path.stat().st_size
+
+    def read(self, since: tuple[int, int] = (0, 0)) -> tuple[str, str]:
+        return tuple(path.read_bytes()[start:].decode(errors="replace")
+                     for path, start in zip((self.out_path, self.err_path), since))
+
+
 @contextmanager
 def serving(env: dict, *, workers: int = 1, extra: tuple = ()):
     """The server running with ``env`` added to this process's environment; yields (process, port).
-    Stopped with SIGTERM at the end; its output is on process.output (stdout, stderr) afterwards."""
+    Stopped with SIGTERM at the end; process.logs holds what it wrote, process.output is (stdout, stderr)
+    after it stopped."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "imagesearch_pg", "serve", "--port", str(port), "--workers", str(workers), *extra],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
+    with tempfile.TemporaryDirectory(prefix="imagesearch-serve-") as folder:
+        logs = ServerLogs(Path(folder))
+        with open(logs.out_path, "wb") as out, open(logs.err_path, "wb") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "imagesearch_pg", "serve", "--port", str(port), "--workers", str(workers),
+                 *extra],
+                env={**os.environ, **env}, stdout=out, stderr=err,
+            )
+        process.logs = logs
+        try:
+            _wait_until_healthy(process, port, logs)
+            yield process, port
+        finally:
+            if process.poll() is None:
+                process.terminate()
             try:
-                if health(port)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                raise AssertionError(f"server did not come up: {process.communicate()[1][-3000:]}")
-            time.sleep(0.3)
-        yield process, port
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.output = process.communicate(timeout=60)
+                process.wait()
+            process.output = logs.read()
+
+
+def _wait_until_healthy(process: subprocess.Popen, port: int, logs: ServerLogs, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            if health(port)[0] == 200:
+                return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"server did not come up: {logs.read()[1][-3000:]}")
+        time.sleep(0.3)

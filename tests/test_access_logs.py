@@ -4,12 +4,17 @@ development server (flask_app/server.py) show a download's path, never its signa
 from __future__ import annotations
 
 import logging
+import threading
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import requests
 import sqlalchemy as sa
+from werkzeug.serving import make_server
 
+from flask_app import create_app
 from flask_app.front import logged_target
+from flask_app.server import RequestHandler
 from imagesearch_pg.store.tables import tasks
 from tests.serving import serving
 
@@ -45,9 +50,21 @@ def test_the_access_log_shows_download_paths_without_their_signature(engine, set
         assert secret not in text and "f" * len(secret) not in text and "Signature=" not in text
 
 
-def test_the_development_server_logs_no_query_values(server, caplog):
+@pytest.fixture
+def development_server(service, settings):
+    """`imagesearch serve --dev`: Werkzeug's server with the project's request handler."""
+    app = create_app({"SETTINGS": settings, "SERVICE": service})
+    httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=RequestHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join()
+
+
+def test_the_development_server_logs_no_query_values(development_server, caplog):
     caplog.set_level(logging.INFO, logger="werkzeug")
-    requests.get(f"http://{server}/downloads/errors/1?Expires=1&Signature=bearer-secret&flag", timeout=30)
+    requests.get(f"http://{development_server}/downloads/errors/1?Expires=1&Signature=bearer-secret&flag", timeout=30)
     assert '"GET /downloads/errors/1?Expires&Signature&- HTTP/1.1" 403' in caplog.text
     assert "bearer-secret" not in caplog.text
 
