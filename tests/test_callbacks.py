@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import InvalidParameter
 from imagesearch_pg.store import callbacks, tasks
 from imagesearch_pg.store.tables import instances
@@ -108,10 +109,6 @@ def instance_id(service, make_instance, engine):
     made = make_instance("generic")
     with engine.begin() as conn:
         found = conn.execute(sa.select(instances.c.id).where(instances.c.name == made.name)).scalar_one()
-        # tasks.claim takes any instance's unfinished task and run_due_callbacks any due callback: leave
-        # neither from another test in the way.
-        conn.execute(sa.delete(task_table).where(
-            task_table.c.state.in_(("queued", "running")) | (task_table.c.callback_state == "due")))
     yield found
     with engine.begin() as conn:
         conn.execute(sa.delete(task_table).where(task_table.c.instance_id == found))
@@ -122,7 +119,7 @@ def finished_task(engine, instance_id: int, address: str, state: str = "succeede
     with engine.begin() as conn:
         task_id = tasks.submit(conn, instance_id, "import", {"callback_address": address}).id
     with engine.begin() as conn:
-        assert tasks.claim(conn, "worker", 30).id == task_id
+        assert tasks.claim(conn, "worker", 30, only=[task_id]).id == task_id
     with engine.begin() as conn:
         assert tasks.finish(conn, task_id, "worker", state, error_message=error)
         assert callbacks.mark_due(conn, task_id)
@@ -189,7 +186,8 @@ def test_a_callback_is_delivered_after_a_failure_and_a_timeout(database, engine,
         "processResultUrl": f"https://results.example/tasks/{task_id}/errors.jsonl",
         "status": "NORMAL", "taskId": str(task_id)}
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", body["finishTime"])
-    assert run_due_callbacks(database, loopback_policy, results_url) == 0
+    run_due_callbacks(database, loopback_policy, results_url)  # a delivered callback is not sent again
+    assert callback_of(engine, task_id) == row and len(hook.requests) == 3
 
 
 def test_a_callback_is_given_up_after_the_last_attempt(database, engine, instance_id, receiver, loopback_policy):
@@ -206,8 +204,8 @@ def test_a_callback_is_given_up_after_the_last_attempt(database, engine, instanc
     assert second - first >= dt.timedelta(seconds=0.05) and third - second >= dt.timedelta(seconds=0.1)
     assert len(hook.requests) == 3
     assert hook.requests[0][1]["status"] == "FAIL" and hook.requests[0][1]["message"] == "no increment.meta file"
-    with engine.connect() as conn:
-        assert callbacks.next_due_in(conn) is None
+    run_due_callbacks(database, loopback_policy, results_url)  # a callback given up is not sent again
+    assert callback_of(engine, task_id) == row and len(hook.requests) == 3
 
 
 def test_an_address_refused_at_delivery_is_given_up_at_once(database, engine, instance_id, receiver, settings):
@@ -223,15 +221,66 @@ def test_an_address_refused_at_delivery_is_given_up_at_once(database, engine, in
     assert hook.requests == []
 
 
+# ---- the schedule as shipped (README: "retried after 5, 10, 20 ... s up to 8 attempts") and its settings ----
+
+SHIPPED_DELAYS = [5, 10, 20, 40, 80, 160, 320]  # the README's schedule: 8 attempts, 7 waits between them
+
+
+def test_a_failing_callback_is_retried_on_the_shipped_schedule_and_given_up_after_8_attempts(
+        database, engine, instance_id, receiver):
+    """Settings as shipped, but for the receiver's network: each failed attempt makes the callback due
+    again, in the database, that much later. The test does not wait: it records each due time, then makes
+    the callback due at once."""
+    policy = CallbackPolicy.from_settings(Settings.from_env({"IMAGESEARCH_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8"}))
+    hook = receiver([503] * 20)
+    task_id = finished_task(engine, instance_id, hook.url())
+    waits = []
+    for _ in range(20):
+        due_first(engine, task_id)
+        run_due_callbacks(database, policy, results_url, limit=1)
+        row = callback_of(engine, task_id)
+        if row.callback_state != "due":
+            break
+        waits.append((row.callback_due_at - _times(row.callback_attempts)[-1]).total_seconds())
+
+    assert (row.callback_state, row.callback_due_at, len(hook.requests)) == ("gave_up", None, 8)
+    assert [a["outcome"] for a in row.callback_attempts] == ["failed"] * 8
+    # Each wait counts from the attempt's start: the delivery's own time (an instant 503) comes on top.
+    assert len(waits) == len(SHIPPED_DELAYS), waits
+    assert all(delay <= wait < delay + 5 for delay, wait in zip(SHIPPED_DELAYS, waits)), waits
+
+
+def test_the_schedule_follows_its_settings():
+    shipped = CallbackPolicy.from_settings(Settings.from_env({}))
+    assert [shipped.retry_delay(made) for made in range(1, 9)] == SHIPPED_DELAYS + [None]
+    assert shipped.timeout == 10.0
+    set_up = CallbackPolicy.from_settings(Settings.from_env({
+        "IMAGESEARCH_CALLBACK_RETRY_SECONDS": "1.5", "IMAGESEARCH_CALLBACK_ATTEMPTS": "3"}))
+    assert [set_up.retry_delay(made) for made in range(1, 4)] == [1.5, 3.0, None]
+    for wrong in ({"IMAGESEARCH_CALLBACK_ATTEMPTS": "0"}, {"IMAGESEARCH_CALLBACK_RETRY_SECONDS": "0"}):
+        with pytest.raises(InvalidCallbackSettings, match="IMAGESEARCH_CALLBACK_ATTEMPTS must be at least 1"):
+            CallbackPolicy.from_settings(Settings.from_env(wrong))
+
+
+def due_first(engine, task_id: int) -> None:
+    """Make the task's callback due before any other in the database (its lease ran out long ago), so that
+    a claim of one callback claims it and leaves other tests' callbacks alone."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(task_table).where(task_table.c.id == task_id, task_table.c.callback_state == "due")
+                     .values(callback_due_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
+
+
 def test_a_claimed_callback_is_held_off_other_workers_until_its_lease_ends(engine, instance_id):
     task_id = finished_task(engine, instance_id, "http://192.0.2.1/hook")
+    due_first(engine, task_id)
     with engine.begin() as conn:
-        assert [due.id for due in callbacks.claim_due(conn, 0.3, 10)] == [task_id]
+        assert [due.id for due in callbacks.claim_due(conn, 30, 1)] == [task_id]
+    with engine.connect() as conn:  # another worker does not find it (rolled back: others' stay unclaimed)
+        assert task_id not in [due.id for due in callbacks.claim_due(conn, 30, 1000)]
+        conn.rollback()
+    due_first(engine, task_id)  # the first worker died, and its lease ran out
     with engine.begin() as conn:
-        assert callbacks.claim_due(conn, 0.3, 10) == []  # another worker finds nothing to send
-    time.sleep(0.4)  # the first worker died: the callback is due again
-    with engine.begin() as conn:
-        [due] = callbacks.claim_due(conn, 30, 10)
+        [due] = callbacks.claim_due(conn, 30, 1)
     assert (due.id, due.kind, due.state, due.attempts) == (task_id, "import", "succeeded", [])
     assert due.params == {"callback_address": "http://192.0.2.1/hook"}
 
@@ -241,7 +290,7 @@ def test_only_a_finished_task_with_an_address_becomes_due(engine, instance_id):
         without = tasks.submit(conn, instance_id, "import", {}).id
     with engine.begin() as conn:
         assert not callbacks.mark_due(conn, without)  # not finished
-        tasks.claim(conn, "worker", 30)
+        tasks.claim(conn, "worker", 30, only=[without])
         tasks.finish(conn, without, "worker", "succeeded")
         assert not callbacks.mark_due(conn, without)  # no address
 
@@ -262,9 +311,9 @@ def test_the_message_of_each_final_state():
     due = callbacks.DueCallback(7, 3, "shop", "import", "partially_failed", None, None,
                                 dt.datetime(2026, 5, 1, 12, 30, 5, tzinfo=dt.timezone(dt.timedelta(hours=8))),
                                 {}, [])
-    assert message(due, None) | {"message": ""} == {
-        "finishTime": "2026-05-01 04:30:05", "instanceId": "3", "instanceName": "shop", "message": "",
-        "processResultUrl": "", "status": "NORMAL", "taskId": "7"}
+    assert message(due, None) == {
+        "finishTime": "2026-05-01 04:30:05", "instanceId": "3", "instanceName": "shop",
+        "message": "finished; some lines failed", "processResultUrl": "", "status": "NORMAL", "taskId": "7"}
     assert message(replace(due, state="succeeded"), "u")["message"] == "success"
     failed = message(replace(due, state="failed", error_message="no permission to read increment.meta"), "u")
     assert (failed["status"], failed["message"]) == ("FAIL", "no permission to read increment.meta")
