@@ -12,6 +12,8 @@ import requests
 from alibabacloud_imagesearch20201214 import models as sdk
 
 from imagesearch_pg.attributes import Attributes
+from imagesearch_pg.errors import InstanceStatusError
+from imagesearch_pg.store import tasks as task_store
 from tests.batch_folders import picture, run_to_end, write_folder
 from tests.test_api import client, code_of  # noqa: F401  (the SDK client fixture)
 
@@ -79,6 +81,24 @@ def test_the_errors_of_the_batch_actions(client, shop, folder_location):  # noqa
     assert code_of(lambda: client.dump_meta_list(sdk.DumpMetaListRequest(instance_name=shop, id=10**9))) == (
         "InvalidParameter")
     assert code_of(lambda: client.dump_meta(sdk.DumpMetaRequest(instance_name="no-such-one"))) == "InvalidInstance"
+
+
+def test_an_instance_holds_at_most_100_unfinished_tasks(client, service, shop, folder_location, engine):  # noqa: F811
+    """The README: "at most 100 unfinished per instance", imports and exports together; a finished one
+    makes room for one more. (The server runs no task worker: they stay queued.)"""
+    location, _ = folder_location
+    made = [service.tasks.submit_import(shop, location, "/") for _ in range(99)] + [service.tasks.submit_export(shop)]
+    another = sdk.IncreaseInstanceRequest(instance_name=shop, bucket_name=location, path="/")
+    assert code_of(lambda: client.increase_instance(another)) == "InstanceStatusError"
+    assert code_of(lambda: client.dump_meta(sdk.DumpMetaRequest(instance_name=shop))) == "InstanceStatusError"
+    with pytest.raises(InstanceStatusError, match="100 unfinished tasks"):
+        service.tasks.submit_import(shop, location, "/")
+
+    with engine.begin() as conn:
+        assert task_store.claim(conn, "test", 30, only=[made[0].id]).id == made[0].id
+        assert task_store.finish(conn, made[0].id, "test", "failed", error_message="finished by the test")
+    assert client.increase_instance(another).body.success
+    assert code_of(lambda: client.increase_instance(another)) == "InstanceStatusError"
 
 
 def test_an_export_through_the_sdk_equals_the_database(client, service, shop):  # noqa: F811
