@@ -4,17 +4,20 @@ status and errors views, retries, synced tables, and the refusals the SQL functi
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+import uuid
 
 import numpy as np
 import psycopg
 import pytest
 import sqlalchemy as sa
 
+from imagesearch_pg.attributes import Attributes
 from imagesearch_pg.errors import ImageSearchError
 from imagesearch_pg.store.tables import partition
-from imagesearch_pg.tasks.picture_queue import process_pending, queued_add
+from imagesearch_pg.tasks.picture_queue import QueuedAdd, process_pending, queued_add
 from imagesearch_pg.tasks.worker import Worker
 from tests.pictures import encode, sample_photos
 
@@ -48,13 +51,19 @@ def instance_id(engine, name: str) -> int:
     return sql(engine, "SELECT id FROM imagesearch.instances WHERE name = :n", n=name)[0][0]
 
 
+def states(engine, name: str) -> dict[str, int]:
+    """How many of the instance's queued items are in each state."""
+    return dict(sql(engine, "SELECT state, count(*) FROM imagesearch.queue_status WHERE instance = :i GROUP BY state",
+                    i=name))
+
+
 def test_add_image_from_sql_stores_what_add_image_stores(service, engine, make_instance, photos):
     made = make_instance("product")
     service.add_image(made.name, "api", "a.png", photos["rocket"], attributes=None)
     [(queued,)] = sql(engine, "SELECT imagesearch.add_image(:i, 'sql', 'a.png', :p, '{\"IntAttr\": 7, \"StrAttr\": \"red\"}')",
                       i=made.name, p=photos["rocket"])
     assert sql(engine, "SELECT state FROM imagesearch.queue_status WHERE id = :q", q=queued) == [("pending",)]
-    assert run_queue(service) == 1
+    run_queue(service)
     assert sql(engine, "SELECT state, attempts FROM imagesearch.queue_status WHERE id = :q", q=queued) == [("done", 1)]
     iid = instance_id(engine, made.name)
     by_api, by_sql = stored(engine, iid, "api", "a.png"), stored(engine, iid, "sql", "a.png")
@@ -90,7 +99,8 @@ def test_items_apply_in_order_and_deletes_delete(service, engine, make_instance,
     sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p), imagesearch.add_image(:i, 'p', 'b', :q),"
                 " imagesearch.delete_image(:i, 'p', 'a'), imagesearch.add_image(:i, 'r', 'c', :p)",
         i=made.name, p=photos["coffee"], q=photos["chelsea"])
-    assert run_queue(service) == 4
+    run_queue(service)
+    assert states(engine, made.name) == {"done": 4}
     keys = sql(engine, "SELECT product_id, pic_name FROM imagesearch.picture_list WHERE instance = :i ORDER BY 1, 2",
                i=made.name)
     assert keys == [("p", "b"), ("r", "c")]
@@ -132,13 +142,26 @@ def test_bad_attributes_are_refused_at_once_as_the_worker_would(engine, make_ins
     assert sql(engine, "SELECT count(*) FROM imagesearch.queue_status WHERE instance = :i", i=made.name) == [(0,)]
 
 
-@pytest.mark.parametrize("attributes", ['{}', '{"IntAttr": 5, "StrAttr": "a", "Crop": false, "Region": "0,10,0,10"}',
-                                        '{"CategoryId": 3, "CustomContent": "", "IntAttr4": null}'])
-def test_good_attributes_pass_both(engine, make_instance, photos, attributes):
+@pytest.mark.parametrize("attributes, read", [
+    ('{}', QueuedAdd(Attributes(), None, True, None)),
+    ('{"IntAttr": 5, "StrAttr": "a", "Crop": false, "Region": "0,10,0,10"}',
+     QueuedAdd(Attributes(int_attr=5, str_attr="a"), None, False, "0,10,0,10")),
+    ('{"CategoryId": 3, "CustomContent": "", "IntAttr4": null}', QueuedAdd(Attributes(custom_content=""), 3, True, None)),
+])
+def test_good_attributes_pass_both(service, engine, make_instance, photos, attributes, read):
+    """The worker's check reads them as given, the SQL function queues them, and the worker stores them."""
     made = make_instance("product")
-    queued_add("product", json.loads(attributes))
-    sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p, CAST(:a AS jsonb))",
-        i=made.name, p=photos["coffee"], a=attributes)
+    assert queued_add("product", json.loads(attributes)) == read
+    [(queued,)] = sql(engine, "SELECT imagesearch.add_image(:i, 'p', 'a', :p, CAST(:a AS jsonb))",
+                      i=made.name, p=photos["coffee"], a=attributes)
+    assert sql(engine, "SELECT operation, state, attributes FROM imagesearch.picture_queue WHERE id = :q", q=queued) == \
+        [("add", "pending", json.loads(attributes))]
+    run_queue(service)
+    assert sql(engine, "SELECT state FROM imagesearch.queue_status WHERE id = :q", q=queued) == [("done",)]
+    row = stored(engine, instance_id(engine, made.name), "p", "a")
+    assert {name: getattr(row, name) for name in read.attributes.as_dict()} == read.attributes.as_dict()
+    if read.category_id is not None:
+        assert row.category_id == read.category_id
 
 
 @pytest.mark.parametrize("call, code", [
@@ -187,33 +210,34 @@ def test_a_picture_from_a_storage_location_refuses_paths_out_of_it(service, engi
 
 @pytest.fixture
 def products(engine):
-    """A table of the user's own, in a schema of theirs."""
+    """A table of the user's own, in a schema of theirs; its name is this test's alone."""
+    table = f"shop.products_{uuid.uuid4().hex[:12]}"
     sql(engine, "CREATE SCHEMA IF NOT EXISTS shop")
-    sql(engine, "CREATE TABLE shop.products (id integer PRIMARY KEY, title text, price_cents integer, brand text,"
+    sql(engine, f"CREATE TABLE {table} (id integer PRIMARY KEY, title text, price_cents integer, brand text,"
                 " photo bytea)")
-    yield "shop.products"
-    sql(engine, "DROP TABLE shop.products")
+    yield table
+    sql(engine, f"DROP TABLE {table}")
 
 
 def test_a_synced_table_follows_inserts_updates_and_deletes(service, engine, make_instance, photos, products):
     made = make_instance()
-    sql(engine, "INSERT INTO shop.products VALUES (1, 'cup', 450, 'acme', :p), (2, 'no photo yet', 100, 'acme', NULL)",
+    sql(engine, f"INSERT INTO {products} VALUES (1, 'cup', 450, 'acme', :p), (2, 'no photo yet', 100, 'acme', NULL)",
         p=photos["coffee"])
-    [(queued,)] = sql(engine, "SELECT imagesearch.sync_table(:i, 'shop.products', ARRAY['id'], 'photo',"
-                              " '{\"IntAttr\": \"price_cents\", \"StrAttr\": \"brand\"}')", i=made.name)
+    [(queued,)] = sql(engine, "SELECT imagesearch.sync_table(:i, CAST(:t AS regclass), ARRAY['id'], 'photo',"
+                              " '{\"IntAttr\": \"price_cents\", \"StrAttr\": \"brand\"}')", i=made.name, t=products)
     assert queued == 1  # the row with a picture
     run_queue(service)
     iid = instance_id(engine, made.name)
     first = stored(engine, iid, "1", "photo")
     assert (first.int_attr, first.str_attr) == (450, "acme")
 
-    sql(engine, "INSERT INTO shop.products VALUES (3, 'rocket', 999, 'nasa', :p)", p=photos["rocket"])
-    sql(engine, "UPDATE shop.products SET photo = :p WHERE id = 2", p=photos["chelsea"])  # gets a picture
+    sql(engine, f"INSERT INTO {products} VALUES (3, 'rocket', 999, 'nasa', :p)", p=photos["rocket"])
+    sql(engine, f"UPDATE {products} SET photo = :p WHERE id = 2", p=photos["chelsea"])  # gets a picture
     run_queue(service)
     assert stored(engine, iid, "3", "photo").int_attr == 999 and stored(engine, iid, "2", "photo") is not None
 
     # an attribute-only update changes the attributes, not the vectors; a NULL clears one
-    sql(engine, "UPDATE shop.products SET price_cents = 500, brand = NULL WHERE id = 1")
+    sql(engine, f"UPDATE {products} SET price_cents = 500, brand = NULL WHERE id = 1")
     assert sql(engine, "SELECT operation FROM imagesearch.queue_status WHERE instance = :i AND state = 'pending'",
                i=made.name) == [("update",)]
     run_queue(service)
@@ -223,70 +247,69 @@ def test_a_synced_table_follows_inserts_updates_and_deletes(service, engine, mak
     np.testing.assert_array_equal(np.float32(updated.embedding), np.float32(first.embedding))
 
     # a new picture is embedded again; a change of nothing synced queues nothing
-    sql(engine, "UPDATE shop.products SET photo = :p WHERE id = 1", p=photos["rocket"])
-    sql(engine, "UPDATE shop.products SET title = 'mug' WHERE id = 1")
-    assert run_queue(service) == 1
+    sql(engine, f"UPDATE {products} SET photo = :p WHERE id = 1", p=photos["rocket"])
+    sql(engine, f"UPDATE {products} SET title = 'mug' WHERE id = 1")
+    assert states(engine, made.name).get("pending") == 1
+    run_queue(service)
     assert np.dot(stored(engine, iid, "1", "photo").embedding, stored(engine, iid, "3", "photo").embedding) > 0.999
 
     # a deleted row, or one whose picture goes, loses its picture; a changed key moves it
-    sql(engine, "DELETE FROM shop.products WHERE id = 3")
-    sql(engine, "UPDATE shop.products SET photo = NULL WHERE id = 2")
-    sql(engine, "UPDATE shop.products SET id = 10 WHERE id = 1")
+    sql(engine, f"DELETE FROM {products} WHERE id = 3")
+    sql(engine, f"UPDATE {products} SET photo = NULL WHERE id = 2")
+    sql(engine, f"UPDATE {products} SET id = 10 WHERE id = 1")
     run_queue(service)
     keys = sql(engine, "SELECT product_id FROM imagesearch.picture_list WHERE instance = :i", i=made.name)
     assert keys == [("10",)]
 
     # a bad picture fails its item, never the user's statement
-    sql(engine, "INSERT INTO shop.products VALUES (4, 'broken', 1, 'x', '\\x0102'::bytea)")
+    sql(engine, f"INSERT INTO {products} VALUES (4, 'broken', 1, 'x', '\\x0102'::bytea)")
     run_queue(service)
     assert sql(engine, "SELECT product_id, code FROM imagesearch.queue_errors WHERE instance = :i", i=made.name) == \
         [("4", "InvalidImage")]
 
-    sql(engine, "SELECT imagesearch.unsync_table(:i, 'shop.products')", i=made.name)
-    sql(engine, "INSERT INTO shop.products VALUES (5, 'after', 1, 'x', :p)", p=photos["coffee"])
+    sql(engine, "SELECT imagesearch.unsync_table(:i, CAST(:t AS regclass))", i=made.name, t=products)
+    sql(engine, f"INSERT INTO {products} VALUES (5, 'after', 1, 'x', :p)", p=photos["coffee"])
     assert sql(engine, "SELECT count(*) FROM imagesearch.queue_status WHERE instance = :i AND state = 'pending'",
                i=made.name) == [(0,)]
 
 
 @pytest.mark.parametrize("arguments, fragment", [
-    ("'shop.products', ARRAY['nope'], 'photo'", "has no column 'nope'"),
-    ("'shop.products', ARRAY['id'], 'title'", "the picture column 'title' is text"),
-    ("'shop.products', ARRAY[]::text[], 'photo'", "key_columns must name"),
-    ("'shop.products', ARRAY['id', 'title', 'brand'], 'photo'", "1 or 2 columns"),
-    ("'shop.products', ARRAY['id'], 'photo', '{\"Price\": \"price_cents\"}'", "unknown attribute 'Price'"),
-    ("'shop.products', ARRAY['id'], 'photo', '{\"IntAttr\": 5}'", "attribute_columns must be"),
-    ("'shop.products', ARRAY['id'], 'photo', '{}', 'no-such-location'", "no storage location"),
+    ("ARRAY['nope'], 'photo'", "has no column 'nope'"),
+    ("ARRAY['id'], 'title'", "the picture column 'title' is text"),
+    ("ARRAY[]::text[], 'photo'", "key_columns must name"),
+    ("ARRAY['id', 'title', 'brand'], 'photo'", "1 or 2 columns"),
+    ("ARRAY['id'], 'photo', '{\"Price\": \"price_cents\"}'", "unknown attribute 'Price'"),
+    ("ARRAY['id'], 'photo', '{\"IntAttr\": 5}'", "attribute_columns must be"),
+    ("ARRAY['id'], 'photo', '{}', 'no-such-location'", "no storage location"),
 ])
 def test_sync_table_refuses_what_it_cannot_follow(engine, make_instance, products, arguments, fragment):
     made = make_instance()
     with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
-        conn.execute(sa.text(f"SELECT imagesearch.sync_table(:i, {arguments})"), {"i": made.name})
+        conn.execute(sa.text(f"SELECT imagesearch.sync_table(:i, CAST(:t AS regclass), {arguments})"),
+                     {"i": made.name, "t": products})
     assert fragment in caught.value.orig.diag.message_primary
-    assert sql(engine, "SELECT count(*) FROM imagesearch.synced_tables") == [(0,)]
-    assert sql(engine, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'shop.products'::regclass") == [(0,)]
+    assert sql(engine, "SELECT count(*) FROM imagesearch.synced_tables WHERE instance = :i", i=made.name) == [(0,)]
+    assert sql(engine, "SELECT count(*) FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass)", t=products) == [(0,)]
 
 
-def test_a_synced_insert_is_searchable_within_seconds_with_a_running_worker(service, engine, make_instance, photos,
-                                                                           products):
+def test_a_synced_insert_is_taken_up_on_its_notify_by_a_running_worker(service, engine, make_instance, photos,
+                                                                       products):
     made = make_instance()
-    sql(engine, "SELECT imagesearch.sync_table(:i, 'shop.products', ARRAY['id'], 'photo')", i=made.name)
+    sql(engine, "SELECT imagesearch.sync_table(:i, CAST(:t AS regclass), ARRAY['id'], 'photo')", i=made.name, t=products)
     stop = threading.Event()
-    worker = Worker(service, poll_seconds=60.0)  # only the NOTIFY can wake it in time
+    worker = Worker(service, poll_seconds=3600.0)  # its poll never comes during the test: only a NOTIFY wakes it
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        time.sleep(1.0)  # listening
-        began = time.monotonic()
-        sql(engine, "INSERT INTO shop.products (id, photo) VALUES (7, :p)", p=photos["rocket"])
-        while time.monotonic() - began < 20:
-            if sql(engine, "SELECT count(*) FROM imagesearch.picture_list WHERE instance = :i", i=made.name) == [(1,)]:
-                break
+        assert worker.listening.wait(60), "the worker never listened"
+        sql(engine, f"INSERT INTO {products} (id, photo) VALUES (7, :p)", p=photos["rocket"])
+        deadline = time.monotonic() + 120  # only against a hang: the poll is an hour away
+        while states(engine, made.name) != {"done": 1}:
+            assert time.monotonic() < deadline and thread.is_alive(), states(engine, made.name)
             time.sleep(0.05)
-        elapsed = time.monotonic() - began
     finally:
         stop.set()
         thread.join(30)
-    assert elapsed < 10, elapsed
     assert sql(engine, "SELECT product_id FROM imagesearch.search_by_picture(:i, '7', 'photo', 1)", i=made.name) == [("7",)]
 
 
@@ -325,7 +348,8 @@ def test_the_claim_keeps_one_instance_to_one_worker(service, engine, make_instan
             [("pending", 0)]
     with queue_store.claimed_instance(engine) as again:
         assert again == held
-    assert run_queue(service) == 1
+    run_queue(service)
+    assert sql(engine, "SELECT state, attempts FROM imagesearch.queue_status WHERE id = :q", q=queued) == [("done", 1)]
 
 
 @pytest.mark.parametrize("granted", [(), ("imagesearch_reader",), ("imagesearch_writer",)],
@@ -358,11 +382,11 @@ def test_psycopg_gets_the_code_in_the_detail(engine, make_instance):
 def test_names_that_need_quoting_stay_names(service, engine, make_instance, photos):
     """Table and column names are only ever quoted identifiers in the SQL the sync builds."""
     made = make_instance()
-    sql(engine, 'CREATE SCHEMA IF NOT EXISTS "sh""op; --"')
-    sql(engine, 'CREATE TABLE "sh""op; --"."ta ble" ("id; DROP TABLE x" text PRIMARY KEY, "pho""to" bytea,'
-                ' "price)" integer)')
+    schema = f'"sh""op; --{uuid.uuid4().hex[:12]}"'
+    sql(engine, f"CREATE SCHEMA {schema}")
     try:
-        table = '"sh""op; --"."ta ble"'
+        table = f'{schema}."ta ble"'
+        sql(engine, f'CREATE TABLE {table} ("id; DROP TABLE x" text PRIMARY KEY, "pho""to" bytea, "price)" integer)')
         sql(engine, "SELECT imagesearch.sync_table(:i, :t, ARRAY['id; DROP TABLE x'], 'pho\"to', :a)",
             i=made.name, t=table, a=json.dumps({"IntAttr": "price)"}))
         sql(engine, f"INSERT INTO {table} VALUES ('k''1', :p, 5)", p=photos["coffee"])
@@ -370,13 +394,22 @@ def test_names_that_need_quoting_stay_names(service, engine, make_instance, phot
         assert sql(engine, "SELECT product_id, pic_name, int_attr FROM imagesearch.picture_list WHERE instance = :i",
                    i=made.name) == [("k'1", 'pho"to', 5)]
     finally:
-        sql(engine, 'DROP SCHEMA "sh""op; --" CASCADE')
+        sql(engine, f"DROP SCHEMA {schema} CASCADE")
 
 
 def test_deleting_a_synced_instance_leaves_the_users_table_writable(service, engine, photos, products):
-    made = service.create_instance("sql-queue-deleted", "generic")
-    sql(engine, "SELECT imagesearch.sync_table(:i, 'shop.products', ARRAY['id'], 'photo')", i=made.name)
+    made = service.create_instance(f"t{os.getpid()}-deleted-{uuid.uuid4().hex[:8]}", "generic")
+    sql(engine, "SELECT imagesearch.sync_table(:i, CAST(:t AS regclass), ARRAY['id'], 'photo')", i=made.name, t=products)
     service.delete_instance(made.name)
-    sql(engine, "INSERT INTO shop.products (id, photo) VALUES (1, :p)", p=photos["coffee"])  # warns, no error
-    sql(engine, "DELETE FROM shop.products")
-    assert sql(engine, "SELECT count(*) FROM imagesearch.synced_tables") == [(0,)]
+    warnings = []
+    with psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                         autocommit=True) as conn:
+        conn.add_notice_handler(lambda notice: warnings.append(notice.message_primary))
+        conn.execute(f"INSERT INTO {products} (id, photo) VALUES (1, %s)", (photos["coffee"],))
+        assert conn.execute(f"SELECT id FROM {products}").fetchall() == [(1,)]
+        conn.execute(f"DELETE FROM {products}")
+        assert conn.execute(f"SELECT count(*) FROM {products}").fetchone() == (0,)
+    # each write says why it syncs nothing, and how to remove the trigger
+    assert len(warnings) == 2 and all("is no longer synced" in w and "DROP TRIGGER" in w for w in warnings), warnings
+    assert sql(engine, "SELECT count(*) FROM imagesearch.synced_tables WHERE source = CAST(:t AS regclass)",
+               t=products) == [(0,)]
