@@ -1,7 +1,8 @@
 """EfficientNet-Lite0: legacy .pth reader, torch-free ONNX build, and its predictions.
 
-The torch comparison tests run only where torch is installed (it is not a dependency of
-the package); everything else uses numpy, onnx, onnxruntime, OpenCV and scikit-image.
+Both are held to PyTorch through references that tests/reference/make_efficientnet_reference.py wrote once
+with torch and the independent PyTorch implementation; torch is not needed here (nor a dependency of the
+package): everything uses numpy, onnx, onnxruntime, OpenCV and scikit-image.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import onnxruntime as ort
 import pytest
 import skimage.data
 
+from imagesearch_pg.vision import descriptors, efficientnet_lite, transforms
 from imagesearch_pg.vision.efficientnet_lite import build_efficientnet_lite0
 from imagesearch_pg.vision.torch_legacy import load_legacy_state_dict
+from tests.reference import make_efficientnet_reference as torch_reference
 
 LABELS_FILE = Path(__file__).resolve().parents[1] / "imagesearch_pg" / "vision" / "data" / "imagenet_classes.txt"
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}  # ImageNet 281-285
@@ -304,65 +307,60 @@ def test_dynamic_image_size(session, labels, size, grid):
     assert _top(out["logits"][0], labels, 1)[0] in CAT_CLASSES
 
 
-# ---------------------------------------------------------------- (d) against PyTorch, if installed
+# ---------------------------------------------------------------- (d) against PyTorch
 
-def _torch():
-    return pytest.importorskip(
-        "torch", reason="torch is not installed: the reference comparison with efficientnet_lite_pytorch is skipped")
-
-
-def test_loader_matches_torch_load(weights_path, state_dict, tmp_path):
-    torch = _torch()
-    reference = torch.load(weights_path, map_location="cpu", weights_only=True)
-    assert list(reference) == list(state_dict)
-    for name, tensor in reference.items():
-        np.testing.assert_array_equal(state_dict[name], tensor.numpy(), err_msg=name)
-
-    # Views written by torch itself in the legacy format: offsets, strides, other dtypes.
-    base = torch.arange(60, dtype=torch.float32).reshape(3, 4, 5)
-    tensors = {
-        "permuted": base.permute(2, 0, 1), "sliced": base[1:, ::2, 1:4], "row": base[2, 1],
-        "double": base.double()[:, 1],
-        "long": torch.arange(10)[3:], "half": base.half()[0], "bool": base[0] > 7, "bf16": base.bfloat16()[1],
-    }
-    path = tmp_path / "views.pth"
-    torch.save(tensors, path, _use_new_zipfile_serialization=False)
-    loaded = load_legacy_state_dict(path)
-    for name, tensor in tensors.items():
-        expected = tensor.float().numpy() if name == "bf16" else tensor.numpy()
-        assert loaded[name].dtype == expected.dtype, name
-        np.testing.assert_array_equal(loaded[name], expected, err_msg=name)
+# The product's float32 graph lands within about 1e-5 of the float64 reference (logits up to about 12).
+REFERENCE_TOLERANCE = 1e-4
 
 
-def test_matches_pytorch_reference(weights_path, session, sample_batch):
-    torch = _torch()
-    EfficientNet = pytest.importorskip(
-        "efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch (the reference model) is not installed"
-    ).EfficientNet
+@pytest.fixture(scope="module")
+def reference() -> dict[str, np.ndarray]:
+    with np.load(torch_reference.REFERENCE_FILE) as data:
+        values = {key: data[key] for key in data.files}
+    assert list(values["names"]) == list(torch_reference.PICTURES), "rerun make_efficientnet_reference.py"
+    return values
 
-    torch.set_num_threads(2)
-    weights = torch.load(weights_path, map_location="cpu", weights_only=True)
 
-    def reference(**overrides):
-        net = EfficientNet.from_name("efficientnet-lite0", **overrides)  # ReLU6 as built: no set_swish()
-        net.load_state_dict(weights)
-        return net.eval()
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    """The network as the service builds, caches and runs it."""
+    from imagesearch_pg.vision.encoders import EfficientNetLite0
 
-    def compare(net, x):
-        with torch.no_grad():
-            feature_map = net.extract_features(torch.from_numpy(x))
-            expected = {"features": feature_map.mean(dim=(2, 3)).numpy(),
-                        "logits": net(torch.from_numpy(x)).numpy(), "feature_map": feature_map.numpy()}
-        got = run(session, x)
-        diffs = {k: float(np.abs(got[k] - expected[k]).max()) for k in expected}
-        assert diffs["logits"] < 1e-3 and diffs["features"] < 1e-4 and diffs["feature_map"] < 1e-3, diffs
-        assert (got["logits"].argmax(1) == expected["logits"].argmax(1)).all()
+    return EfficientNetLite0(tmp_path_factory.mktemp("models"))
 
-    photos = np.concatenate(list(sample_batch.values()))
-    compare(reference(), photos)  # static TF padding computed for 224, as the package builds it
-    # Odd, non-square sizes pad symmetrically in strided layers: checked against the package's
-    # dynamic-padding variant (image_size=None).
-    compare(reference(image_size=None), np.random.RandomState(0).randn(2, 3, 225, 301).astype(np.float32))
+
+def test_loader_reads_what_torch_reads(state_dict, reference):
+    """The weights file as torch.load reads it (every name, dtype, shape and value, through one digest), and
+    views of several dtypes that torch itself wrote in the legacy format."""
+    assert torch_reference.state_dict_digest(state_dict) == reference["state_dict_digest"]
+    views = load_legacy_state_dict(torch_reference.VIEWS_FILE)
+    expected = {key.removeprefix("view_"): value for key, value in reference.items() if key.startswith("view_")}
+    assert sorted(views) == sorted(expected) and len(expected) >= 9
+    for name, value in expected.items():
+        assert (views[name].dtype, views[name].shape) == (value.dtype, value.shape), name
+        np.testing.assert_array_equal(views[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("name", list(torch_reference.PICTURES))
+def test_matches_pytorch_reference(encoder, reference, name):
+    """The service's preprocessing and ONNX network against the PyTorch implementation on the same picture: the
+    logits, the average-pooled features and the GeM of the feature map, each within REFERENCE_TOLERANCE."""
+    index = list(reference["names"]).index(name)
+    width, height = torch_reference.PICTURES[name][1]
+    resized = transforms.resize(torch_reference.picture(name), width, height)
+    assert torch_reference.digest(resized) == reference["digests"][index], (
+        "the resized picture is not the one the reference saw (OpenCV or scikit-image changed): "
+        "rerun tests/reference/make_efficientnet_reference.py"
+    )
+    if width == height:
+        out = encoder.run([torch_reference.picture(name)], efficientnet_lite.OUTPUT_NAMES, size=width)
+    else:  # the service resizes to squares; the graph takes any size, normalised the same way
+        batch = transforms.to_nchw([resized], efficientnet_lite.PIXEL_MEAN, efficientnet_lite.PIXEL_STD)
+        out = run(encoder.session, batch)
+    got = {"logits": out["logits"], "features": out["features"], "gem": descriptors.gem(out["feature_map"])}
+    for key, value in got.items():
+        np.testing.assert_allclose(value[0], reference[key][index], rtol=0, atol=REFERENCE_TOLERANCE,
+                                   err_msg=f"{name} {key}")
 
 
 def test_gem_encoder_pools_the_feature_map(tmp_path):
