@@ -1,7 +1,7 @@
 """Geometric re-ranking of a search's first results, for encoders that store keypoints (trademark).
 
 The global vectors bring the right mark into the first few dozen results; SIFT keypoints matched under one
-similarity transform (descriptors.verify) tell a true copy (tens of inliers) from a look-alike (0-4).
+similarity transform (descriptors.verify_many) tell a true copy (tens of inliers) from a look-alike (0-4).
 Chosen in benchmarks/recipes.py (on the even queries, reported on the odd ones): moved up at 8 inliers or
 more. The first 50 results were checked at first; 30 keep logo hard R@1 at 0.466 (0.471 with 50, through
 benchmarks/quality.py) for 40 % less matching, which the 80 ms search budget needed (docs/benchmarks.md).

@@ -97,7 +97,7 @@ class EfficientNetLite0Trademark(EfficientNetLite0Gem):
     A stored mark gives one silhouette (its ink on its plain background, descriptors.ink); a query gives
     one per colour layer (descriptors.colour_layers), so a recoloured mark pasted on a photo still yields its
     own silhouette. Searches take the best of picture-vs-picture and layer-vs-silhouette scores, then move
-    geometrically verified matches (descriptors.verify) to the front. Chosen in benchmarks/recipes.py.
+    geometrically verified matches (descriptors.verify_many) to the front. Chosen in benchmarks/recipes.py.
     """
 
     name = "efficientnet-lite0-trademark"
