@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import sqlalchemy as sa
 
@@ -12,7 +14,7 @@ from tests.test_schema import scratch_engine  # noqa: F401 (fixture)
 
 @pytest.fixture(scope="module")
 def stocked(service):
-    name = "sql-roles"
+    name = f"sql-roles-{uuid.uuid4().hex[:12]}"
     service.create_instance(name, "generic")
     photos = sample_photos()
     for key in ("coffee", "rocket"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 
 import numpy as np
 import pytest
@@ -26,9 +27,9 @@ def clustered_unit_vectors(seed: int, count: int = 3000, clusters: int = 30) -> 
 
 
 @pytest.fixture(scope="module")
-def loaded(service, tmp_path_factory):
+def loaded(service):
     """An instance bulk-loaded with 3,000 clustered unit vectors."""
-    name = "store-" + tmp_path_factory.mktemp("s").name[-8:].replace("_", "-")
+    name = f"store-{uuid.uuid4().hex[:12]}"
     service.create_instance(name, "generic")
     vectors = clustered_unit_vectors(seed=7)
     with service.database.engine.begin() as conn:
@@ -80,9 +81,9 @@ def test_hnsw_window_is_complete_ordered_and_accurate(engine, loaded, limit):
 
 
 @pytest.fixture(scope="module")
-def attributed(service, tmp_path_factory):
+def attributed(service):
     """3,000 clustered vectors with int_attr = i % 1000 and str_attr = 'even'/'odd', bulk-loaded (ANALYZEd)."""
-    name = "attrs-" + tmp_path_factory.mktemp("a").name[-8:].replace("_", "-")
+    name = f"attrs-{uuid.uuid4().hex[:12]}"
     service.create_instance(name, "generic")
     vectors = clustered_unit_vectors(seed=11)
     columns = bulk_load.BULK_COLUMNS + ("int_attr", "str_attr")
@@ -107,22 +108,41 @@ def attributed(service, tmp_path_factory):
     ],
 )
 def test_filtered_search_returns_the_exact_top_whatever_the_plan(engine, attributed, monkeypatch, plan_limit, text, matches):
-    """Walk, exact scan, or walk falling back to the exact scan: always min(limit, matching) rows, the right ones."""
+    """Walk, exact scan, or walk falling back to the exact scan: always min(limit, matching) rows, the right ones.
+    Where every match is scored exactly (all 3,000 rows are within the exact-scan limit), the rows are the
+    brute-force answer: the matches' cosine similarities to the query, computed here from the float16 values
+    the instance stores, best first."""
     instance_id, vectors = attributed
     monkeypatch.setattr(picture_search, "EXACT_SCAN_MAX_ROWS", plan_limit)
+    exact_scan = plan_limit >= len(vectors)
     matching = np.array([i for i in range(len(vectors)) if matches(i)], int)
+    stored = vectors.astype(np.float16).astype(np.float64)
     for seed, limit in ((0, 10), (1, 100)):
         query = vectors[seed * 17]
         with engine.connect() as conn:
             rows = picture_search.nearest(conn, instance_id, DIM, query, limit, parse_filter(text))
         assert len(rows) == min(limit, len(matching))
-        if len(matching):
-            exact = set(matching[np.argsort(-(vectors[matching] @ query))[:limit]])
-            found = {int(r.product_id[1:]) for r in rows}
-            assert found <= set(matching)
-            assert len(found & exact) / len(rows) >= 0.9
-            scores = [r.score for r in rows]
-            assert scores == sorted(scores, reverse=True)
+        if not len(matching):
+            continue
+        sent = query.astype(np.float16).astype(np.float64)
+        similarity = stored[matching] @ sent / (np.linalg.norm(stored[matching], axis=1) * np.linalg.norm(sent))
+        order = np.argsort(-similarity, kind="stable")[:limit]
+        exact = set(matching[order])
+        found = {int(r.product_id[1:]) for r in rows}
+        assert found <= set(matching)
+        scores = [r.score for r in rows]
+        assert scores == sorted(scores, reverse=True)
+        if exact_scan:
+            # The same pictures and scores (to float32's precision; pictures whose scores tie that closely
+            # may come in either order, and then either may be the last one in).
+            np.testing.assert_allclose(scores, similarity[order], rtol=0, atol=1e-6)
+            ties = {int(i) for i in matching[np.abs(similarity - similarity[order[-1]]) <= 1e-6]}
+            assert found - ties == exact - ties, (sorted(found ^ exact), text, limit)
+            by_id = dict(zip(matching.tolist(), similarity))
+            np.testing.assert_allclose([r.score for r in rows], [by_id[int(r.product_id[1:])] for r in rows],
+                                       rtol=0, atol=1e-6)
+        else:
+            assert len(found & exact) / len(rows) >= 0.9  # an HNSW walk is approximate by design
 
 
 def test_planner_estimates_follow_the_filter(engine, attributed):
@@ -202,9 +222,9 @@ def test_a_broader_walk_leaves_the_connection_at_its_default(engine, attributed,
 
 
 @pytest.fixture(scope="module")
-def selective(service, tmp_path_factory):
+def selective(service):
     """20,000 clustered vectors with int_attr = i % 10000 (``int_attr < K`` selects K/10000), bulk-loaded."""
-    name = "sel-" + tmp_path_factory.mktemp("f").name[-8:].replace("_", "-")
+    name = f"sel-{uuid.uuid4().hex[:12]}"
     service.create_instance(name, "generic", capacity=20_000)
     vectors = clustered_unit_vectors(seed=5, count=20_000, clusters=200)
     columns = bulk_load.BULK_COLUMNS + ("int_attr",)
