@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from imagesearch_pg.attributes import Attributes
 from imagesearch_pg.service import ImageSearch, tasks
-from imagesearch_pg.storage.filesystems import variable_names
+from imagesearch_pg.storage.filesystems import S3Credentials
 from imagesearch_pg.store.tables import tasks as task_table
 from tests import s3_server as moto
 from tests.batch_folders import (
@@ -43,9 +43,7 @@ def locations(service, monkeypatch):
 
     def add_s3(server, bucket: str, prefix: str = "") -> str:
         name = fresh("s3")
-        key_var, secret_var, _ = variable_names(name)
-        monkeypatch.setenv(key_var, moto.TEST_KEY_ID)
-        monkeypatch.setenv(secret_var, moto.TEST_SECRET)
+        moto.give_location(monkeypatch, name, server.credentials)
         service.storage.add(name, f"s3://{bucket}{prefix}", endpoint=server.endpoint, region="us-east-1")
         made.append(name)
         return name
@@ -137,7 +135,7 @@ def _given_back(service, task_id: int):
 
 
 def test_an_endpoint_down_gives_the_task_back_for_a_later_retry(service, make_instance, locations, s3_server, engine,
-                                                                tmp_path):
+                                                                tmp_path, monkeypatch):
     """A moto server of its own stopped while the task reads pictures: the task keeps its checkpoint and is
     claimed again after a delay (worker.Transient), not failed; back up, it ends from where it stopped."""
     add_s3, _ = locations
@@ -165,6 +163,7 @@ def test_an_endpoint_down_gives_the_task_back_for_a_later_retry(service, make_in
     upload_folder(s3_server, bucket, "", tmp_path / path.lstrip("/"))
     service.storage.remove(location)
     service.storage.add(location, f"s3://{bucket}", endpoint=s3_server.endpoint, region="us-east-1")
+    moto.give_location(monkeypatch, location, s3_server.credentials)  # each server issues keys of its own
     set_lease(engine, task.id)
     final = run_to_end(service, service.tasks.get(task.id))
     assert (final.state, final.progress["done"], final.progress["added"], final.progress["replaced"]) == (
@@ -174,7 +173,8 @@ def test_an_endpoint_down_gives_the_task_back_for_a_later_retry(service, make_in
 
 def test_a_closed_endpoint_port_is_transient_too(service, instance, locations, engine):
     add_s3, _ = locations
-    location = add_s3(SimpleNamespace(endpoint=f"http://127.0.0.1:{moto.free_port()}"), "down-bucket")
+    location = add_s3(SimpleNamespace(endpoint=f"http://127.0.0.1:{moto.free_port()}",
+                                      credentials=S3Credentials("AKIAEXAMPLE", "unused")), "down-bucket")
     task = service.tasks.submit_import(instance.name, location, "/batch")
     with worker_loop(service, only=task.id):
         down = wait_for(lambda: _given_back(service, task.id), 60, "the task given back")

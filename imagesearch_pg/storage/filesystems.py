@@ -58,8 +58,11 @@ def local() -> fsspec.AbstractFileSystem:
 
 def s3(location_name: str, endpoint: str | None, region: str | None,
        profile: str | None) -> fsspec.AbstractFileSystem:
-    """An S3FileSystem for the location. fsspec keeps one per distinct set of arguments, so this is cheap
-    to call for every use, and new credentials in the environment take effect at once."""
+    """An S3FileSystem for the location. fsspec keeps one per distinct set of arguments (and thread), so this
+    is cheap to call for every use. The location's own variables are arguments: new ones take effect at once.
+    A profile's or the AWS defaults' keys are read by botocore when that filesystem first signs, and kept by
+    it (refreshable ones, such as an instance role's, are refreshed): a changed file or AWS_* variable is
+    certain to apply only after a restart."""
     import s3fs  # with aiobotocore: loaded only where a location is on S3
 
     found = credentials(location_name)
