@@ -109,7 +109,8 @@ PROMISED_SECONDS = 10.0  # the README: "a revocation takes effect everywhere wit
 
 def test_a_key_revoked_during_traffic_is_refused_everywhere_within_10_seconds(server, keys, shop):
     """Through the production server, whose worker processes each remember a key they looked up: every
-    request sent 10 s after the revocation was committed is refused, whichever process answers it."""
+    request sent 10 s after the revocation was committed is refused, whichever process answers it (the
+    traffic goes on 2 s longer, on a new connection per request: dozens of requests, to every process)."""
     key_id, secret = keys.create([shop])
     body = f"InstanceName={shop}".encode()
     answers: list[tuple[float, str]] = []  # (sent at, "OK" or the Code)
@@ -118,14 +119,14 @@ def test_a_key_revoked_during_traffic_is_refused_everywhere_within_10_seconds(se
     began = time.monotonic()
 
     def traffic():
-        # Until a request sent past the promise is answered (or a minute passed: the revocation never came).
+        # Until 2 s past the promise (or a minute passed: the revocation never came).
         while time.monotonic() < began + 60:
             sent = time.monotonic()
             status, answer = post(server, signed_request(server, key_id, secret, body), body)
             answers.append((sent, "OK" if status == 200 else answer["Code"]))
             if status == 200:
                 key_worked.set()
-            if revoked_at and sent > revoked_at[0] + PROMISED_SECONDS:
+            if revoked_at and sent > revoked_at[0] + PROMISED_SECONDS + 2:
                 return
             time.sleep(0.05)  # a client's pace, not a synchronisation: the assertions use the times sent
 
@@ -137,4 +138,4 @@ def test_a_key_revoked_during_traffic_is_refused_everywhere_within_10_seconds(se
     assert _race(traffic, traffic, revoke) == []
     assert {code for _, code in answers} <= {"OK", "InvalidAccessKeyId"}
     late = [code for sent, code in answers if sent > revoked_at[0] + PROMISED_SECONDS]
-    assert late and set(late) == {"InvalidAccessKeyId"}, f"{late.count('OK')} passed 10 s after the revocation"
+    assert len(late) > 10 and set(late) == {"InvalidAccessKeyId"}, f"{late.count('OK')} of {len(late)} passed"
