@@ -127,7 +127,17 @@ class AccessKeys:
         return Credential(secret, None if row.instances is None else frozenset(row.instances))
 
     def first_use_of_nonce(self, nonce: str, window: timedelta) -> bool:
-        """Record a request nonce; False if it was seen before (a replay). Nonces are kept twice ``window``:
-        a request older than ``window`` is refused for its date anyway."""
+        """Record a request nonce; False if it was seen before (a replay). Old nonces are forgotten now and
+        then (forget_nonces), not with every request."""
         with self.database.transaction() as conn:
-            return key_store.record_nonce(conn, nonce, 2 * window)
+            fresh = key_store.record_nonce(conn, nonce)
+        if secrets.randbelow(100) == 0:
+            self.forget_nonces(window)
+        return fresh
+
+    def forget_nonces(self, window: timedelta) -> int:
+        """Forget the nonces first seen more than twice ``window`` ago (how many): a request whose date may
+        differ from the server's clock by ``window`` either way is accepted for at most twice ``window``
+        after its first sight, and is refused for its date after that."""
+        with self.database.transaction() as conn:
+            return key_store.forget_nonces(conn, 2 * window)

@@ -3,7 +3,6 @@ and the nonces of signed requests already seen."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -44,15 +43,17 @@ def active(conn: sa.Connection, key_id: str) -> sa.Row | None:
     ).first()
 
 
-def record_nonce(conn: sa.Connection, nonce: str, keep: timedelta) -> bool:
-    """Record a request nonce; False if it was recorded before. Nonces older than ``keep`` are forgotten
-    now and then."""
+def record_nonce(conn: sa.Connection, nonce: str) -> bool:
+    """Record a request nonce; False if it was recorded before."""
     fresh = conn.execute(
         pg_insert(request_nonces)
         .values(nonce=nonce)
         .on_conflict_do_nothing(index_elements=["nonce"])
         .returning(request_nonces.c.nonce)
     ).first()
-    if secrets.randbelow(100) == 0:
-        conn.execute(sa.delete(request_nonces).where(request_nonces.c.seen_at < sa.func.now() - keep))
     return fresh is not None
+
+
+def forget_nonces(conn: sa.Connection, keep: timedelta) -> int:
+    """Forget the nonces first seen more than ``keep`` ago; how many."""
+    return conn.execute(sa.delete(request_nonces).where(request_nonces.c.seen_at < sa.func.now() - keep)).rowcount
