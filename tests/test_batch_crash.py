@@ -84,6 +84,7 @@ def test_killed_workers_leave_the_same_database_as_a_clean_run(service, make_ins
         crashed = make_instance("product").name
         task = service.tasks.submit_import(crashed, location, path)
         seed = int(time.time())
+        print(f"kill points drawn with random.Random({seed})")  # shown with any failure below
         rng = random.Random(seed)
         # Kill points: once early (loading, counting, inside the first chunk), then past a random line of three
         # different chunks (a checkpoint every CHUNK_LINES), each a random moment after the checkpoint passed
