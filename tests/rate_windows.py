@@ -22,11 +22,14 @@ def database_time(engine: sa.Engine) -> float:
         return conn.execute(_NOW).scalar_one()
 
 
-def in_one_second(engine: sa.Engine, burst: Callable[[], T], *, tries: int = 10) -> T:
+def in_one_second(engine: sa.Engine, burst: Callable[[], T], *, tries: int = 10,
+                  before: Callable[[], object] = lambda: None) -> T:
     """``burst()``'s result from a try that began and ended within one second of the database's clock.
     Each try starts at the beginning of a second later than the one the last try ended in, so none of its
-    counts is in the try's window."""
+    counts is in the try's window. ``before()`` runs ahead of each try, outside its window: it undoes what
+    a request the limit should refuse did in a try that straddled two seconds (and so was admitted)."""
     for _ in range(tries):
+        before()
         now = database_time(engine)
         time.sleep(math.floor(now) + 1.002 - now)  # only where the window starts: the check below decides
         began = math.floor(database_time(engine))
