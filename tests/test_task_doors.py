@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -18,6 +17,7 @@ from click.testing import CliRunner
 
 from imagesearch_pg.attributes import Attributes
 from imagesearch_pg.cli import cli
+from imagesearch_pg.tasks.batch_import import CHUNK_LINES
 from tests.batch_folders import errors, exported, picture, run_to_end, wait_for, write_folder
 from tests.serving import serving
 
@@ -184,18 +184,20 @@ def test_a_worker_process_gives_its_task_back_on_sigterm(env, service, shop, tmp
                      or (seen.checkpoint or {}).get("line", 0) >= 64, 120, "a checkpoint")
             assert worker.poll() is None and service.tasks.get(task.id).finished_at is None, \
                 worker.stderr.read().decode()[-3000:] if worker.poll() is not None else service.tasks.get(task.id)
+            at_sigterm = service.tasks.get(task.id).checkpoint["line"]
             worker.send_signal(signal.SIGTERM)
-            began = time.monotonic()
-            worker.wait(timeout=30)
-            stopped_in = time.monotonic() - began
+            worker.wait(timeout=120)  # only against a hang
         finally:
             if worker.poll() is None:
                 worker.kill()
             stderr = worker.stderr.read().decode()
-        assert worker.returncode == 128 + signal.SIGTERM and stopped_in < 10, (stopped_in, stderr[-2000:])
+        assert worker.returncode == 128 + signal.SIGTERM, stderr[-2000:]
         given_back = service.tasks.get(task.id)
         assert (given_back.state, given_back.lease_owner, given_back.attempts) == ("running", None, 1)
-        assert 64 <= given_back.checkpoint["line"] < 256
+        # Given back at its next step: no checkpoint once the stop is seen, so at most the chunk being committed
+        # as the signal came (and one more, committed between the read above and the signal) got in after it.
+        assert at_sigterm <= given_back.checkpoint["line"] <= at_sigterm + 2 * CHUNK_LINES, (at_sigterm, given_back)
+        assert given_back.checkpoint["line"] < 256
         final = run_to_end(service, given_back)  # another worker, at once: no lease to wait for
         assert (final.state, final.progress["added"], final.progress["replaced"]) == ("succeeded", 256, 0)
         assert service.describe_instance(shop).picture_count == 256
