@@ -51,6 +51,21 @@ def test_searches_and_the_actions_counted_as_searches_share_the_instances_qps_pl
     assert in_one_second(engine, burst) == ["OK"] * 3 + [REFUSED] * 3 + ["OK"] * 3
 
 
+def test_a_changed_plan_applies_to_the_running_server_at_once(server, credentials, engine, service, make_instance):
+    """The plan is changed by another process (the CLI, the console) while the server runs."""
+    shop = stocked(service, make_instance, qps=2)
+
+    def searches(count):
+        return lambda: [call(server, credentials, "CheckImageExists", shop, ProductId="p", PicName="1.jpg")
+                        for _ in range(count)]
+
+    assert in_one_second(engine, searches(3)) == ["OK"] * 2 + [REFUSED]
+    service.change_plan(shop, qps=4)
+    assert in_one_second(engine, searches(5)) == ["OK"] * 4 + [REFUSED]
+    service.change_plan(shop, qps=1)
+    assert in_one_second(engine, searches(2)) == ["OK", REFUSED]
+
+
 def test_adds_and_updates_are_admitted_at_5_per_second(server, credentials, engine, service, make_instance):
     shop, other = stocked(service, make_instance, qps=1000), stocked(service, make_instance)
 

@@ -20,9 +20,12 @@ class Throttle:
     def __init__(self, database: Database):
         self.database = database
 
-    def admit(self, instance_id: int, kind: str, limit: int) -> None:
-        """Count one request; raise Throttling if it is over ``limit`` in the current second."""
+    def admit(self, instance_id: int, kind: str, limit: int | None) -> None:
+        """Count one request; raise Throttling if it is over ``limit`` in the current second. A ``limit`` of
+        None is the instance's QPS plan as the database holds it now."""
         with self.database.reading() as conn:
             count = request_counts.count_request(conn, instance_id, kind)
-        if count > limit:
+            if limit is None:
+                limit = request_counts.planned_qps(conn, instance_id)
+        if limit is not None and count > limit:  # no plan: the instance is gone, and the action says so
             raise Throttling(f"more than {limit} {kind} requests per second on this instance; retry shortly")

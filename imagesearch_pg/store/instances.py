@@ -19,10 +19,9 @@ class InstanceRef:
     service_type: str
     encoder: str
     embedding_dim: int
-    qps: int
 
 
-_REF_COLUMNS = [instances.c[name] for name in ("id", "name", "service_type", "encoder", "embedding_dim", "qps")]
+_REF_COLUMNS = [instances.c[name] for name in ("id", "name", "service_type", "encoder", "embedding_dim")]
 _PUBLIC_COLUMNS = [c for c in instances.c if c.name != "last_write_xid"]
 
 

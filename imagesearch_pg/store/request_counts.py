@@ -7,7 +7,7 @@ import secrets
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from imagesearch_pg.store.tables import request_counts
+from imagesearch_pg.store.tables import instances, request_counts
 
 
 def count_request(conn: sa.Connection, instance_id: int, kind: str) -> int:
@@ -26,3 +26,9 @@ def count_request(conn: sa.Connection, instance_id: int, kind: str) -> int:
     if secrets.randbelow(1000) == 0:  # now and then, forget old seconds
         conn.execute(sa.delete(request_counts).where(request_counts.c.second < second - 60))
     return count
+
+
+def planned_qps(conn: sa.Connection, instance_id: int) -> int | None:
+    """The instance's QPS plan as stored now (a plan change applies to every server process at once); None
+    once the instance is gone."""
+    return conn.execute(sa.select(instances.c.qps).where(instances.c.id == instance_id)).scalar()
