@@ -183,6 +183,7 @@ async def _read_request(conn: h11.Connection, reader, writer, keepalive: float, 
 
 
 async def _receive(conn: h11.Connection, reader, writer, keepalive: float, budget: _Budget, body: bytearray):
+    clock = asyncio.get_running_loop().time  # the clock of wait_for's timers (a test's loop may move it)
     began = None  # the request's clock starts with its first byte
     head = None
     repeated: frozenset[str] = frozenset()
@@ -199,19 +200,21 @@ async def _receive(conn: h11.Connection, reader, writer, keepalive: float, budge
             if began is None:
                 timeout = keepalive  # waiting for a request on a kept-alive (or new) connection
             else:
-                timeout = min(STALL_SECONDS, began + REQUEST_SECONDS - time.monotonic())
+                timeout = min(STALL_SECONDS, began + REQUEST_SECONDS - clock())
                 if timeout <= 0:
-                    raise Refusal(408, "RequestTimeout", f"the request did not arrive within {REQUEST_SECONDS:.0f} s")
+                    raise _late()
             try:
                 data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
             except asyncio.TimeoutError:
                 if began is None:
                     return None
+                if timeout < STALL_SECONDS:  # the request's own time ran out before a pause did
+                    raise _late() from None
                 raise Refusal(408, "RequestTimeout", f"the client sent nothing for {STALL_SECONDS:.0f} s in the middle of a request") from None
             if began is None:
                 if not data:
                     return None
-                began = time.monotonic()
+                began = clock()
             if head is None:
                 sent += data
             conn.receive_data(data)
@@ -267,6 +270,10 @@ def _content_length(head: h11.Request) -> int | None:
         if name == b"content-length":
             return int(value)  # h11 has checked it is digits
     return None
+
+
+def _late() -> Refusal:
+    return Refusal(408, "RequestTimeout", f"the request did not arrive within {REQUEST_SECONDS:.0f} s")
 
 
 def _too_large() -> str:

@@ -82,13 +82,20 @@ def _gunicorn(config: dict, *, host: str, port: int, workers: int, console_hint:
     import shutil
     import tempfile
 
-    from gunicorn.app.base import BaseApplication
-
-    from flask_app import create_app
-
     # Workers write their metrics into this directory (set before they import prometheus_client).
     metrics_dir = tempfile.mkdtemp(prefix="imagesearch-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        gunicorn_application(config, host=host, port=port, workers=workers, console_hint=console_hint).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def gunicorn_application(config: dict, *, host: str, port: int, workers: int, console_hint: str):
+    """The gunicorn application `serve` runs, configured (its ``cfg``) and not yet started."""
+    from gunicorn.app.base import BaseApplication
+
+    from flask_app import create_app
 
     def child_exit(server, worker):
         from prometheus_client import multiprocess
@@ -116,7 +123,4 @@ def _gunicorn(config: dict, *, host: str, port: int, workers: int, console_hint:
         def load(self):
             return create_app(config)
 
-    try:
-        Application().run()
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return Application()
