@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlencode
 
 from imagesearch_pg.errors import ImageSearchError, InstanceStatusError, InvalidParameter, NoPermission, RequestExpired
@@ -39,11 +39,12 @@ ERRORS, META = "errors", "meta"  # what a download link gives
 
 
 class Tasks:
-    def __init__(self, instances: Instances, storage, settings):
+    def __init__(self, instances: Instances, storage, settings, clock: Callable[[], float] = time.time):
         self.instances = instances
         self.database = instances.database
         self.storage = storage
         self.settings = settings
+        self.clock = clock  # seconds since the epoch, for download links' expiry (tests pass their own)
 
     @functools.cached_property
     def _link_key(self) -> bytes:
@@ -177,7 +178,7 @@ class Tasks:
         with self.database.reading() as conn:
             if task.state not in task_store.FINAL_STATES or not has(conn, task.id):
                 return None
-        expires = int(time.time() + seconds)
+        expires = int(self.clock() + seconds)
         query = urlencode({"Expires": expires, "Signature": self._signature(what, task.id, expires)})
         return f"{(base_url or self.settings.public_url).rstrip('/')}/downloads/{what}/{task.id}?{query}"
 
@@ -191,7 +192,7 @@ class Tasks:
         given = (signature or "").encode("utf-8", errors="replace")  # any text a client sends, compared as bytes
         if not hmac.compare_digest(self._signature(what, task_id, when).encode(), given):
             raise NoPermission("the download link's signature does not match; ask for a new link")
-        if when < time.time():
+        if when < self.clock():
             raise RequestExpired("the download link has expired; list the tasks again for a new one")
         return self.get(task_id)
 
