@@ -1,0 +1,33 @@
+"""Rules of the filter compiler (imagesearch_pg/store/filters.py) that tests/test_filters.py leaves open:
+how a long token is shown in a message, and that a filter compiled for a given table refers to that table
+alone at every level of AND, OR and the comparisons under them."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from imagesearch_pg.errors import InvalidFilter
+from imagesearch_pg.store.filters import FIELDS, compile_filter, parse_filter
+from imagesearch_pg.store.tables import pictures
+
+
+@pytest.mark.parametrize("length,shown", [(40, "w" * 40), (41, "w" * 40 + "...")])
+def test_a_token_is_shown_whole_up_to_40_characters(length, shown):
+    with pytest.raises(InvalidFilter) as refused:
+        parse_filter("w" * length + " = 1")
+    assert refused.value.message == (f"Filter: at position 1, unknown field {shown!r}; the fields are "
+                                     f"{', '.join(FIELDS)}")
+
+
+@pytest.mark.parametrize("text", [
+    "int_attr = 1",
+    'int_attr = 1 AND str_attr = "a"',
+    'int_attr = 1 OR str_attr != "a"',
+    'int_attr >= 1 AND (str_attr = "a" OR int_attr2 in (1, 2)) AND str_attr2 not in ("x") OR int_attr3 != 4',
+])
+def test_a_filter_compiled_for_a_table_reads_that_table_alone(text):
+    elsewhere = pictures.alias("elsewhere")
+    statement = sa.select(sa.literal(1)).select_from(elsewhere).where(compile_filter(text, elsewhere))
+    assert statement.get_final_froms() == [elsewhere]
+    assert sa.select(sa.literal(1)).where(compile_filter(text)).get_final_froms() == [pictures]
