@@ -8,6 +8,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from imagesearch_pg.config import Settings
+from imagesearch_pg.errors import DatabaseUnavailable
 
 
 # Pictures are at most 4 MB, about 5.4 MB in base64: a body over this is refused before it is read whole.
@@ -39,6 +40,7 @@ def create_app(config: dict | None = None) -> Flask:
     console.csrf.exempt(api.bp)
     console.csrf.exempt(downloads.bp)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(DatabaseUnavailable, _database_unavailable)
     app.after_request(_never_framed)
     return app
 
@@ -82,4 +84,16 @@ def _http_error(error: HTTPException):
     }.get(error.code, ("InvalidParameter", error.description or error.name))
     response = jsonify(protocol.error(str(uuid.uuid4()).upper(), code, message))
     response.status_code = error.code or 400
+    return response
+
+
+def _database_unavailable(error: DatabaseUnavailable):
+    """An outage met outside a view's own error handling (a worker whose service could not open yet, on
+    /health or a download): 503, never a 500 with a traceback."""
+    from flask_app import console, protocol
+
+    if console.is_console_request():
+        return console.unavailable_page()
+    response = jsonify(protocol.error(str(uuid.uuid4()).upper(), error.code, error.message))
+    response.status_code = 503
     return response

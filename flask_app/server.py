@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from werkzeug.serving import WSGIRequestHandler
@@ -43,6 +44,7 @@ def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, in
         )
     config = {"SETTINGS": settings, "INSECURE_NO_AUTH": insecure_no_auth}
     console_hint = console_line(service, host, port)
+    master = os.getpid()
     try:
         if dev:
             print(console_hint, file=sys.stderr, flush=True)
@@ -51,7 +53,10 @@ def run(settings: Settings, *, host: str, port: int, workers: int, dev: bool, in
         else:
             _gunicorn(config, host=host, port=port, workers=workers, console_hint=console_hint)
     finally:
-        service.close()
+        # gunicorn's workers are forks that leave through here too (on a reload or a max-requests restart):
+        # what the master holds for all of them is the master's to let go.
+        if os.getpid() == master:
+            service.close()
 
 
 class RequestHandler(WSGIRequestHandler):
@@ -78,17 +83,18 @@ def console_line(service: ImageSearch, host: str, port: int) -> str:
 
 
 def _gunicorn(config: dict, *, host: str, port: int, workers: int, console_hint: str) -> None:
-    import os
     import shutil
     import tempfile
 
     # Workers write their metrics into this directory (set before they import prometheus_client).
     metrics_dir = tempfile.mkdtemp(prefix="imagesearch-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    master = os.getpid()
     try:
         gunicorn_application(config, host=host, port=port, workers=workers, console_hint=console_hint).run()
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if os.getpid() == master:  # not a worker leaving (see run)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def gunicorn_application(config: dict, *, host: str, port: int, workers: int, console_hint: str):

@@ -125,10 +125,6 @@ def fresh_workers(server) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a gunicorn worker whose service is not open yet answers /health and /downloads/... with 500 and a "
-    "traceback while the database is unreachable: get_service() raises DatabaseUnavailable outside their "
-    "handlers, and the console's handler re-raises it for requests that are not the console's"))
 def test_no_traceback_while_the_database_is_unreachable(proxied_url, settings, credentials, shop):
     url, proxy = proxied_url
     content = quote(base64.b64encode(encode(noise(96, 96, seed=11))).decode(), safe="")

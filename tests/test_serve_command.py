@@ -104,3 +104,23 @@ def test_a_start_naming_only_its_port_listens_on_loopback_alone_with_2_workers(i
     while len(workers := children(process.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(workers) == 2, workers
+
+
+def test_a_reload_replaces_the_workers_and_they_serve(insecure, shop):
+    """SIGHUP (gunicorn's reload, what a service manager's reload sends): the old workers exit and new ones
+    answer the API and /metrics. A worker's exit must leave the master's shared state (the metrics folder,
+    the database handle) alone."""
+    import signal
+
+    process, port = insecure
+    before = set(children(process.pid))
+    os.kill(process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 120
+    while (len(now := set(children(process.pid))) != 2 or now & before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(now) == 2 and not now & before, (before, now)
+    for _ in range(4):  # new connections: each may reach either new worker
+        answer = unsigned_detail(f"127.0.0.1:{port}", shop)
+        assert answer.status_code == 200, answer.text
+        assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).status_code == 200
+    assert "Traceback" not in process.logs.read()[1]

@@ -38,7 +38,6 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     app.register_blueprint(bp)
     app.register_error_handler(CSRFError, _form_expired)
-    app.register_error_handler(DatabaseUnavailable, _unavailable)
 
 
 def is_console_request() -> bool:
@@ -104,8 +103,6 @@ def _form_expired(error: CSRFError):
                                    "the page and send it again."), 400
 
 
-def _unavailable(error: DatabaseUnavailable):
-    if not is_console_request():
-        raise error  # the API answers its own outages
+def unavailable_page():
     return render_template("console/problem.html", title="The database is unavailable",
                            message="The service cannot reach its database just now. Try again in a moment."), 503
