@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from imagesearch_pg.errors import Throttling
 from imagesearch_pg.service.throttling import Throttle
 from imagesearch_pg.store import request_counts
+from imagesearch_pg.store.tables import instances
 from imagesearch_pg.store.tables import request_counts as counts_table
 
 ATTEMPTS = 50  # calls crossing a second are rare (a run takes milliseconds); 50 misses in a row do not happen
@@ -62,6 +63,27 @@ def test_the_nth_request_of_a_second_is_admitted_while_n_is_within_the_limit(dat
     _, kind, results = in_one_second(engine, [outcome(throttle, instance_id, limit)] * (limit + 2))
     refusal = f"more than {limit} {kind} requests per second on this instance; retry shortly"
     assert results == ["admitted"] * limit + [refusal] * 2
+
+
+def test_without_a_limit_given_the_instances_plan_is_read_then(database, engine, make_instance):
+    """A limit of None is the QPS plan the database holds when the request is counted; an instance that is
+    gone has no plan, and its requests are not refused here (the action itself finds it missing)."""
+    name = make_instance("generic", qps=2).name
+    with engine.connect() as conn:
+        instance_id = conn.execute(sa.select(instances.c.id).where(instances.c.name == name)).scalar_one()
+    throttle = Throttle(database)
+    _, kind, results = in_one_second(engine, [outcome(throttle, instance_id, None)] * 4)
+    assert results == ["admitted"] * 2 + [f"more than 2 {kind} requests per second on this instance; retry shortly"] * 2
+    with engine.begin() as conn:
+        conn.execute(sa.update(instances).where(instances.c.id == instance_id).values(qps=3))
+    _, kind, results = in_one_second(engine, [outcome(throttle, instance_id, None)] * 4)
+    assert results.count("admitted") == 3
+    gone = -1 - secrets.randbelow(2**31 - 2)
+    try:
+        assert in_one_second(engine, [outcome(throttle, gone, None)] * 3)[2] == ["admitted"] * 3
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(counts_table).where(counts_table.c.instance_id.in_([instance_id, gone])))
 
 
 def test_counts_are_per_instance_and_kind(database, engine, instance_id):
