@@ -28,7 +28,7 @@ def refusal(text: str) -> str:
 
 
 @pytest.mark.parametrize("text,message", [
-    ("int_attr = 1\x00", "Filter: at position 13, NUL characters (U+0000) are not allowed in a filter"),
+    ("int_attr = 1\x00 \x00", "Filter: at position 13, NUL characters (U+0000) are not allowed in a filter"),
     # a backslash before the last character escapes it, or is refused for it, as anywhere else
     ('str_attr = "ab\\x', "Filter: at position 15, invalid escape '\\\\x' in the string starting at position 12; "
                          'only \\" (a quote) and \\\\ (a backslash) are allowed'),
