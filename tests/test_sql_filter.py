@@ -4,6 +4,8 @@ for hand-written and random malformed filters."""
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -128,3 +130,37 @@ CHARACTERS = sorted(set("".join(PIECES)) | set("abcdefghijklmnopqrstuvwxyz_ATNDO
 @given(text=st.text(st.sampled_from(CHARACTERS), min_size=1, max_size=40))
 def test_random_character_strings_are_refused_alike(conn, text):
     assert sql_refusal(conn, text) == python_refusal(text), repr(text)
+
+
+@pytest.fixture(scope="module")
+def other_locale(engine):
+    """A database made with libc's C locale, where [:alnum:] is ASCII alone (the suite's server has a
+    Unicode one), migrated to head; a connection in a transaction that is rolled back."""
+    from imagesearch_pg.store import schema
+    from imagesearch_pg.store.database import create_engine
+
+    name = f"c_locale_{uuid.uuid4().hex[:12]}"
+    admin = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE \"{name}\" LOCALE 'C' ENCODING 'UTF8' TEMPLATE template0"))
+    made = create_engine(engine.url.set(database=name).render_as_string(hide_password=False), search_path=None)
+    try:
+        schema.upgrade(made)
+        with made.connect() as conn:
+            trans = conn.begin()
+            yield conn
+            trans.rollback()
+    finally:
+        made.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.parametrize("text", [
+    "１ = 1", "int_attr = １", "²", "é", "Ω > 1", "straße = \"x\"", "int_attr\u00a0= 1", "str_аttr = \"a\"",
+    "INT_ATTR = 1 AND STR_ATTR = \"a\"", "İNT_ATTR = 1", "int_attr IN (1, ２)", "٣", "€",
+])
+def test_filters_are_lexed_alike_in_a_database_of_another_locale(conn, other_locale, text):
+    """Character classes follow a database's locale: the compiler must use none, so that a filter gets the
+    same answer in any user's database as from the service."""
+    assert sql_refusal(other_locale, text) == sql_refusal(conn, text) == python_refusal(text), repr(text)

@@ -128,9 +128,10 @@ def _is_digit(ch: str) -> bool:
 
 
 def _is_word_char(ch: str) -> bool:
-    # Unicode-aware on purpose: a look-alike letter stays inside the word, so the message shows the whole
-    # word ("unknown field 'str_аttr'") instead of splitting it at the foreign letter.
-    return ch.isalnum() or ch == "_"
+    # Every character past ASCII counts: a look-alike letter stays inside the word, so the message shows the
+    # whole word ("unknown field 'str_аttr'") instead of splitting it at the foreign letter. No Unicode
+    # classes: the SQL compiler must lex alike in a database of any locale (sql/0023_filter_words.sql).
+    return not ch.isascii() or ch.isalnum() or ch == "_"
 
 
 class Lexer:
