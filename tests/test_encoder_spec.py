@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import onnx
@@ -102,7 +103,8 @@ def test_registration_runs_the_model_and_refuses_a_wrong_spec(service, tmp_path,
 def test_a_registered_onnx_file_serves_an_instance_like_the_builtin_one(service, make_instance, tmp_path):
     """The default encoder's own ONNX file, described by a spec, must give the same search results."""
     builtin = service.encoders.registry.get("efficientnet-lite0")
-    spec = {"name": f"lite0-copy-{tmp_path.name[-6:]}", "onnx": str(builtin.model_path()), "dim": 1280,
+    # Registered for good: a name of this run, so that a second run on the same database registers anew.
+    spec = {"name": f"lite0-copy-{uuid.uuid4().hex[:8]}", "onnx": str(builtin.model_path()), "dim": 1280,
             "output": "features", "input_size": 224, "scale": 1.0, "mean": 127.0, "std": 128.0}
     (tmp_path / "lite0.json").write_text(json.dumps(spec))
     registered = service.register_encoder(tmp_path / "lite0.json")
@@ -169,12 +171,13 @@ def test_text_search_with_a_users_text_model(tmp_path, service, make_instance):
     colour_word_tokenizer(tmp_path / "tokenizer.json")
     text = {"onnx": "text.onnx", "tokenizer": "tokenizer.json", "output": "summed", "max_length": 8,
             "input_name": "ids", "attention_mask": "mask"}
-    spec_path = write_spec(tmp_path, name="colour-words", text=text)
+    name = f"colour-words-{uuid.uuid4().hex[:8]}"  # registered for good: a name of this run
+    spec_path = write_spec(tmp_path, name=name, text=text)
     spec = service.register_encoder(spec_path)
     assert spec.text is not None and spec.text.onnx == (tmp_path / "text.onnx").resolve()
     assert EncoderSpec.from_dict(spec.to_dict()) == spec  # stored and read back alike
 
-    instance = make_instance("generic", encoder="colour-words")
+    instance = make_instance("generic", encoder=name)
     for name, rgb in (("red", (220, 20, 20)), ("green", (20, 220, 20)), ("blue", (20, 20, 220))):
         picture = np.zeros((120, 120, 3), np.uint8)
         picture[:] = rgb
