@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from imagesearch_pg.cli import cli
 from imagesearch_pg.errors import InstanceBusy, InvalidInstance, NoPermission
+from imagesearch_pg.service.models import PicInfo
 from imagesearch_pg.store import locks
 from imagesearch_pg.store import pictures as picture_store
 from imagesearch_pg.store.tables import partition_name
@@ -150,6 +151,35 @@ def test_creating_and_deleting_other_instances_is_busy_while_a_reader_holds_imag
     finally:
         holder.end()
     service.delete_instance(other)
+    assert other not in {i.name for i in service.list_instances()}
+
+
+def test_a_write_in_progress_on_one_instance_neither_delays_nor_deadlocks_creating_and_deleting_another(
+        service, stocked, monkeypatch):
+    """A writer holds its instance's row and counts (instances, from admit_new) before it writes into its
+    partition, which takes a lock on imagesearch.pictures: a change that attaches or detaches a partition
+    while wanting more of instances than a writer's lock (a foreign key cloned onto the partition did) waits
+    for the writer while the writer waits for it."""
+    counted, go = threading.Event(), threading.Event()
+    upsert_many = picture_store.upsert_many
+
+    def paused_upsert(*args, **kwargs):
+        counted.set()
+        assert go.wait(60)
+        return upsert_many(*args, **kwargs)
+
+    monkeypatch.setattr(picture_store, "upsert_many", paused_upsert)
+    writing, written = _in_background(lambda: service.add_image(stocked, "p", "3.jpg", encode(noise(150, 150, seed=3))))
+    try:
+        assert counted.wait(60)
+        other = f"locks{os.getpid()}-{next(_names)}"
+        service.create_instance(other, "generic")  # while the writer holds its count, not after
+        service.delete_instance(other)
+    finally:
+        go.set()
+        writing.join(timeout=60)
+    assert not writing.is_alive() and isinstance(written[0], PicInfo), written
+    assert service.describe_instance(stocked).picture_count == 3
     assert other not in {i.name for i in service.list_instances()}
 
 

@@ -66,7 +66,7 @@ shards = sa.Table(  # other PostgreSQL servers that hold instances' pictures (mi
 pictures = sa.Table(
     "pictures",
     metadata,
-    sa.Column("instance_id", sa.Integer, sa.ForeignKey("instances.id"), primary_key=True),
+    sa.Column("instance_id", sa.Integer, primary_key=True),  # no foreign key: see migration 0024
     sa.Column("key_digest", sa.LargeBinary, primary_key=True),  # key_digest() of (product_id, pic_name)
     sa.Column("product_id", sa.Text, nullable=False),
     sa.Column("pic_name", sa.Text, nullable=False),
