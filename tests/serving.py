@@ -45,19 +45,19 @@ class ServerLogs:
 
 
 @contextmanager
-def serving(env: dict, *, workers: int = 1, extra: tuple = ()):
+def serving(env: dict, *, workers: int | None = 1, extra: tuple = (),
+            command: tuple = (sys.executable, "-m", "imagesearch_pg"), cwd: Path | None = None):
     """The server running with ``env`` added to this process's environment; yields (process, port).
-    Stopped with SIGTERM at the end; process.logs holds what it wrote, process.output is (stdout, stderr)
-    after it stopped."""
+    ``workers`` None leaves their number to serve's default; ``command`` runs imagesearch (an installed
+    copy's script, say). Stopped with SIGTERM at the end; process.logs holds what it wrote, process.output is
+    (stdout, stderr) after it stopped."""
     port = free_port()
+    options = ("--port", str(port), *(() if workers is None else ("--workers", str(workers))), *extra)
     with tempfile.TemporaryDirectory(prefix="imagesearch-serve-") as folder:
         logs = ServerLogs(Path(folder))
         with open(logs.out_path, "wb") as out, open(logs.err_path, "wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "imagesearch_pg", "serve", "--port", str(port), "--workers", str(workers),
-                 *extra],
-                env={**os.environ, **env}, stdout=out, stderr=err,
-            )
+            process = subprocess.Popen([*command, "serve", *options], env={**os.environ, **env}, cwd=cwd,
+                                       stdout=out, stderr=err)
         process.logs = logs
         try:
             _wait_until_healthy(process, port, logs)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from imagesearch_pg.store import schema
 from imagesearch_pg.store.database import create_engine
-from tests.serving import ServerLogs, _wait_until_healthy, free_port
+from tests.serving import serving
 
 pytestmark = pytest.mark.slow
 
@@ -104,21 +104,9 @@ def test_the_installed_copy_migrates_a_fresh_database_and_serves_it(installed, s
 
     # `imagesearch serve` from the installed copy: the HTTP layer found by its entry point, the console's
     # templates and static files read from the installed package.
-    port = free_port()
-    logs = ServerLogs(tmp_path)
-    with open(logs.out_path, "wb") as out, open(logs.err_path, "wb") as err:
-        process = subprocess.Popen([str(target / "bin/imagesearch"), "serve", "--port", str(port), "--workers", "1",
-                                    "--task-workers", "0"], env=env, cwd=tmp_path, stdout=out, stderr=err)
-    try:
-        _wait_until_healthy(process, port, logs)
+    with serving(env, command=(str(target / "bin/imagesearch"),), extra=("--task-workers", "0"),
+                 cwd=tmp_path) as (_, port):
         login = requests.get(f"http://127.0.0.1:{port}/login", timeout=30)
         assert login.status_code == 200 and 'name="password"' in login.text, login.text[:500]
         css = requests.get(f"http://127.0.0.1:{port}/console/static/console.css", timeout=30)
         assert css.status_code == 200 and css.content == (ROOT / "flask_app/console/static/console.css").read_bytes()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

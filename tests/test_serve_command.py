@@ -6,8 +6,7 @@ machine) and seen in one real start that names only its port."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import signal
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from imagesearch_pg.cli import cli
-from tests.serving import ServerLogs, _wait_until_healthy, free_port
+from tests.serving import serving
 
 WARNING = "AUTHENTICATION IS OFF (--insecure-no-auth)"
 
@@ -27,28 +26,13 @@ def test_serve_defaults_to_loopback_port_8080_and_2_workers():
 
 
 @pytest.fixture(scope="module")
-def insecure(engine, settings, tmp_path_factory):
+def insecure(engine, settings):
     """`imagesearch serve --port P --task-workers 0 --insecure-no-auth`: host and workers left to their
     defaults (no task worker: it would claim other tests' tasks). Yields (process, port)."""
     env = {"IMAGESEARCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
            "IMAGESEARCH_HOME": str(settings.home)}
-    port = free_port()
-    logs = ServerLogs(tmp_path_factory.mktemp("insecure-serve"))
-    with open(logs.out_path, "wb") as out, open(logs.err_path, "wb") as err:
-        process = subprocess.Popen([sys.executable, "-m", "imagesearch_pg", "serve", "--port", str(port),
-                                    "--task-workers", "0", "--insecure-no-auth"],
-                                   env={**os.environ, **env}, stdout=out, stderr=err)
-    process.logs = logs
-    try:
-        _wait_until_healthy(process, port, logs)
+    with serving(env, workers=None, extra=("--task-workers", "0", "--insecure-no-auth")) as (process, port):
         yield process, port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def unsigned_detail(address: str, instance: str) -> requests.Response:
@@ -110,7 +94,6 @@ def test_a_reload_replaces_the_workers_and_they_serve(insecure, shop):
     """SIGHUP (gunicorn's reload, what a service manager's reload sends): the old workers exit and new ones
     answer the API and /metrics. A worker's exit must leave the master's shared state (the metrics folder,
     the database handle) alone."""
-    import signal
 
     process, port = insecure
     before = set(children(process.pid))
