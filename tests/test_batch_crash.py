@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from imagesearch_pg.store.tables import partition
 from imagesearch_pg.tasks.batch_import import CHUNK_LINES
 from tests.batch_folders import errors, picture, run_to_end, write_folder
+from tests.task_runs import claim, run_claimed, run_now
 
 pytestmark = pytest.mark.slow
 LEASE = 2.0  # the killed worker's lease: how long the next one waits
@@ -123,3 +124,57 @@ def test_killed_workers_leave_the_same_database_as_a_clean_run(service, make_ins
             else:
                 assert got[key][column] == value, (key, column)
     assert service.describe_instance(crashed).picture_count == len(expected)
+
+
+def test_a_checkpoint_every_64_lines_is_written_with_those_lines(service, make_instance, engine, tmp_path):
+    """README: the checkpoint comes every 64 lines, in the transaction that holds those lines' pictures and
+    failed lines. The database refuses the task's second checkpoint (as a server going away would answer):
+    what is left is the first 64 lines, whole, and the task resumes from there."""
+    location = f"chunks-{os.getpid()}"
+    service.storage.add(location, str(tmp_path))
+    name = make_instance("generic").name
+    lines = [{"OperationType": "ADD", "ProductId": f"p{i}", "PicName": f"{i}.jpg", "Crop": False} for i in range(150)]
+    for broken in (9, 99):  # a failed line in the first chunk and one in the second (line numbers 10 and 100)
+        lines[broken] = "{not json"
+    path = write_folder(tmp_path, lines, {f"{i}.jpg": picture(i, 100) for i in range(150)})
+    task = service.tasks.submit_import(name, location, path)
+    trigger = f"refuse_second_checkpoint_{os.getpid()}"  # unique per run: the database may be shared
+    refuse_second = f"""
+        CREATE FUNCTION public.{trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.id = {task.id} AND OLD.checkpoint IS NOT NULL AND NEW.checkpoint IS DISTINCT FROM OLD.checkpoint THEN
+                RAISE EXCEPTION 'the test refuses a second checkpoint' USING ERRCODE = '57P01';
+            END IF;
+            RETURN NEW;
+        END $$"""
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(refuse_second))
+            conn.execute(sa.text(f"CREATE TRIGGER {trigger} BEFORE UPDATE ON imagesearch.tasks "
+                                 f"FOR EACH ROW EXECUTE FUNCTION public.{trigger}()"))
+        try:
+            run_claimed(service, claim(service, task))
+        finally:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"DROP TRIGGER {trigger} ON imagesearch.tasks"))
+                conn.execute(sa.text(f"DROP FUNCTION public.{trigger}()"))
+        paused = service.tasks.get(task.id)
+        assert (paused.state, paused.lease_owner) == ("running", None)  # given back, to resume later
+        assert paused.checkpoint["line"] == 64 and paused.progress["done"] == 64
+        assert (paused.progress["added"], paused.progress["failed"]) == (63, 1)
+        assert service.describe_instance(name).picture_count == 63
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(partition(service.instances.current(name).id).c.product_id)).scalars().all()
+        assert sorted(stored, key=lambda key: int(key[1:])) == [f"p{i}" for i in range(64) if i != 9]
+        assert [e["line"] for e in errors(service, paused)] == [10]
+
+        with engine.begin() as conn:  # its pause (after an outage) ends now rather than in 10 s
+            conn.execute(sa.text("UPDATE imagesearch.tasks SET lease_expires_at = now() - interval '1 second' "
+                                 "WHERE id = :id"), {"id": task.id})
+        final = run_now(service, paused)
+        assert (final.state, final.progress["done"], final.progress["added"], final.progress["failed"]) == (
+            "partially_failed", 150, 148, 2)
+        assert [e["line"] for e in errors(service, final)] == [10, 100]
+        assert service.describe_instance(name).picture_count == 148
+    finally:
+        service.storage.remove(location)

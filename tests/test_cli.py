@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from imagesearch_pg.cli import cli
@@ -30,6 +32,16 @@ def run(engine, settings):
         return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
     return invoke
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """A table the command printed for people, as {column: cell}: cells are cut at the header's columns
+    (a cell may be empty, so splitting at the gaps would shift the cells after it)."""
+    header, *lines = text.splitlines()
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    names = header.split()
+    return [{name: line[start:end].strip() for name, start, end in zip(names, starts, [*starts[1:], None])}
+            for line in lines]
 
 
 @pytest.fixture
@@ -218,3 +230,36 @@ def test_instance_plan_and_renew(run, service, make_instance):
         result = run("instance", *args)
         assert result.exit_code != 0 and words in result.output, (args, result.output)
     assert (service.describe_instance(made.name).capacity, service.describe_instance(made.name).qps) == (50, 4)
+
+
+def test_the_listings_people_read(run, service, make_instance, photo_dir, engine):
+    """The README's other commands, as printed for people: `encoder list`, `db current`, `instance list`,
+    and `delete --pic-name` (one picture of a product, the others kept)."""
+    encoders = {row["Name"]: row for row in table_rows(run("encoder", "list").stdout)}
+    for name in ("efficientnet-lite0", "efficientnet-lite0-gem", "efficientnet-lite0-gem-shape",
+                 "efficientnet-lite0-gem-texture", "efficientnet-lite0-trademark"):
+        assert encoders[name] == {"Name": name, "Dim": "1280", "Model": "built-in"}
+
+    current = run("db", "current")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT version_num FROM imagesearch.alembic_version")).scalar_one()
+    assert current.exit_code == 0 and current.stdout == f"{stored}\n" and stored == schema.head_revision()
+
+    made = make_instance("generic", capacity=77, qps=3)
+    for pic_name in ("a.png", "b.png"):
+        service.add_image(made.name, "p1", pic_name, (photo_dir / "rocket.png").read_bytes())
+    listed = run("instance", "list")
+    assert listed.exit_code == 0 and listed.stdout.splitlines()[0].split() == [
+        "Name", "ServiceType", "TotalCount", "Capacity", "Qps", "Region"]
+    assert [row for row in table_rows(listed.stdout) if row["Name"] == made.name] == [
+        {"Name": made.name, "ServiceType": "generic", "TotalCount": "2", "Capacity": "77", "Qps": "3", "Region": "local"}]
+    [shown] = [i for i in json.loads(run("instance", "list", "--json").stdout) if i["Name"] == made.name]
+    assert (shown["TotalCount"], shown["Capacity"], shown["Qps"], shown["ServiceType"]) == (2, 77, 3, "generic")
+
+    deleted = run("delete", made.name, "--product-id", "p1", "--pic-name", "a.png")
+    assert deleted.exit_code == 0 and deleted.stdout == "deleted 1 picture(s): a.png\n"
+    assert service.check_image_exists(made.name, "p1", "a.png") is None
+    assert service.check_image_exists(made.name, "p1", "b.png") is not None
+    assert service.describe_instance(made.name).picture_count == 1
+    none_left = run("delete", made.name, "--product-id", "p1", "--pic-name", "a.png")
+    assert none_left.exit_code == 0 and none_left.stdout == "deleted 0 picture(s)\n"

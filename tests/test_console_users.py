@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import string
 import threading
 import uuid
 
@@ -67,7 +68,8 @@ def test_a_password_is_kept_as_an_argon2id_hash(service, users, engine):
         stored = conn.execute(sa.text("SELECT password_hash FROM imagesearch.console_users WHERE name = :n"),
                               {"n": name}).scalar()
     assert stored.startswith("$argon2id$") and "correct horse" not in stored
-    assert "m=65536" in stored  # memory-hard: 64 MiB
+    parameters = dict(pair.split("=") for pair in stored.split("$")[3].split(","))
+    assert (parameters["m"], parameters["t"]) == ("65536", "3")  # docs/console.md: 64 MiB, 3 passes
     service.console_users.authenticate(name, "correct horse battery", client)
     with pytest.raises(NoPermission, match="wrong user name or password"):
         service.console_users.authenticate(name, "correct horse batterY", client)
@@ -202,12 +204,28 @@ def test_a_name_no_user_can_have_is_refused_unchecked(service, name):
 @pytest.mark.parametrize("name, password, error", [
     ("", "long enough pw", InvalidParameter), ("a b", "long enough pw", InvalidParameter),
     ("-lead", "long enough pw", InvalidParameter), ("x" * 65, "long enough pw", InvalidParameter),
-    ("ok", "short", InvalidParameter), ("ok", "p" * 1025, InvalidParameter), ("ok", " padded pw ", InvalidParameter),
+    ("ok", "short", InvalidParameter), ("ok", "p" * 7, InvalidParameter), ("ok", "p" * 1025, InvalidParameter),
+    ("ok", " padded pw ", InvalidParameter),
     ("ok", "nul\x00inside!", InvalidParameter),
 ])
 def test_bad_names_and_passwords_are_refused(service, name, password, error):
     with pytest.raises(error):
         service.console_users.create(name, password)
+
+
+def test_the_longest_and_shortest_names_and_passwords_are_accepted(service, users):
+    """docs/console.md: a name of 1-64 characters, a password of 8-1024 (one past either end is refused above)."""
+    taken = {user.name for user in service.console_users.listing()}
+    # one character leaves no room for a part unique to the test: a letter no user has
+    short_name = next(c for c in string.ascii_letters + string.digits if c not in taken)
+    long_name = unique("longest").ljust(64, "0")
+    users.names += [short_name, long_name]
+    client = users.client()
+    for name, password in ((short_name, "8 chars!"), (long_name, "p" * 1024)):
+        service.console_users.create(name, password)
+        assert service.console_users.authenticate(name, password, client) == \
+            service.console_users.session_generation(name)
+    assert (len(short_name), len(long_name)) == (1, 64)
 
 
 def test_a_login_without_a_name_or_password_is_refused(service, users):

@@ -14,6 +14,7 @@ from imagesearch_pg.errors import InvalidParameter
 from imagesearch_pg.vision.encoder_spec import EncoderSpec, EncoderSpecError
 from imagesearch_pg.vision.encoders import OnnxEncoder
 from tests.pictures import encode, sample_photos
+from tests.small_vectors import register_small_encoder
 
 
 def mean_colour_model(path):
@@ -204,3 +205,21 @@ def test_text_spec_errors(tmp_path):
     ):
         with pytest.raises(EncoderSpecError, match=message):
             EncoderSpec.from_file(write_spec(tmp_path, text=text))
+
+
+def test_an_encoder_of_2000_numbers_serves_an_instance(service, make_instance, tmp_path):
+    """The README's largest dim, 2000, end to end: registered, an instance made with it, pictures added
+    through the service's pipeline and found again (2001 is refused above)."""
+    name = register_small_encoder(service, tmp_path, 2000)
+    assert next(e for e in service.list_encoders() if e["name"] == name)["dim"] == 2000
+    instance = make_instance("generic", encoder=name)
+    assert service.describe_instance(instance.name).embedding_dim == 2000
+    colours = {"red": (220, 20, 20), "green": (20, 220, 20), "blue": (20, 20, 220)}
+    for key, rgb in colours.items():
+        service.add_image(instance.name, key, "1.png", encode(np.full((120, 120, 3), rgb, np.uint8)), crop=False)
+    for key, rgb in colours.items():
+        query = encode(np.full((150, 150, 3), rgb, np.uint8))
+        found = service.search_by_picture(instance.name, query, crop=False, num=3)
+        assert found.matches[0].product_id == key and found.matches[0].score > 0.999
+        assert len(found.matches) == 3 and found.matches[1].score < found.matches[0].score
+    assert service.search_by_name(instance.name, "green", "1.png", num=1).matches[0].product_id == "green"

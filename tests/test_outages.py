@@ -187,3 +187,48 @@ def test_a_connection_lost_during_a_search_is_unavailable_not_a_bug(service, sho
             picture_search.nearest(conn, instance.id, instance.embedding_dim,
                                    picture_search.StoredPicture("p", "1"), 10)
     assert service.search_by_name(shop, "p", "1").matches[0].product_id == "p"
+
+
+class _VirtualSeconds:
+    """The watch's stop event, on a virtual clock: each wait returns at once, having let its timeout pass,
+    and notes the postmaster of ``pgdata`` then; the watch is stopped once ``rounds`` waits have passed."""
+
+    def __init__(self, pgdata: Path, rounds: int):
+        self.pgdata = pgdata
+        self.waits: list[tuple[float, int]] = []  # (seconds, the postmaster's pid as it began)
+        self.rounds = rounds
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append((timeout, _postmaster(self.pgdata)))
+        return len(self.waits) > self.rounds
+
+    def is_set(self) -> bool:
+        return len(self.waits) > self.rounds
+
+
+def test_the_watch_starts_a_killed_embedded_server_after_a_second(tmp_path, caplog):
+    """README: serve starts its embedded PostgreSQL again within about a second if it dies. The watch's
+    waits run on a virtual clock, so the test reads how long it waits without waiting: one second after the
+    kill it has started the server again, and it goes on looking every second."""
+    from imagesearch_pg.store import embedded
+
+    pgdata = tmp_path / "pgdata"
+    server = embedded.start_embedded_server(pgdata)
+    try:
+        killed = psutil.Process(_postmaster(pgdata))
+        killed.kill()
+        killed.wait(timeout=30)
+        clock = _VirtualSeconds(pgdata, rounds=2)
+        with caplog.at_level("WARNING", logger=embedded.__name__):
+            embedded.watch(server, clock).join(timeout=120)
+        restarted = _postmaster(pgdata)
+        assert restarted != killed.pid and psutil.pid_exists(restarted)
+        # dead during the first second, started again at its end, then looked at every second
+        assert clock.waits == [(1.0, killed.pid), (1.0, restarted), (1.0, restarted)]
+        with psycopg.connect(_uri(pgdata)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert [r.getMessage() for r in caplog.records].count("embedded postgres had stopped; started it again") == 1
+    finally:
+        embedded.adopt_current(server)  # the restarted postmaster is the one to stop
+        server.cleanup()
+    assert _postgres_processes(pgdata) == []

@@ -241,3 +241,33 @@ def test_an_upgrade_held_up_names_who_holds_the_lock_and_changes_nothing(scratch
         assert schema.current_revision(scratch_engine) == schema.head_revision()
     finally:
         there.dispose()
+
+
+class _Seen(Exception):
+    """Stops the upgrade once the test has seen what it looks at (nothing is committed)."""
+
+
+def test_the_upgrade_lock_is_waited_for_at_most_2_minutes(scratch_engine):
+    """docs/reliability.md: the upgrade's advisory key is waited for at most 2 minutes. Read in PostgreSQL,
+    in the upgrading session, as the key is asked for (lock_timeout applies to pg_advisory_xact_lock), and
+    after it is held (the migrations themselves run without that limit)."""
+    timeouts = {}
+
+    def look(conn, cursor, statement, parameters, context, executemany):
+        if "pg_advisory_xact_lock" in statement or statement.lstrip().startswith("WITH searched AS"):
+            timeouts["asking" if "pg_advisory_xact_lock" in statement else "held"] = cursor.connection.execute(
+                "SELECT current_setting('lock_timeout'), setting FROM pg_settings WHERE name = 'lock_timeout'").fetchone()
+        if "held" in timeouts:
+            raise _Seen()
+
+    with scratch_engine.connect() as fresh:
+        default = fresh.execute(sa.text("SELECT current_setting('lock_timeout'), setting FROM pg_settings "
+                                        "WHERE name = 'lock_timeout'")).one()
+    sa.event.listen(scratch_engine, "before_cursor_execute", look)
+    try:
+        with pytest.raises(_Seen):
+            schema.upgrade(scratch_engine)
+    finally:
+        sa.event.remove(scratch_engine, "before_cursor_execute", look)
+    assert timeouts == {"asking": ("2min", "120000"), "held": tuple(default)}
+    assert default != ("2min", "120000") and schema.current_revision(scratch_engine) is None

@@ -89,3 +89,15 @@ def test_score_thresholds(service, shop):
     assert above.docs_found == len(above.matches)
     top = search(service, shop, num=100, score_threshold=1.0)
     assert all(a.score == 1.0 for a in top.matches) and top.docs_found == len(top.matches) <= 1
+
+
+def test_a_score_threshold_applies_before_paging(service, shop):
+    """Start and Num page through the pictures above the threshold, and DocsFound counts all of them, on every
+    page: not the page's own rows, nor the pictures below the threshold."""
+    ranked = search(service, shop, num=100).matches
+    cut = ranked[45].score
+    above = [(a.product_id, a.pic_name) for a in ranked if a.score >= cut]
+    assert 46 <= len(above) < 100  # the threshold ends the list within the second page of 40
+    pages = [search(service, shop, start=start, num=40, score_threshold=cut) for start in (0, 40, 80)]
+    assert [keys(page) for page in pages] == [above[:40], above[40:80], []]
+    assert [page.docs_found for page in pages] == [len(above)] * 3

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
 import requests
+import sqlalchemy as sa
 from alibabacloud_imagesearch20201214 import models as sdk
 
 from imagesearch_pg.attributes import Attributes
 from imagesearch_pg.errors import InstanceStatusError
 from imagesearch_pg.store import tasks as task_store
-from tests.batch_folders import picture, run_to_end, write_folder
+from tests.batch_folders import picture, run_to_end, wait_for, write_folder
+from tests.task_runs import claim, run_claimed
 from tests.test_api import client, code_of  # noqa: F401  (the SDK client fixture)
 
 
@@ -59,6 +62,38 @@ def test_a_batch_through_the_sdk(client, service, shop, folder_location):  # noq
     other = client.increase_list(sdk.IncreaseListRequest(instance_name=shop, path="/elsewhere")).body.data
     assert other.total_count == 0 and other.increments.instance == []
     assert service.check_image_exists(shop, "a", "1.jpg").attributes.int_attr == 4
+
+
+def test_a_task_is_processing_while_a_worker_runs_it(client, service, shop, folder_location, engine):  # noqa: F811
+    """The README's states as IncreaseList (and the DBA's view imagesearch.task_status) show them: QUEUED,
+    PROCESSING while a worker is inside the task, then how it ended. The test holds the task mid-run by
+    locking the table its failed line is written to, so the task is seen while it runs, not after."""
+    location, root = folder_location
+    path = write_folder(root, [{"OperationType": "ADD", "ProductId": "a", "PicName": "1.jpg"}, "{broken"],
+                        {"1.jpg": picture(1)})
+    task = service.tasks.submit_import(shop, location, path)
+
+    def shown() -> tuple[str, str]:
+        [item] = client.increase_list(sdk.IncreaseListRequest(instance_name=shop, id=task.id)).body.data.increments.instance
+        with engine.connect() as conn:
+            state = conn.execute(sa.text("SELECT state FROM imagesearch.task_status WHERE id = :id"),
+                                 {"id": task.id}).scalar_one()
+        return item.status, state
+
+    assert shown() == ("QUEUED", "queued")
+    with engine.connect() as holding:
+        holding.execute(sa.text("LOCK TABLE imagesearch.task_errors IN EXCLUSIVE MODE"))  # reads pass, writes wait
+        running = threading.Thread(target=run_claimed, args=(service, claim(service, task)), daemon=True)
+        running.start()
+        with engine.connect() as conn:  # the worker's chunk waits for the lock: it is inside the task
+            wait_for(lambda: conn.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'imagesearch.task_errors'::regclass "
+                "AND NOT granted")).scalar_one(), 120, "the task's write")
+        assert shown() == ("PROCESSING", "running")
+        holding.rollback()
+        running.join(timeout=120)
+    assert not running.is_alive()
+    assert shown() == ("PARTIALLY_FAILED", "partially_failed")
 
 
 def test_the_errors_of_the_batch_actions(client, shop, folder_location):  # noqa: F811

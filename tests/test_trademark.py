@@ -8,8 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from imagesearch_pg.service import Attributes, reranking
+from imagesearch_pg.store import bulk_load
 from imagesearch_pg.vision import descriptors
 from tests.pictures import encode, sample_photos
+from tests.small_vectors import load, unit
 
 PHOTOS = sample_photos()
 INK = (200, 30, 30)
@@ -182,3 +184,96 @@ def test_rerank_moves_geometric_matches_first():
     assert reranking.rerank(rows[:1], features) == rows[:1]  # nothing verified: unchanged
     beyond = [Row((f"x{i}", 0.95)) for i in range(reranking.CANDIDATES)] + rows
     assert reranking.rerank(beyond, features) == beyond  # the copy is past the candidates
+
+
+# ---- the shipped numbers (README "Trademark instances"), on bulk-loaded rows placed around a real query ----
+
+
+def at_cosine(target: np.ndarray, cosine: float, rng) -> np.ndarray:
+    """A unit vector at ``cosine`` from the unit vector ``target``."""
+    side = rng.standard_normal(target.shape).astype(np.float32)
+    side -= (side @ target) * target
+    return cosine * target + np.sqrt(1.0 - cosine * cosine) * side / np.linalg.norm(side)
+
+
+def copied_keypoints(features, count: int) -> bytes:
+    """Stored keypoints that agree with ``count`` of the query's and nothing else: their descriptors as they
+    are, their positions turned, scaled and shifted together. The ratio test keeps exactly those ``count``
+    matches and they fit one similarity transform, so verification finds ``count`` inliers."""
+    points, descs = features
+    _, distinct = np.unique(descs, axis=0, return_index=True)  # two equal descriptors would fail the ratio test
+    chosen = np.sort(distinct)[:count]
+    matrix = cv2.getRotationMatrix2D((0, 0), 30, 1.5)
+    moved = points[chosen].copy()
+    moved[:, :2] = points[chosen, :2] @ matrix[:, :2].T + matrix[:, 2] + (40, 10)
+    return descriptors.pack_local((moved, descs[chosen]))
+
+
+@pytest.fixture(scope="module")
+def photo_query(service, tmp_path_factory):
+    """A photo query (plenty of SIFT keypoints) and what the service computes from it on a trademark instance:
+    its picture embedding, its silhouettes and its keypoints."""
+    picture = encode(cv2.resize(PHOTOS["astronaut"], (300, 300)))
+    name = "tmq-" + tmp_path_factory.mktemp("tmq").name.replace("_", "-")[-20:]
+    service.create_instance(name, "trademark")
+    prepared = service.pipeline.prepare(service.instances.cached(name), picture, crop=False, region=None,
+                                        query=True, keypoints=True)
+    service.delete_instance(name)
+    return picture, prepared.description, prepared.keypoints.result()
+
+
+def test_rerank_checks_the_first_30_and_moves_8_inliers_or_more_first(service, make_instance, photo_query):
+    """36 pictures at cosines 0.95, 0.94 ... from the query, some with keypoints agreeing with it in a known
+    number of places: 8 or more inliers among the first 30 move to the front, most inliers first, scored
+    ``top + (1 - top) * n / (n + 8)``; 7 inliers, or the 31st picture, keep their place."""
+    picture, description, features = photo_query
+    instance = make_instance("trademark")
+    inliers = {3: 8, 5: 7, 12: 12, 29: 20, 30: 30}  # by cosine rank
+    stored = {rank: copied_keypoints(features, n) for rank, n in inliers.items()}
+    assert descriptors.verify_many(features, [descriptors.unpack_local(b) for b in stored.values()]) == \
+        list(inliers.values())  # the counts the test relies on, found as the service finds them
+    rng = np.random.default_rng(5)
+    query = description.embedding / np.linalg.norm(description.embedding)
+    rows = [(f"r{rank}", "p", 88888888, at_cosine(query, 0.95 - 0.01 * rank, rng), stored.get(rank))
+            for rank in range(36)]
+    load(service, instance.name, rows, bulk_load.BULK_COLUMNS + ("keypoints",))
+
+    found = service.search_by_picture(instance.name, picture, crop=False, num=36).matches
+    moved = ["r29", "r12", "r3"]  # 20, 12 and 8 inliers
+    assert [a.product_id for a in found] == moved + [f"r{rank}" for rank in range(36) if f"r{rank}" not in moved]
+    top = found[3].score  # the best unverified picture
+    assert top == pytest.approx(0.95, abs=2e-3)
+    for hit, n in zip(found, (20, 12, 8)):
+        assert hit.score == pytest.approx(top + (1 - top) * n / (n + 8), rel=1e-12)
+
+
+def test_a_silhouette_match_counts_0_05_less_than_a_picture_match(service, make_instance, photo_query):
+    """A stored silhouette equal to one of the query's scores 1 - 0.05 through the trademark encoder, between
+    pictures whose embeddings score 0.97 and 0.90."""
+    picture, description, _ = photo_query
+    instance = make_instance("trademark")
+    rng = np.random.default_rng(6)
+    query = description.embedding / np.linalg.norm(description.embedding)
+    rows = [("picture", "p", 88888888, at_cosine(query, 0.97, rng), None),
+            ("shape", "p", 88888888, at_cosine(query, 0.3, rng), description.silhouettes[0]),
+            ("below", "p", 88888888, at_cosine(query, 0.9, rng), None)]
+    load(service, instance.name, rows, bulk_load.BULK_COLUMNS + ("silhouette",))
+    found = service.search_by_picture(instance.name, picture, crop=False).matches
+    assert [a.product_id for a in found] == ["picture", "shape", "below"]
+    assert found[1].score == pytest.approx(0.95, abs=1e-3)
+
+
+def test_search_by_vector_on_a_trademark_instance_uses_the_picture_vectors_alone(service, make_instance):
+    """A picture whose silhouette is the query vector itself but whose embedding is far (cosine 0.3) stays
+    below one whose embedding is at 0.8; the vector's length, tiny or past what a halfvec holds, changes
+    nothing, since it is scaled to unit length."""
+    instance = make_instance("trademark")
+    rng = np.random.default_rng(7)
+    query = unit(rng.random(1280) + 0.05)
+    rows = [("twin-shape", "p", 88888888, at_cosine(query, 0.3, rng), query),
+            ("picture", "p", 88888888, at_cosine(query, 0.8, rng), None)]
+    load(service, instance.name, rows, bulk_load.BULK_COLUMNS + ("silhouette",))
+    for length in (1e-9, 1.0, 1e8):
+        found = service.search_by_vector(instance.name, (length * query).tolist()).matches
+        assert [a.product_id for a in found] == ["picture", "twin-shape"], length
+        np.testing.assert_allclose([a.score for a in found], [0.8, 0.3], atol=2e-3)
