@@ -1,5 +1,5 @@
-"""The client's side of request signing, as the official SDK signs a POST to ``/``: for tests and
-benchmarks that make requests by hand."""
+"""The client's side of request signing, as the official SDKs sign a call to ``/`` in the ACS3 and the RPC
+style: for tests and benchmarks that make requests by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import hashlib
 import uuid
 from datetime import datetime, timezone
 
-from flask_app.signature import ALGORITHM, sign, string_to_sign
+from flask_app import rpc_signature
+from flask_app.signature import ALGORITHM, percent_encoded, sign, string_to_sign
 
 
 def signed_headers(host: str, key_id: str, secret: str, body: bytes, *, action: str, query: str = "",
@@ -31,3 +32,22 @@ def signed_headers(host: str, key_id: str, secret: str, body: bytes, *, action: 
         f"{ALGORITHM} Credential={key_id},SignedHeaders={';'.join(names)},Signature={sign(secret, text)}"
     )
     return headers
+
+
+def rpc_signed(key_id: str, secret: str, action: str, params: dict[str, str], *, method: str = "POST",
+               timestamp: datetime | None = None, nonce: str | None = None,
+               version: str = "2020-12-14") -> tuple[dict[str, str], dict[str, str]]:
+    """(query, form) of a request signed in the RPC style as the Node.js SDK sends it: the common parameters
+    and the Signature in the query string, the action's own parameters in the form body."""
+    query = {"Action": action, "Format": "json", "Version": version,
+             "Timestamp": (timestamp or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "SignatureNonce": nonce or uuid.uuid4().hex, "SignatureMethod": "HMAC-SHA1",
+             "SignatureVersion": "1.0", "AccessKeyId": key_id}
+    query["Signature"] = rpc_signature.sign(secret, rpc_signature.string_to_sign(method, {**query, **params}))
+    return query, dict(params)
+
+
+def form_encoded(pairs) -> str:
+    """Pairs (or a dict) as a query string or form body, every byte but the unreserved ones escaped."""
+    items = pairs.items() if isinstance(pairs, dict) else pairs
+    return "&".join(f"{percent_encoded(name)}={percent_encoded(value)}" for name, value in items)

@@ -34,7 +34,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(downloads.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
-    app.before_request(_api_call_with_another_method)
+    app.before_request(_api_call_by_get)
     console.init_app(app)
     # The API and the download links carry their own signatures: no session, so no CSRF token either.
     console.csrf.exempt(api.bp)
@@ -60,13 +60,18 @@ def _names_an_action() -> bool:
     return bool(request.headers.get("x-acs-action") or request.args.get("Action"))
 
 
-def _api_call_with_another_method():
-    """GET / is the console, for browsers; an API call sent with any method but POST is refused as the
-    protocol refuses it, not answered with a login page."""
+def _api_call_by_get():
+    """GET / is the console, for browsers, and an API call when it names an action: clients of the RPC
+    signature style send GET (aliyun-python-sdk-core's CommonRequest by default). An API call sent with
+    another method but POST is refused as the protocol refuses it, not answered with a login page."""
     from flask import abort, request
 
+    from flask_app import api
+
     if request.path == "/" and request.method != "POST" and _names_an_action():
-        abort(405)
+        if request.method != "GET":
+            abort(405)
+        return api.dispatch()
 
 
 def _http_error(error: HTTPException):

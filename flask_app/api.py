@@ -14,20 +14,22 @@ import uuid
 from typing import Callable
 from urllib.parse import parse_qsl
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from flask_app import metrics, protocol, signature
+from flask_app import metrics, protocol, rpc_signature, signature
 from flask_app.extensions import get_service
 from flask_app.params import Params
 from imagesearch_pg.errors import (
     DatabaseUnavailable,
     HeadersNotReported,
     ImageSearchError,
+    InvalidAccessKeyId,
     InvalidParameter,
     InvalidVersion,
     MissingParameter,
     NoPermission,
+    SignatureDoesNotMatch,
     SignatureNonceUsed,
 )
 from imagesearch_pg.logs import Every
@@ -81,18 +83,17 @@ def _dispatch(name: str | None):
         service = get_service()
         # The signature first (it needs only the body's hash): a stranger's body is never parsed.
         signed = None if current_app.config["INSECURE_NO_AUTH"] else _verify(service, body)
-        _check_encoding(request.query_string, "query string")
-        if request.mimetype == "application/x-www-form-urlencoded":
-            if request.mimetype_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
-                raise InvalidParameter("a form body is read as UTF-8: send charset=utf-8, or no charset")
-            _check_encoding(body, "form body")
-        params = Params.of(request.args, request.form)
+        params = _params()
         if signed is not None:
             _permitted(signed, params)
-        version = request.headers.get("x-acs-version")
-        if version is not None and version != protocol.VERSION:  # absent: the one version there is
-            raise InvalidVersion(f"x-acs-version must be {protocol.VERSION}, the API version this server speaks; "
-                                 f"got {version[:32]!r}")
+        for where, version in (("x-acs-version", request.headers.get("x-acs-version")),
+                               ("Version", params.get("Version"))):
+            if version is not None and version != protocol.VERSION:  # absent: the one version there is
+                raise InvalidVersion(f"{where} must be {protocol.VERSION}, the API version this server speaks; "
+                                     f"got {version[:32]!r}")
+        answer_format = params.get("Format")  # the RPC style's; absent: JSON
+        if answer_format is not None and answer_format.upper() != "JSON":
+            raise InvalidParameter(f"this server answers in JSON: Format must be JSON, not {answer_format[:16]!r}")
         if name in RATE_KINDS:
             service.admit(params.required("InstanceName"), RATE_KINDS[name])
         result = handler(service, params)
@@ -109,6 +110,18 @@ def _dispatch(name: str | None):
         log.exception("request failed", extra={"request_id": request_id})
         return _error(request_id, "InternalError", f"internal error; quote RequestId {request_id} when reporting it", 500)
     return jsonify({"RequestId": request_id, **result}), 200, "OK"
+
+
+def _params() -> Params:
+    """The parameters of the query string and the form body, read once per request."""
+    if "params" not in g:
+        _check_encoding(request.query_string, "query string")
+        if request.mimetype == "application/x-www-form-urlencoded":
+            if request.mimetype_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+                raise InvalidParameter("a form body is read as UTF-8: send charset=utf-8, or no charset")
+            _check_encoding(request.get_data(cache=True), "form body")
+        g.params = Params.of(request.args, request.form)
+    return g.params
 
 
 _NON_ASCII_ESCAPE = re.compile(rb"%[89a-fA-F][0-9a-fA-F]")
@@ -130,18 +143,33 @@ def _error(request_id: str, code: str, message: str, status: int):
 
 
 def _verify(service: ImageSearch, body: bytes) -> signature.SignedRequest:
+    """The request's signature checked, in the style it was sent: ACS3 (an Authorization header) or RPC (a
+    Signature parameter in the query string)."""
     keys = service.access_keys
     headers = {name.lower(): value for name, value in request.headers.items()}
     # The path as sent, not as decoded and routed: '/%2F' reaches this endpoint too, but it is not what was signed.
     path = request.environ.get("RAW_URI", request.path).split("?", 1)[0]
-    signed = signature.verify(request.method, path, request.query_string.decode("latin-1"), headers, body,
-                              keys.credential)
+    if not rpc_signature.is_rpc(request.args):
+        signed = signature.verify(request.method, path, request.query_string.decode("latin-1"), headers, body,
+                                  keys.credential)
+    elif "authorization" in headers:
+        raise SignatureDoesNotMatch("the request is signed twice, with an Authorization header and a Signature "
+                                    "parameter: sign it in one style")
+    elif "Action" not in request.args:  # so that the action acted on is the signed one (see _dispatch)
+        raise MissingParameter("a request signed in the RPC style names its Action in the query string")
+    else:
+        # The key first, from the query string: a stranger's body is never parsed.
+        key_id = request.args.get("AccessKeyId", "")
+        if keys.credential(key_id) is None:
+            raise InvalidAccessKeyId(f"AccessKeyId {key_id[:64]!r} (in the query string) is not an active key of "
+                                     "this server")
+        signed = rpc_signature.verify(request.method, path, _params().values, keys.credential)
     if signature.REPEATED_HEADERS not in request.environ:
         # A WSGI server of another kind: it may have joined or dropped a repeated signed header unseen.
         raise HeadersNotReported("this server cannot check signed requests: the HTTP server in front of the app "
                                  "does not report repeated headers; serve with `imagesearch serve`")
     if not keys.first_use_of_nonce(signed.nonce, signature.DATE_WINDOW):
-        raise SignatureNonceUsed("this x-acs-signature-nonce was already used: each request needs a new one")
+        raise SignatureNonceUsed("this signature nonce was already used: each request needs a new one")
     return signed
 
 
@@ -213,8 +241,8 @@ def search_image_by_filter(service: ImageSearch, params: Params) -> dict:
 
 @action("SearchImageByText", rate="search")
 def search_image_by_text(service: ImageSearch, params: Params) -> dict:
-    return protocol.search(service.search_by_text(params.required("InstanceName"), params.required("Text"),
-                                          **_search_options(params)))
+    return protocol.text_search(service.search_by_text(params.required("InstanceName"), params.required("Text"),
+                                                       **_search_options(params)))
 
 
 @action("CheckImageExists", rate="search")

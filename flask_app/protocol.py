@@ -18,6 +18,7 @@ HTTP_STATUS = {
     "InvalidImageSize": 400, "InvalidFilter": 400, "InvalidCategory": 400, "InvalidRegion": 400,
     "OverflowMaxReturnNum": 400, "OverflowMaxResultNum": 400, "InvalidStartParameter": 400,
     "InvalidAccessKeyId": 403, "SignatureDoesNotMatch": 403, "RequestExpired": 403, "SignatureNonceUsed": 403,
+    "InvalidTimeStamp.Format": 400, "InvalidTimeStamp.Expired": 400,
     "NoPermission": 403, "InvalidInstance": 404, "NoSpecifiedSearchPic": 404, "InstanceStatusError": 409,
     "Throttling": 429, "ServiceUnavailable": 503,
 }
@@ -62,8 +63,12 @@ def pic_info(info: PicInfo) -> dict:
         "CategoryId": info.category_id,
         "Region": info.region,
         "MultiRegion": [{"Region": region} for region in info.multi_region],
-        "AllCategories": [{"Id": cid, "Name": name} for cid, name in categories.CATEGORIES.items()],
+        "AllCategories": _all_categories(),
     }
+
+
+def _all_categories() -> list[dict]:
+    return [{"Id": cid, "Name": name} for cid, name in categories.CATEGORIES.items()]
 
 
 def search(result: SearchResult) -> dict:
@@ -76,6 +81,22 @@ def search(result: SearchResult) -> dict:
     return body
 
 
+# Detail's Instance.ServiceType, as the SDKs' models document the codes (where 3 and 7 both mean trademark).
+SERVICE_TYPE_CODES = {"product": 0, "generic": 1, "fabric": 2, "trademark": 3}
+CAPACITY_UNIT = 10_000  # Detail's Capacity counts pictures in ten thousands
+
+
 def instance(i: Instance) -> dict:
-    """Detail's Instance: the protocol's fields (the encoder is this server's own, shown by the CLI)."""
-    return public_record({k: v for k, v in i.as_dict().items() if k != "encoder"})
+    """Detail's Instance, typed as the SDKs' models declare it: the capacity in ten thousands (rounded up),
+    the times as text of milliseconds since the epoch (the encoder is this server's own, shown by the CLI)."""
+    shown = {"Name": i.name, "ServiceType": SERVICE_TYPE_CODES[i.service_type], "Region": i.region,
+             "Capacity": -(-i.capacity // CAPACITY_UNIT), "Qps": i.qps, "TotalCount": i.picture_count,
+             "UtcCreate": str(public_record({"t": i.created_at})["T"])}
+    if i.expires_at is not None:
+        shown["UtcExpireTime"] = str(public_record({"t": i.expires_at})["T"])
+    return shown
+
+
+def text_search(result: SearchResult) -> dict:
+    """SearchImageByText's answer: its PicInfo has the categories alone (there is no picture)."""
+    return {**search(result), "PicInfo": {"AllCategories": _all_categories()}}

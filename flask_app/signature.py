@@ -1,10 +1,13 @@
-"""ACS3-HMAC-SHA256 request signatures, checked the way Alibaba Cloud's SDKs make them.
+"""ACS3 request signatures (ACS3-HMAC-SHA256, and ACS3-HMAC-SM3 where OpenSSL has SM3), checked the way
+Alibaba Cloud's SDKs make them, and what every signature style shares (the date window, the nonce, headers
+sent once); flask_app/rpc_signature.py checks the RPC style.
 
 canonical request = METHOD \\n PATH \\n CANONICAL_QUERY \\n CANONICAL_HEADERS \\n SIGNED_HEADERS \\n HASHED_PAYLOAD
-string to sign    = "ACS3-HMAC-SHA256\\n" + hex(sha256(canonical request))
-signature         = hex(hmac_sha256(secret, string to sign))
+string to sign    = ALGORITHM + "\\n" + hex(hash(canonical request))
+signature         = hex(hmac_hash(secret, string to sign))
 
-Plain values in, no Flask: the API blueprint passes the request's parts.
+with hash SHA-256 or SM3 as the algorithm names (the payload's hash too, sent as x-acs-content-sha256 either
+way). Plain values in, no Flask: the API blueprint passes the request's parts.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from urllib.parse import parse_qsl, quote
 from imagesearch_pg.errors import InvalidAccessKeyId, RequestExpired, SignatureDoesNotMatch
 
 ALGORITHM = "ACS3-HMAC-SHA256"
+# Each ACS3 algorithm by its hash function, offered where this Python's OpenSSL has it (SM3: OpenSSL 1.1.1+,
+# unless a build leaves it out).
+ALGORITHMS = {name: digest for name, digest in ((ALGORITHM, "sha256"), ("ACS3-HMAC-SM3", "sm3"))
+              if digest in hashlib.algorithms_available}
+_HASH_NAMES = {ALGORITHM: "SHA-256", "ACS3-HMAC-SM3": "SM3 hash"}
 # A request's x-acs-date may differ from the server's clock by this much either way; nonces are kept as
 # long, so a replay is refused either for its nonce or for its date.
 DATE_WINDOW = timedelta(minutes=15)
@@ -38,7 +46,8 @@ SENT_ONCE = ("authorization", "content-length", "content-type", "host", "transfe
 REPEATED_HEADERS = "imagesearch.repeated_headers"
 
 _AUTHORIZATION = re.compile(
-    rf"^{ALGORITHM} Credential=(?P<key>[^,\s]+),\s*SignedHeaders=(?P<headers>[^,\s]*),\s*Signature=(?P<signature>[0-9a-f]{{64}})$"
+    r"^(?P<algorithm>ACS3-[A-Z0-9-]+) Credential=(?P<key>[^,\s]+),\s*SignedHeaders=(?P<headers>[^,\s]*),"
+    r"\s*Signature=(?P<signature>[0-9a-f]{64})$"
 )
 _SIGNED_HEADERS = re.compile(r"SignedHeaders=(?P<headers>[^,\s]*)")
 
@@ -50,14 +59,18 @@ class SignedRequest:
     credential: object  # what ``credential_of`` gave for the key
 
 
-def parse_authorization(header: str | None) -> tuple[str, list[str], str]:
+def parse_authorization(header: str | None) -> tuple[str, str, list[str], str]:
+    """(algorithm, key id, signed header names, signature)."""
     match = _AUTHORIZATION.match((header or "").strip())
     if match is None:
         raise SignatureDoesNotMatch(
             f"the Authorization header must be '{ALGORITHM} Credential=<AccessKeyId>,SignedHeaders=<a;b>,"
             "Signature=<64 hex digits>'"
         )
-    return match["key"], [h for h in match["headers"].split(";") if h], match["signature"]
+    if match["algorithm"] not in ALGORITHMS:
+        raise SignatureDoesNotMatch(f"the signature algorithm {match['algorithm'][:32]!r} is not one this server "
+                                    f"checks: {', '.join(ALGORITHMS)}")
+    return match["algorithm"], match["key"], [h for h in match["headers"].split(";") if h], match["signature"]
 
 
 def repeated(names: Iterable[str]) -> frozenset[str]:
@@ -84,10 +97,12 @@ def canonical_query(query_string: str) -> str:
     """Keys and values percent-encoded (RFC 3986 unreserved characters kept), sorted: 'a%3D%26b=1' and
     'a=&b=1' sign differently."""
     pairs = sorted(parse_qsl(query_string, keep_blank_values=True))
-    return "&".join(f"{_encoded(key)}={_encoded(value)}" for key, value in pairs)
+    return "&".join(f"{percent_encoded(key)}={percent_encoded(value)}" for key, value in pairs)
 
 
-def _encoded(text: str) -> str:
+def percent_encoded(text: str) -> str:
+    """UTF-8, every byte but RFC 3986's unreserved characters (letters, digits, - . _ ~) as %XX: both styles'
+    canonical form (a space is %20, '*' is %2A)."""
     return quote(text, safe="~", encoding="utf-8")
 
 
@@ -99,15 +114,15 @@ def required_headers(headers: dict[str, str], body: bytes) -> list[str]:
 
 
 def string_to_sign(method: str, path: str, query_string: str, headers: dict[str, str], signed: list[str],
-                   payload_hash: str) -> str:
+                   payload_hash: str, algorithm: str = ALGORITHM) -> str:
     canonical_headers = "".join(f"{name}:{headers.get(name, '').strip()}\n" for name in signed)
     canonical = "\n".join([method, path or "/", canonical_query(query_string), canonical_headers, ";".join(signed),
                            payload_hash])
-    return f"{ALGORITHM}\n{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
+    return f"{algorithm}\n{hashlib.new(ALGORITHMS[algorithm], canonical.encode('utf-8')).hexdigest()}"
 
 
-def sign(secret: str, text: str) -> str:
-    return hmac.new(secret.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).hexdigest()
+def sign(secret: str, text: str, algorithm: str = ALGORITHM) -> str:
+    return hmac.new(secret.encode("utf-8"), text.encode("utf-8"), ALGORITHMS[algorithm]).hexdigest()
 
 
 def verify(method: str, path: str, query_string: str, headers: dict[str, str], body: bytes, credential_of,
@@ -115,16 +130,16 @@ def verify(method: str, path: str, query_string: str, headers: dict[str, str], b
     """Check a request's signature; ``headers`` with lower-cased names, each sent once (refuse_repeated has
     refused the others); ``credential_of(key_id)`` gives the key's credential (with its ``secret``) or None.
     Returns the key id, nonce (the caller records it) and credential, or raises the protocol's error."""
-    key_id, signed, signature = parse_authorization(headers.get("authorization"))
+    algorithm, key_id, signed, signature = parse_authorization(headers.get("authorization"))
     missing = [name for name in required_headers(headers, body) if name not in signed]
     if missing:
         raise SignatureDoesNotMatch(
             f"the signature must cover the headers {', '.join(missing)} (host, content-type with a body, and "
             "every x-acs-* header sent)"
         )
-    payload_hash = hashlib.sha256(body).hexdigest()
+    payload_hash = hashlib.new(ALGORITHMS[algorithm], body).hexdigest()
     if headers.get("x-acs-content-sha256", "").strip().lower() != payload_hash:
-        raise SignatureDoesNotMatch("x-acs-content-sha256 is not the SHA-256 of the request body")
+        raise SignatureDoesNotMatch(f"x-acs-content-sha256 is not the {_HASH_NAMES[algorithm]} of the request body")
     try:
         date = datetime.strptime(headers.get("x-acs-date", "").strip(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
@@ -141,7 +156,8 @@ def verify(method: str, path: str, query_string: str, headers: dict[str, str], b
     credential = credential_of(key_id)
     if credential is None:
         raise InvalidAccessKeyId(f"AccessKeyId {key_id[:64]!r} is not an active key of this server")
-    expected = sign(credential.secret, string_to_sign(method, path, query_string, headers, signed, payload_hash))
+    expected = sign(credential.secret, string_to_sign(method, path, query_string, headers, signed, payload_hash,
+                                                      algorithm), algorithm)
     if not hmac.compare_digest(expected, signature):
         raise SignatureDoesNotMatch("the signature does not match the request (check the AccessKeySecret)")
     return SignedRequest(key_id, nonce, credential)

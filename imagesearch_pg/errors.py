@@ -121,6 +121,18 @@ class RequestExpired(ImageSearchError):
     code = "RequestExpired"
 
 
+class InvalidTimeStamp(ImageSearchError):
+    """An RPC-style request's Timestamp is not a UTC time (ACS3's x-acs-date answers RequestExpired)."""
+
+    code = "InvalidTimeStamp.Format"
+
+
+class TimeStampExpired(ImageSearchError):
+    """An RPC-style request's Timestamp is outside the window."""
+
+    code = "InvalidTimeStamp.Expired"
+
+
 class SignatureNonceUsed(ImageSearchError):
     code = "SignatureNonceUsed"
 

@@ -81,7 +81,7 @@ def test_every_picture_action_through_the_sdk(client, shop):
     assert 0.0 <= score < 0.6
 
     detail = client.detail(sdk.DetailRequest(instance_name=shop)).body.instance
-    assert (detail.name, detail.service_type, detail.total_count) == (shop, "generic", 2)
+    assert (detail.name, detail.service_type, detail.total_count) == (shop, 1, 2)  # generic's code
 
     deleted = client.delete_image(sdk.DeleteImageRequest(instance_name=shop, is_delete_by_filter=True, filter="int_attr=9"))
     assert deleted.body.data.pic_names == ["1.png"]

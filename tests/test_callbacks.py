@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import os
 import re
 import socket
 import ssl
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 
 from imagesearch_pg.config import Settings
 from imagesearch_pg.errors import InvalidParameter
+from imagesearch_pg.service.tasks import Tasks
 from imagesearch_pg.store import callbacks, tasks
 from imagesearch_pg.store.tables import instances
 from imagesearch_pg.store.tables import tasks as task_table
@@ -184,7 +186,7 @@ def test_a_callback_is_delivered_after_a_failure_and_a_timeout(database, engine,
         "finishTime": row.finished_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "instanceId": str(instance_id), "instanceName": name, "message": "success",
         "processResultUrl": f"https://results.example/tasks/{task_id}/errors.jsonl",
-        "status": "NORMAL", "taskId": str(task_id)}
+        "status": "NORMAL", "taskId": task_id}
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", body["finishTime"])
     run_due_callbacks(database, loopback_policy, results_url)  # a delivered callback is not sent again
     assert callback_of(engine, task_id) == row and len(hook.requests) == 3
@@ -313,7 +315,7 @@ def test_the_message_of_each_final_state():
                                 {}, [])
     assert message(due, None) == {
         "finishTime": "2026-05-01 04:30:05", "instanceId": "3", "instanceName": "shop",
-        "message": "finished; some lines failed", "processResultUrl": "", "status": "NORMAL", "taskId": "7"}
+        "message": "finished; some lines failed", "processResultUrl": "", "status": "NORMAL", "taskId": 7}
     assert message(replace(due, state="succeeded"), "u")["message"] == "success"
     failed = message(replace(due, state="failed", error_message="no permission to read increment.meta"), "u")
     assert (failed["status"], failed["message"]) == ("FAIL", "no permission to read increment.meta")
@@ -488,6 +490,33 @@ def test_networks_the_operator_allows_are_accepted(settings):
         policy.check(url)
     with pytest.raises(InvalidParameter, match="10.0.0.1, a private address"):
         policy.check("http://10.0.0.1/")
+
+
+def test_several_allowed_networks_are_read_from_the_environment(service, shop, tmp_path):
+    """README: IMAGESEARCH_CALLBACK_ALLOWED_NETWORKS holds CIDRs, comma-separated; each one is allowed (spaces
+    around a comma and empty parts are no networks), and what none of them holds is still refused, both when a
+    task is submitted and by the policy its worker delivers with."""
+    settings = Settings.from_env({**os.environ, "IMAGESEARCH_HOME": str(service.settings.home),
+                                  "IMAGESEARCH_CALLBACK_ALLOWED_NETWORKS": "127.0.0.0/8, ::1/128,,10.9.0.0/16 "})
+    assert settings.callback_allowed_networks == ("127.0.0.0/8", "::1/128", "10.9.0.0/16")
+    policy = CallbackPolicy.from_settings(settings)
+    for url in ("http://127.0.0.1:9/", "http://[::1]/", "http://10.9.255.1/"):
+        policy.check(url)
+    for url, says in (("http://10.10.0.1/", "10.10.0.1, a private address"),
+                      ("http://192.168.1.1/", "192.168.1.1, a private address")):
+        with pytest.raises(InvalidParameter, match=re.escape(says)):
+            policy.check(url)
+
+    tasks_now = Tasks(service.instances, service.storage, settings)  # the service's queue, with these settings
+    name = f"cb-{os.getpid()}"
+    service.storage.add(name, str(tmp_path))
+    try:
+        for url in ("http://127.0.0.1:9/hook", "http://[::1]:9/hook", "http://10.9.0.1/hook"):
+            assert tasks_now.submit_import(shop, name, "/", url).params["callback_address"] == url
+        with pytest.raises(InvalidParameter, match="a private address"):
+            tasks_now.submit_import(shop, name, "/", "http://10.10.0.1/hook")
+    finally:
+        service.storage.remove(name)
 
 
 def test_allowed_networks_must_be_networks(settings):

@@ -60,7 +60,7 @@ def test_a_chunked_body_over_8_mb_is_413(port):
 
 
 @pytest.mark.parametrize("method,path,status,code", [
-    ("GET", "/?Action=Detail", 405, "MethodNotAllowed"), ("PUT", "/", 405, "MethodNotAllowed"),
+    ("DELETE", "/?Action=Detail", 405, "MethodNotAllowed"), ("PUT", "/", 405, "MethodNotAllowed"),
     ("GET", "/nothing-here", 404, "InvalidPath"), ("POST", "/health", 405, "MethodNotAllowed"),
 ])
 def test_other_paths_and_methods_are_json(port, method, path, status, code):
@@ -68,11 +68,13 @@ def test_other_paths_and_methods_are_json(port, method, path, status, code):
     assert response.status_code == status and response.json()["Code"] == code
 
 
-def test_get_of_the_root_is_the_console_for_a_browser_and_405_for_an_api_call(port):
+def test_get_of_the_root_is_the_console_for_a_browser_and_the_api_for_an_api_call(port):
+    """GET is how the RPC signature style's clients call by default: an unsigned call is refused as such."""
     browser = requests.get(f"http://127.0.0.1:{port}/", timeout=10, allow_redirects=False)
     assert browser.status_code == 302 and browser.headers["Location"].startswith("/login")
-    api = requests.get(f"http://127.0.0.1:{port}/", headers={"x-acs-action": "Detail"}, timeout=10)
-    assert api.status_code == 405 and api.json()["Code"] == "MethodNotAllowed"
+    for call in ({"headers": {"x-acs-action": "Detail"}}, {"params": {"Action": "Detail"}}):
+        api = requests.get(f"http://127.0.0.1:{port}/", timeout=10, **call)
+        assert api.status_code == 403 and api.json()["Code"] == "SignatureDoesNotMatch", call
 
 
 def test_a_multipart_body_is_read_whole(port, service, shop, credentials):

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
 import requests
 import sqlalchemy as sa
 
+from benchmarks.signed_requests import form_encoded, rpc_signed
 from tests import hostile_corpus as corpus
 from tests.http_requests import signed_request
 from tests.pictures import encode, noise
@@ -103,11 +105,30 @@ def assert_refused(response, status, code, before, engine):
     assert digest(engine) == before
 
 
+def send_rpc(server, credentials, action: str, fields: dict, *, method="POST") -> requests.Response:
+    """The answer to the request signed in the RPC style (the Node.js SDK's placement: the common parameters
+    in the query string, the action's in the form body); while it is Throttling, signed and sent again."""
+    signed = {name: value for name, value in fields.items() if name != "__twice__" and value is not None}
+    for _ in range(100):
+        query, _ = rpc_signed(*credentials, action, signed, method=method)
+        response = requests.request(method, f"http://{server}/?{form_encoded(query)}", data=encoded(fields),
+                                    headers={"content-type": "application/x-www-form-urlencoded"}, timeout=60)
+        if response.status_code != 429:
+            break
+        time.sleep(0.1)
+    return response
+
+
+@pytest.mark.parametrize("style", ["ACS3", "RPC"])
 @pytest.mark.parametrize("case", corpus.cases(), ids=lambda case: case[0])
-def test_hostile_parameters(server, credentials, target, engine, case):
+def test_hostile_parameters(server, credentials, target, engine, case, style):
     _, action, changes, status, code = case
     before = digest(engine)
-    response = send(server, credentials, action, encoded(request_fields(target, action, changes)))
+    fields = request_fields(target, action, changes)
+    if style == "RPC":
+        response = send_rpc(server, credentials, action, fields)
+    else:
+        response = send(server, credentials, action, encoded(fields))
     if status is None:  # accepted on purpose (see the corpus)
         assert response.status_code == 200, response.text[:300]
         return
@@ -117,7 +138,7 @@ def test_hostile_parameters(server, credentials, target, engine, case):
 WIRE = [
     ("invalid-utf8-value", lambda body: body + b"&StrAttr=%FF%FE", None, "POST", "/", 400, "InvalidParameter"),
     ("json-body", lambda body: b'{"InstanceName": "x"}', "application/json", "POST", "/", 400, "MissingParameter"),
-    ("get", lambda body: body, None, "GET", "/", 405, "MethodNotAllowed"),
+    ("get", lambda body: body, None, "GET", "/", 403, "SignatureDoesNotMatch"),  # the method is signed
     ("put", lambda body: body, None, "PUT", "/", 405, "MethodNotAllowed"),
     ("other-path", lambda body: body, None, "POST", "/v1/", 404, "InvalidPath"),
 ]
@@ -233,3 +254,95 @@ def test_signature_fuzz_refuses_every_mutation_and_changes_nothing(server, crede
         response = send(server, credentials, action, encoded({"InstanceName": target, **DESTRUCTIVE[action]}))
         assert response.status_code == 200 and digest(engine) != before
         before = digest(engine)
+
+
+# ---- the signature fuzz, RPC style -------------------------------------------------------------------
+
+# Changes that make another request: each is refused on its own.
+RPC_CHANGES = ["value", "added-to-query", "added-to-form", "removed", "duplicated", "recased", "timestamp",
+               "stale", "nonce", "signature", "method", "path", "authorization", "action-header",
+               "version-header", "signature-method"]
+# Changes that keep the request (the same parameters, encoded or placed otherwise): refused as a replay of it.
+RPC_SAME = ["re-encoded", "moved-to-form", "moved-to-query"]
+
+
+def rpc_mutate(rng: random.Random, kind: str, query: dict, form: dict):
+    """One change to a signed RPC call: (method, path, query string, form body, headers)."""
+    method, path, headers = "POST", "/", {}
+    query, form = dict(query), dict(form)
+    if kind == "value":
+        name = rng.choice([n for n in form if n != "InstanceName"])
+        form[name] = _different(rng, form[name])
+    elif kind == "added-to-query":
+        query[rng.choice(["IsDeleteByFilter", "Filter", "RegionId"])] = "x"
+    elif kind == "added-to-form":
+        form[rng.choice(["IsDeleteByFilter", "StrAttr", "Crop"])] = "true"
+    elif kind == "removed":
+        place = rng.choice([query, form])
+        del place[rng.choice([n for n in place if n not in ("Action", "AccessKeyId", "Signature")])]
+    elif kind == "recased":
+        name = rng.choice([n for n in form if n != "InstanceName"])
+        form[name.lower()] = form.pop(name)
+    elif kind == "timestamp":
+        query["Timestamp"] = query["Timestamp"][:-2] + ("0" if query["Timestamp"][-2] != "0" else "1") + "Z"
+    elif kind == "nonce":
+        query["SignatureNonce"] = _different(rng, query["SignatureNonce"])
+    elif kind == "signature":
+        query["Signature"] = ("A" if query["Signature"][0] != "A" else "B") + query["Signature"][1:]
+    elif kind == "method":
+        method = rng.choice(["GET", "PUT", "DELETE"])
+    elif kind == "path":
+        path = rng.choice(["/x", "/%2F", "/%2e"])
+    elif kind == "authorization":
+        headers["Authorization"] = "ACS3-HMAC-SHA256 Credential=k,SignedHeaders=host,Signature=" + "0" * 64
+    elif kind == "action-header":
+        headers["x-acs-action"] = "DeleteImage" if query["Action"] != "DeleteImage" else "UpdateImage"
+    elif kind == "version-header":
+        headers["x-acs-version"] = "2019-03-25"
+    elif kind == "signature-method":
+        query["SignatureMethod"] = "HMAC-SHA256"
+    elif kind == "moved-to-form":
+        name = rng.choice(["Timestamp", "SignatureNonce", "Format", "Version", "SignatureMethod", "SignatureVersion"])
+        form[name] = query.pop(name)
+    elif kind == "moved-to-query":
+        name = rng.choice(list(form))
+        query[name] = form.pop(name)
+    query_string, body = form_encoded(query), form_encoded(form)
+    if kind == "duplicated":
+        name, value = rng.choice(list(form.items()))
+        body += f"&{form_encoded({name: value})}"
+    elif kind == "re-encoded":  # a letter of the nonce as its escape
+        at = next(i for i, c in enumerate(query["SignatureNonce"]) if c.isalpha())
+        escaped = "%" + format(ord(query["SignatureNonce"][at]), "02X")
+        query_string = query_string.replace(f"SignatureNonce={query['SignatureNonce']}",
+                                            f"SignatureNonce={query['SignatureNonce'][:at]}{escaped}"
+                                            f"{query['SignatureNonce'][at + 1:]}")
+    return method, path, query_string, body, headers
+
+
+def test_rpc_signature_fuzz_refuses_every_mutation_and_changes_nothing(server, credentials, target, engine):
+    rng = random.Random(20261208)
+    kinds: dict[str, int] = {}
+    now = datetime.now(timezone.utc)
+    for _ in range(600):
+        kind = rng.choice(RPC_CHANGES + RPC_SAME)
+        kinds[kind] = kinds.get(kind, 0) + 1
+        action = "UpdateImage" if kind in RPC_SAME else rng.choice(list(DESTRUCTIVE))
+        params = {"InstanceName": target, **DESTRUCTIVE[action]}
+        stamp = now - timedelta(minutes=20) if kind == "stale" else None
+        query, form = rpc_signed(*credentials, action, params, timestamp=stamp)
+        if kind in RPC_SAME:  # the call itself first: it is accepted, and it is the one the change replays
+            original = requests.post(f"http://{server}/?{form_encoded(query)}", data=form_encoded(form),
+                                     headers={"content-type": "application/x-www-form-urlencoded"}, timeout=60)
+            assert original.status_code in (200, 404, 429), original.text[:300]  # 404: an earlier test deleted it
+        method, path, query_string, body, headers = rpc_mutate(rng, kind, query, form)
+        before = digest(engine)
+        response = requests.request(method, f"http://{server}{path}?{query_string}", data=body,
+                                    headers={"content-type": "application/x-www-form-urlencoded", **headers},
+                                    timeout=60)
+        assert response.status_code in (400, 403, 404, 405), (kind, response.status_code, response.text[:300])
+        assert response.json()["Code"] and response.headers["Content-Type"].startswith("application/json")
+        if kind in RPC_SAME:
+            assert response.json()["Code"] == "SignatureNonceUsed", (kind, response.text[:300])
+        assert digest(engine) == before, kind
+    assert len(kinds) == len(RPC_CHANGES + RPC_SAME) and min(kinds.values()) >= 15, kinds

@@ -212,8 +212,18 @@ def test_a_malformed_authorization_is_refused_with_its_form(authorization):
 def test_the_authorization_header_is_read_into_key_headers_and_signature():
     digits = "0123456789abcdef" * 4
     spaced = f" ACS3-HMAC-SHA256 Credential=k1,  SignedHeaders=a;;b;,Signature={digits}\n"
-    assert signature.parse_authorization(spaced) == ("k1", ["a", "b"], digits)
-    assert signature.parse_authorization(f"ACS3-HMAC-SHA256 Credential=k1,SignedHeaders=,Signature={digits}")[1] == []
+    assert signature.parse_authorization(spaced) == ("ACS3-HMAC-SHA256", "k1", ["a", "b"], digits)
+    assert signature.parse_authorization(f"ACS3-HMAC-SHA256 Credential=k1,SignedHeaders=,Signature={digits}")[2] == []
+    assert signature.parse_authorization(f"ACS3-HMAC-SM3 Credential=k1,SignedHeaders=,Signature={digits}")[0] == (
+        "ACS3-HMAC-SM3")
+
+
+@pytest.mark.parametrize("algorithm", ["ACS3-HMAC-SHA1", "ACS3-RSA-SHA256", "ACS3-HMAC-SHA256X"])
+def test_an_algorithm_the_server_does_not_check_is_refused_by_name(algorithm):
+    digits = "0123456789abcdef" * 4
+    with pytest.raises(SignatureDoesNotMatch, match=f"the signature algorithm '{algorithm}' is not one this server "
+                                                    "checks: ACS3-HMAC-SHA256, ACS3-HMAC-SM3"):
+        signature.parse_authorization(f"{algorithm} Credential=k1,SignedHeaders=host,Signature={digits}")
 
 
 def test_the_canonical_query_is_the_sdks():

@@ -229,7 +229,7 @@ def test_callbacks_through_the_worker(loopback_service, make_instance, locations
     assert body == {"finishTime": partly.finished_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     "instanceId": str(partly.instance_id), "instanceName": shop.name,
                     "message": partly.error_message, "processResultUrl": body["processResultUrl"],
-                    "status": "NORMAL", "taskId": str(partly.id)}
+                    "status": "NORMAL", "taskId": partly.id}
     assert re.fullmatch(rf"http://127\.0\.0\.1:\d+/downloads/errors/{partly.id}\?Expires=\d+&Signature=\w+",
                         body["processResultUrl"])
     report = requests.get(body["processResultUrl"], timeout=30)

@@ -3,7 +3,7 @@
     IMAGESEARCH_HOME=$(mktemp -d) .venv/bin/python docs/console/screenshots.py
 
 Every page at 1280 x 800, and the Search tab at 360 px wide. Needs the test extras (Playwright,
-scikit-image's sample photos) and Debian's chromium (tests/install-browser.sh).
+scikit-image's sample photos) and Debian's chromium (tests/install-test-tools.sh).
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ def _show_import(service: ImageSearch, task: Task, as_json: bool) -> None:
         tries = len(task.callback_attempts)
         click.echo(f"callback: {task.callback_state} after {tries} attempt(s)" if task.callback_state != "due" else
                    f"callback: not delivered yet ({tries} attempt(s)); a running worker retries it")
-    if item["ErrorUrl"]:
+    if item.get("ErrorUrl"):
         click.echo(f"error report: {item['ErrorUrl']}  (or: imagesearch batch errors {task.id})")
 
 

@@ -4,6 +4,7 @@ pictures. Each kind is a source of ranked rows for the one result window (search
 from __future__ import annotations
 
 import time
+import dataclasses
 from dataclasses import dataclass
 
 from imagesearch_pg.errors import InvalidParameter, MissingParameter, NoSpecifiedSearchPic
@@ -64,13 +65,20 @@ class Searches:
         return self._search(request, window, fetch, began, pic_info)
 
     def by_name(self, request: SearchRequest, product_id: str, pic_name: str) -> SearchResult:
-        """Search with the vectors of a stored picture (which finds itself first, unless filtered out)."""
+        """Search with the vectors of a stored picture (which finds itself first, unless filtered out); its
+        PicInfo is the stored picture's category and region."""
         began = time.perf_counter()
         validation.picture_key(product_id, pic_name)
         window, cached = self._window(request)
         encoder = self.pipeline.encoders.get(cached.encoder)
+        searched: list[PicInfo] = []
 
         def fetch(conn, instance, limit, expected):
+            if not searched:
+                row = picture_store.stored(conn, instance.id, product_id, pic_name)
+                if row is None:
+                    raise NoSpecifiedSearchPic(f"no picture with ProductId {product_id!r} and PicName {pic_name!r}")
+                searched.append(PicInfo(row.category_id, row.region, [row.region]))
             dim = instance.embedding_dim
             stored = picture_search.StoredPicture(product_id, pic_name)
             # The stored picture's own silhouette searches the others' (no re-ranking: its keypoints are
@@ -80,18 +88,13 @@ class Searches:
                 if encoder.silhouettes
                 else None
             )
-            rows = picture_search.nearest(
+            return picture_search.nearest(
                 conn, instance.id, dim, stored, limit, window.filter, window.category_id, stored_silhouettes,
                 expected=expected, silhouette_margin=encoder.silhouette_margin,
             )
-            # A missing picture gives no query vector, hence rows without a score (or none at all).
-            if (rows and rows[0].score is None) or (
-                not rows and not picture_store.exists(conn, instance.id, product_id, pic_name)
-            ):
-                raise NoSpecifiedSearchPic(f"no picture with ProductId {product_id!r} and PicName {pic_name!r}")
-            return rows
 
-        return self._search(request, window, fetch, began)
+        found = self._search(request, window, fetch, began)
+        return dataclasses.replace(found, pic_info=searched[0])
 
     def by_vector(self, request: SearchRequest, vector) -> SearchResult:
         """Search with a vector of the instance's dimension (scaled to unit length), as the encoder would

@@ -206,22 +206,25 @@ class Tasks:
 
 def increment(task: Task, error_url: str | None) -> dict:
     """A batch task as IncreaseList (and `imagesearch batch list --json`) shows it."""
-    return {
-        **public_record({"id": task.id, "location": task.params["location"], "path": task.params["path"],
-                         "callback_address": task.params.get("callback_address"), "status": STATUS[task.state],
-                         "code": task.error_code or ("0" if task.state == "succeeded" else None),
-                         "msg": task.error_message or _progress_text(task), "error_url": error_url,
-                         "created_at": task.created_at, "updated_at": task.updated_at}),
-        "Progress": task.progress,
-    }
+    return {**_listed(task, {"location": task.params["location"], "path": task.params["path"],
+                             "callback_address": task.params.get("callback_address"), "error_url": error_url}),
+            "Progress": task.progress}
 
 
 def dump(task: Task, meta_url: str | None) -> dict:
     """An export task as DumpMetaList (and `imagesearch export`) shows it."""
-    return public_record({"id": task.id, "status": STATUS[task.state],
-                          "code": task.error_code or ("0" if task.state == "succeeded" else None),
-                          "msg": task.error_message or _progress_text(task), "meta_url": meta_url,
-                          "created_at": task.created_at, "updated_at": task.updated_at})
+    return _listed(task, {"meta_url": meta_url})
+
+
+def _listed(task: Task, fields: dict) -> dict:
+    """A task as the lists show it, typed as the SDKs' models declare: Id and UtcModified numbers, UtcCreate
+    text (both milliseconds since the epoch), Code text; a field without a value left out."""
+    shown = public_record({"id": task.id, **fields, "status": STATUS[task.state],
+                           "code": task.error_code or ("0" if task.state == "succeeded" else None),
+                           "msg": task.error_message or _progress_text(task),
+                           "created_at": task.created_at, "updated_at": task.updated_at})
+    shown["UtcCreate"] = str(shown["UtcCreate"])
+    return {name: value for name, value in shown.items() if value is not None}
 
 
 def _progress_text(task: Task) -> str:

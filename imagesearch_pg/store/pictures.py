@@ -215,11 +215,6 @@ def thumbnail(conn: sa.Connection, instance_id: int, product_id: str, pic_name: 
     return conn.execute(sa.select(part.c.thumbnail).where(part.c.key_digest == key_digest(product_id, pic_name))).scalar()
 
 
-def exists(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str) -> bool:
-    part = partition(instance_id)
-    return conn.execute(sa.select(sa.literal(1)).where(is_picture(part, product_id, pic_name))).first() is not None
-
-
 def delete(conn: sa.Connection, instance_id: int, product_id: str, pic_name: str | None) -> list[str]:
     """Delete a product's pictures (or one of them); returns the deleted PicNames."""
     part = partition(instance_id)

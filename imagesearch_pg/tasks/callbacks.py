@@ -34,7 +34,7 @@ USER_AGENT = "imagesearch-pg-callback"
 def message(due: DueCallback, process_result_url: str | None) -> dict:
     """The JSON a finished task's callback posts. status: NORMAL when the task ran through, including
     partially_failed (its report, at processResultUrl, lists the failed lines); FAIL when it failed.
-    finishTime in UTC; taskId and instanceId as strings, as the API shows ids."""
+    finishTime in UTC; taskId a number, as the guide's example and the task lists' Id are; instanceId text."""
     defaults = {"succeeded": "success", "partially_failed": "finished; some lines failed", "failed": "failed"}
     return {
         "finishTime": due.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
@@ -43,7 +43,7 @@ def message(due: DueCallback, process_result_url: str | None) -> dict:
         "message": due.error_message or defaults[due.state],
         "processResultUrl": process_result_url or "",
         "status": "FAIL" if due.state == "failed" else "NORMAL",
-        "taskId": str(due.id),
+        "taskId": due.id,
     }
 
 
