@@ -178,3 +178,24 @@ def test_format_other_than_json_is_refused_and_a_path_is_signed(server, credenti
     answer = requests.post(f"http://{server}/%2F?{form_encoded(query)}", data=form_encoded(form),
                            headers={"content-type": "application/x-www-form-urlencoded"}, timeout=30)
     assert refused(answer) == (403, "SignatureDoesNotMatch")
+
+
+def test_calls_of_both_styles_share_the_instances_throttle(server, credentials, engine, service, make_instance):
+    """The QPS plan counts a call however it was signed: two ACS3 searches and one RPC search fill a plan
+    of 3 a second, and the next of either style is Throttling."""
+    from tests.rate_windows import call as acs3_call
+    from tests.rate_windows import in_one_second
+
+    name = make_instance("generic", qps=3).name
+    service.add_image(name, "p", "1.png", PICTURE, crop=False)
+
+    def rpc_call() -> str:
+        answer = call(server, credentials, "CheckImageExists", {"InstanceName": name, "ProductId": "p",
+                                                                "PicName": "1.png"})
+        return "OK" if answer.status_code == 200 else f"{answer.status_code} {answer.json()['Code']}"
+
+    def burst():
+        acs3 = lambda: acs3_call(server, credentials, "CheckImageExists", name, ProductId="p", PicName="1.png")
+        return [acs3(), rpc_call(), acs3(), rpc_call(), acs3()]
+
+    assert in_one_second(engine, burst) == ["OK"] * 3 + ["429 Throttling"] * 2
