@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # module -> (the files mutated, the tests that exercise them in their own process)
 MODULES = {
     "signature": (["flask_app/signature.py"], ["tests/test_signature_rules.py", "tests/test_signatures.py"]),
+    "rpc_signature": (["flask_app/rpc_signature.py"], ["tests/test_rpc_signature_rules.py"]),
     "filters": (["imagesearch_pg/store/filters.py"],
                 ["tests/test_filter_rules.py", "tests/test_filters.py", "tests/test_sql_filter.py"]),
     "throttling": (["imagesearch_pg/service/throttling.py", "imagesearch_pg/store/request_counts.py"],
