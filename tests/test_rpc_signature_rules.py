@@ -73,6 +73,12 @@ def test_each_signature_parameter_is_required(name):
             verify(missing)
 
 
+def test_every_missing_parameter_is_named():
+    parameters = {k: v for k, v in signed().items() if k not in ("Timestamp", "Version")}
+    with pytest.raises(MissingParameter, match="^a request signed in the RPC style needs Timestamp, Version$"):
+        verify(parameters)
+
+
 @pytest.mark.parametrize("change", [
     {"SignatureMethod": "HMAC-SHA256"}, {"SignatureMethod": "hmac-sha1"}, {"SignatureVersion": "1"},
     {"SignatureVersion": "2.0"},
@@ -84,8 +90,18 @@ def test_only_hmac_sha1_version_1_0(change):
 
 @pytest.mark.parametrize("path", ["", "/x", "//", "/%2F"])
 def test_the_path_is_slash(path):
-    with pytest.raises(SignatureDoesNotMatch, match="is sent to the path /"):
+    with pytest.raises(SignatureDoesNotMatch, match=f"^a request signed in the RPC style is sent to the path /, "
+                                                    f"not {path!r}$"):
         verify(signed(), path=path)
+
+
+def test_messages_quote_at_most_64_characters_of_what_was_sent():
+    with pytest.raises(SignatureDoesNotMatch) as refused:
+        verify(signed(), path="/" + "p" * 100)
+    assert refused.value.message.endswith(f"not {'/' + 'p' * 63!r}")
+    with pytest.raises(InvalidAccessKeyId) as refused:
+        verify(signed(AccessKeyId="k" * 100))
+    assert refused.value.message == f"AccessKeyId {'k' * 64!r} is not an active key of this server"
 
 
 @pytest.mark.parametrize("offset,accepted", [(timedelta(minutes=15), True), (-timedelta(minutes=15), True),
@@ -96,20 +112,28 @@ def test_the_timestamp_is_within_15_minutes_either_way(offset, accepted):
     if accepted:
         assert verify(request, now=NOW + offset).key_id == "k1"
     else:
-        with pytest.raises(TimeStampExpired, match="is more than 15 minutes from the server's time"):
+        with pytest.raises(TimeStampExpired, match="^Timestamp 2026-12-08T12:00:00Z is more than 15 minutes from "
+                                                   "the server's time 2026-12-08T1"):
             verify(request, now=NOW + offset)
+
+
+def test_the_servers_own_clock_is_read_when_none_is_given():
+    now = datetime.now(timezone.utc)
+    assert rpc_signature.verify("POST", "/", signed(Timestamp=f"{now:%Y-%m-%dT%H:%M:%SZ}"), KEYS.get).key_id == "k1"
+    with pytest.raises(TimeStampExpired):
+        rpc_signature.verify("POST", "/", signed(), KEYS.get)  # 2026-12-08T12:00:00Z, long ago or to come
 
 
 @pytest.mark.parametrize("stamp", ["2026-12-08T12:00:00", "2026-12-08 12:00:00Z", "2026-12-08T12:00:00+00:00",
                                    "1796731200", "2026-12-08T12:00:00.000Z", "yesterday"])
 def test_the_timestamp_is_utc_to_the_second(stamp):
-    with pytest.raises(InvalidTimeStamp, match="YYYY-MM-DDThh:mm:ssZ"):
+    with pytest.raises(InvalidTimeStamp, match="^Timestamp must be the request's UTC time as YYYY-MM-DDThh:mm:ssZ$"):
         verify(signed(Timestamp=stamp))
 
 
 def test_a_nonce_is_1_to_128_characters():
     assert verify(signed(SignatureNonce="n" * 128)).nonce == "n" * 128
-    with pytest.raises(SignatureDoesNotMatch, match="SignatureNonce must be 1-128 characters"):
+    with pytest.raises(SignatureDoesNotMatch, match="^SignatureNonce must be 1-128 characters$"):
         verify(signed(SignatureNonce="n" * 129))
 
 
@@ -125,7 +149,8 @@ def test_an_unknown_key_is_refused_before_the_signature_is_computed():
     lambda p: {**p, "Signature": p["Signature"] + "="},
 ])
 def test_any_change_to_a_signed_parameter_is_refused(change):
-    with pytest.raises(SignatureDoesNotMatch, match="the signature does not match the request"):
+    with pytest.raises(SignatureDoesNotMatch, match=r"^the signature does not match the request \(check the "
+                                                    r"AccessKeySecret\)$"):
         verify(change(signed()))
 
 
