@@ -72,12 +72,13 @@ class Searches:
         window, cached = self._window(request)
         encoder = self.pipeline.encoders.get(cached.encoder)
         searched: list[PicInfo] = []
+        missing = f"no picture with ProductId {product_id!r} and PicName {pic_name!r}"
 
         def fetch(conn, instance, limit, expected):
             if not searched:
                 row = picture_store.stored(conn, instance.id, product_id, pic_name)
                 if row is None:
-                    raise NoSpecifiedSearchPic(f"no picture with ProductId {product_id!r} and PicName {pic_name!r}")
+                    raise NoSpecifiedSearchPic(missing)
                 searched.append(PicInfo(row.category_id, row.region, [row.region]))
             dim = instance.embedding_dim
             stored = picture_search.StoredPicture(product_id, pic_name)
@@ -88,10 +89,17 @@ class Searches:
                 if encoder.silhouettes
                 else None
             )
-            return picture_search.nearest(
+            rows = picture_search.nearest(
                 conn, instance.id, dim, stored, limit, window.filter, window.category_id, stored_silhouettes,
                 expected=expected, silhouette_margin=encoder.silhouette_margin,
             )
+            # Each statement reads the database as it is then: a picture deleted since it was read above gives
+            # no query vector, hence rows without a score (or none at all).
+            if (rows and rows[0].score is None) or (
+                not rows and picture_store.stored(conn, instance.id, product_id, pic_name) is None
+            ):
+                raise NoSpecifiedSearchPic(missing)
+            return rows
 
         found = self._search(request, window, fetch, began)
         return dataclasses.replace(found, pic_info=searched[0])

