@@ -20,9 +20,9 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 
-from flask_app.signature import DATE_WINDOW, SignedRequest, percent_encoded
+from flask_app.signature import SignedRequest, check_time, percent_encoded
 from imagesearch_pg.errors import (
     InvalidAccessKeyId,
     InvalidTimeStamp,
@@ -68,16 +68,7 @@ def verify(method: str, path: str, parameters: Mapping[str, str], credential_of,
         raise SignatureDoesNotMatch(f"a request signed in the RPC style is sent to the path /, not {path[:64]!r}")
     if parameters["SignatureMethod"] != METHOD or parameters["SignatureVersion"] != VERSION:
         raise SignatureDoesNotMatch(f"SignatureMethod must be {METHOD} and SignatureVersion {VERSION}")
-    try:
-        stamp = datetime.strptime(parameters["Timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise InvalidTimeStamp("Timestamp must be the request's UTC time as YYYY-MM-DDThh:mm:ssZ") from None
-    now = now or datetime.now(timezone.utc)
-    if abs(now - stamp) > DATE_WINDOW:
-        raise TimeStampExpired(
-            f"Timestamp {stamp:%Y-%m-%dT%H:%M:%SZ} is more than {int(DATE_WINDOW.total_seconds() // 60)} minutes "
-            f"from the server's time {now:%Y-%m-%dT%H:%M:%SZ}"
-        )
+    check_time(parameters["Timestamp"], "Timestamp", InvalidTimeStamp, TimeStampExpired, now)
     nonce = parameters["SignatureNonce"]
     if len(nonce) > 128:
         raise SignatureDoesNotMatch("SignatureNonce must be 1-128 characters")

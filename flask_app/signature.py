@@ -125,6 +125,22 @@ def sign(secret: str, text: str, algorithm: str = ALGORITHM) -> str:
     return hmac.new(secret.encode("utf-8"), text.encode("utf-8"), ALGORITHMS[algorithm]).hexdigest()
 
 
+def check_time(text: str, name: str, malformed: type[Exception], expired: type[Exception],
+               now: datetime | None = None) -> None:
+    """A request's time (``text``, its field ``name``), in either style: a UTC time to the second within
+    DATE_WINDOW of ``now`` (the server's clock), else the style's ``malformed`` or ``expired`` error."""
+    try:
+        stamp = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise malformed(f"{name} must be the request's UTC time as YYYY-MM-DDThh:mm:ssZ") from None
+    now = now or datetime.now(timezone.utc)
+    if abs(now - stamp) > DATE_WINDOW:
+        raise expired(
+            f"{name} {stamp:%Y-%m-%dT%H:%M:%SZ} is more than {int(DATE_WINDOW.total_seconds() // 60)} minutes "
+            f"from the server's time {now:%Y-%m-%dT%H:%M:%SZ}"
+        )
+
+
 def verify(method: str, path: str, query_string: str, headers: dict[str, str], body: bytes, credential_of,
            now: datetime | None = None) -> SignedRequest:
     """Check a request's signature; ``headers`` with lower-cased names, each sent once (refuse_repeated has
@@ -140,16 +156,7 @@ def verify(method: str, path: str, query_string: str, headers: dict[str, str], b
     payload_hash = hashlib.new(ALGORITHMS[algorithm], body).hexdigest()
     if headers.get("x-acs-content-sha256", "").strip().lower() != payload_hash:
         raise SignatureDoesNotMatch(f"x-acs-content-sha256 is not the {_HASH_NAMES[algorithm]} of the request body")
-    try:
-        date = datetime.strptime(headers.get("x-acs-date", "").strip(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise RequestExpired("x-acs-date must be the request's UTC time as YYYY-MM-DDThh:mm:ssZ") from None
-    now = now or datetime.now(timezone.utc)
-    if abs(now - date) > DATE_WINDOW:
-        raise RequestExpired(
-            f"x-acs-date {date:%Y-%m-%dT%H:%M:%SZ} is more than {int(DATE_WINDOW.total_seconds() // 60)} minutes "
-            f"from the server's time {now:%Y-%m-%dT%H:%M:%SZ}"
-        )
+    check_time(headers.get("x-acs-date", "").strip(), "x-acs-date", RequestExpired, RequestExpired, now)
     nonce = headers.get("x-acs-signature-nonce", "").strip()
     if not 1 <= len(nonce) <= 128:
         raise SignatureDoesNotMatch("x-acs-signature-nonce must be 1-128 characters")
