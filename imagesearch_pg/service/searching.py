@@ -75,11 +75,6 @@ class Searches:
         missing = f"no picture with ProductId {product_id!r} and PicName {pic_name!r}"
 
         def fetch(conn, instance, limit, expected):
-            if not searched:
-                row = picture_store.stored(conn, instance.id, product_id, pic_name)
-                if row is None:
-                    raise NoSpecifiedSearchPic(missing)
-                searched.append(PicInfo(row.category_id, row.region, [row.region]))
             dim = instance.embedding_dim
             stored = picture_search.StoredPicture(product_id, pic_name)
             # The stored picture's own silhouette searches the others' (no re-ranking: its keypoints are
@@ -93,12 +88,16 @@ class Searches:
                 conn, instance.id, dim, stored, limit, window.filter, window.category_id, stored_silhouettes,
                 expected=expected, silhouette_margin=encoder.silhouette_margin,
             )
-            # Each statement reads the database as it is then: a picture deleted since it was read above gives
-            # no query vector, hence rows without a score (or none at all).
-            if (rows and rows[0].score is None) or (
-                not rows and picture_store.stored(conn, instance.id, product_id, pic_name) is None
-            ):
+            # A missing picture gives no query vector, hence rows without a score (or none at all).
+            if rows and rows[0].score is None:
                 raise NoSpecifiedSearchPic(missing)
+            if not searched:
+                # Its PicInfo from its own row, which it finds first; read apart only when filtered out.
+                own = next((row for row in rows if (row.product_id, row.pic_name) == (product_id, pic_name)), None)
+                own = own or picture_store.stored(conn, instance.id, product_id, pic_name)
+                if own is None:
+                    raise NoSpecifiedSearchPic(missing)
+                searched.append(PicInfo(own.category_id, own.region, [own.region]))
             return rows
 
         found = self._search(request, window, fetch, began)
